@@ -1,0 +1,59 @@
+"""The project's own error type and the thin wrapper every command-line entry point runs under.
+
+Expected failures (a missing file, a malformed annotation, an unknown dataset name, ...) raise
+`LandmarkError` with one line that names the file and the fix. `run_cli` prints that line and exits
+with status 2, without a traceback; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+class LandmarkError(Exception):
+    """An expected, user-facing failure. The message is one line: what, where, and how to fix it."""
+
+
+class DataFormatError(LandmarkError):
+    """A dataset file (image, .pts, WFLW list, COFW .mat, custom list) is missing or malformed."""
+
+
+class ConfigError(LandmarkError):
+    """A configuration value or command-line option is invalid."""
+
+
+class ModelError(LandmarkError):
+    """A model file is missing, of the wrong kind, or does not match the data (point count, input size)."""
+
+
+class TrainingError(LandmarkError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ and Python start-up noise. Call before importing tensorflow."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    import logging
+    import warnings
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="keras")
+    warnings.filterwarnings("ignore", module="tensorflow")
+
+
+def run_cli(main, argv=None) -> int:
+    """Run `main(argv)`; turn a LandmarkError into one line on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except LandmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint written is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return int(code or 0)
