@@ -1,0 +1,281 @@
+"""Soft landmarks from an Active Shape Model (METHOD.md section 3), the Tolerant teacher's targets.
+
+`ActiveShapeModel().fit(shapes, variance=p)` stacks the training shapes (normalised crop
+coordinates, docs/ARCHITECTURE.md) as vectors of length 2N (x0, y0, x1, y1, ...), fits a PCA and
+keeps the smallest number k of components whose cumulative explained variance reaches p. It keeps
+the mean shape m, the eigenvectors V (2N x k) and the eigenvalues lambda (the variance of the data
+along each component). `project(shapes)` computes b = V^T (x - m), clips each b_i to
+[-3 sqrt(lambda_i), +3 sqrt(lambda_i)] and returns the soft shapes m + V b.
+
+Variance 1.0 is defined, as in the paper ("100% gives back the hard landmarks"), as the identity:
+all components are kept and no clipping is applied (clipping at 3 standard deviations would move
+the rare outlying training shapes even with every component kept). Pass `clip=True` to `project`
+to force clipping anyway.
+
+No Procrustes alignment is applied (the original's setting, shapes stay in crop coordinates); the
+optional `--align` of METHOD.md section 3.4 is not implemented.
+
+Command line (after `python data_util.py prepare ...`):
+    python asm_soft_landmarks.py --dataset 300w --variance 0.90 [--prepared-dir D] [--input-size S]
+fits on <prepared>/train/landmarks.npy (training faces only), writes <prepared>/asm.npz and
+soft_landmarks.npy beside landmarks.npy in train/ and train_aug/ (if present), and prints how far the
+soft shapes moved from the hard ones.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from configuration import PrepareConfig, dataset_info, register_custom_dataset
+from errors import ConfigError, DataFormatError, ModelError, run_cli
+from safe_io import atomic_path, atomic_save_npy
+
+CLIP_SIGMAS = 3.0
+ASM_FILE = "asm.npz"
+SOFT_FILE = "soft_landmarks.npy"
+
+
+def _as_vectors(shapes) -> tuple[np.ndarray, tuple]:
+    """(M, N, 2) or (M, 2N) -> float64 (M, 2N), plus the shape to give results back in."""
+    arr = np.asarray(shapes, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[2] == 2:
+        return arr.reshape(arr.shape[0], -1), arr.shape
+    if arr.ndim == 2:
+        return arr, arr.shape
+    raise ConfigError(f"shapes of shape {arr.shape}: expected (M, N, 2) or (M, 2N)")
+
+
+class ActiveShapeModel:
+    """PCA shape model: mean (2N,), components V (2N, k), eigenvalues (k,), variance p."""
+
+    def __init__(self):
+        self.mean: Optional[np.ndarray] = None
+        self.components: Optional[np.ndarray] = None
+        self.eigenvalues: Optional[np.ndarray] = None
+        self.variance: Optional[float] = None
+        self.explained_ratio: Optional[np.ndarray] = None   # per kept component
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(self, shapes, variance: float = 0.90) -> "ActiveShapeModel":
+        from sklearn.decomposition import PCA
+
+        if not 0.0 < float(variance) <= 1.0:
+            raise ConfigError(f"variance {variance}: must lie in (0, 1]")
+        x, _ = _as_vectors(shapes)
+        if x.shape[0] < 2:
+            raise ConfigError(f"an Active Shape Model needs at least 2 training shapes, got {x.shape[0]}")
+        if not np.all(np.isfinite(x)):
+            raise DataFormatError("training shapes contain NaN or infinite values; re-run prepare")
+        pca = PCA(n_components=min(x.shape), svd_solver="full")
+        pca.fit(x)
+        ratios = pca.explained_variance_ratio_
+        if float(variance) >= 1.0:
+            k = len(ratios)
+        else:
+            cum = np.cumsum(ratios)
+            k = int(np.searchsorted(cum, float(variance) - 1e-12) + 1)
+            k = max(1, min(k, len(ratios)))
+        self.mean = pca.mean_.astype(np.float64)
+        self.components = pca.components_[:k].T.astype(np.float64)      # (2N, k)
+        self.eigenvalues = np.maximum(pca.explained_variance_[:k], 0.0).astype(np.float64)
+        self.explained_ratio = ratios[:k].astype(np.float64)
+        self.variance = float(variance)
+        return self
+
+    @property
+    def k(self) -> int:
+        self._check_fitted()
+        return int(self.components.shape[1])
+
+    @property
+    def num_points(self) -> int:
+        self._check_fitted()
+        return int(self.mean.shape[0]) // 2
+
+    def _check_fitted(self):
+        if self.mean is None:
+            raise ModelError("the Active Shape Model is not fitted; call fit() or load() first")
+
+    # -- projection -------------------------------------------------------------------------
+    def coefficients(self, shapes, clip: Optional[bool] = None) -> np.ndarray:
+        """b = V^T (x - m), (M, k); clipped to +-3 sqrt(lambda) unless variance is 1.0 (see module)."""
+        self._check_fitted()
+        x, _ = _as_vectors(shapes)
+        if x.shape[1] != self.mean.shape[0]:
+            raise ConfigError(f"shapes have {x.shape[1] // 2} points but the shape model has "
+                              f"{self.num_points}")
+        b = (x - self.mean) @ self.components
+        if clip is None:
+            clip = self.variance is None or self.variance < 1.0
+        if clip:
+            limit = CLIP_SIGMAS * np.sqrt(self.eigenvalues)
+            b = np.clip(b, -limit, limit)
+        return b
+
+    def reconstruct(self, b) -> np.ndarray:
+        self._check_fitted()
+        return self.mean + np.asarray(b, dtype=np.float64) @ self.components.T
+
+    def project(self, shapes, clip: Optional[bool] = None) -> np.ndarray:
+        """Soft shapes m + V b, in the input's layout ((M, N, 2) or (M, 2N)), float64."""
+        _, shape = _as_vectors(shapes)
+        return self.reconstruct(self.coefficients(shapes, clip)).reshape(shape)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        self._check_fitted()
+        path = Path(path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, mean=self.mean, components=self.components, eigenvalues=self.eigenvalues,
+                     variance=np.float64(self.variance), explained_ratio=self.explained_ratio)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "ActiveShapeModel":
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: shape model not found; run python asm_soft_landmarks.py "
+                             f"--dataset NAME first")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                asm = cls()
+                asm.mean = z["mean"].astype(np.float64)
+                asm.components = z["components"].astype(np.float64)
+                asm.eigenvalues = z["eigenvalues"].astype(np.float64)
+                asm.variance = float(z["variance"])
+                asm.explained_ratio = (z["explained_ratio"].astype(np.float64)
+                                       if "explained_ratio" in z.files else None)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"{path}: not a shape model written by asm_soft_landmarks.py "
+                             f"({err}); delete it and run the command again") from None
+        if (asm.components.ndim != 2 or asm.components.shape[0] != asm.mean.shape[0]
+                or asm.eigenvalues.shape != (asm.components.shape[1],)):
+            raise ModelError(f"{path}: inconsistent array shapes; delete it and run "
+                             f"asm_soft_landmarks.py again")
+        return asm
+
+
+# ----------------------------------------------------------------------------------------------
+# Prepared data
+# ----------------------------------------------------------------------------------------------
+
+
+def _eye_distance(shapes: np.ndarray, groups: tuple) -> np.ndarray:
+    """Per-face distance between the means of two index groups; shapes (M, N, 2)."""
+    left = shapes[:, list(groups[0]), :].mean(axis=1)
+    right = shapes[:, list(groups[1]), :].mean(axis=1)
+    return np.linalg.norm(left - right, axis=1)
+
+
+def movement_stats(hard: np.ndarray, soft: np.ndarray, interocular: Optional[tuple] = None) -> dict:
+    """How far soft shapes are from hard ones: per-point Euclidean distance (normalised units) and
+    in % of each face's inter-ocular distance (when the normaliser indices are given)."""
+    hard = np.asarray(hard, np.float64).reshape(len(hard), -1, 2)
+    soft = np.asarray(soft, np.float64).reshape(len(soft), -1, 2)
+    dist = np.linalg.norm(soft - hard, axis=2)                  # (M, N)
+    stats = {"mean": float(dist.mean()), "max": float(dist.max())}
+    if interocular is not None:
+        io = _eye_distance(hard, interocular)
+        io = np.where(io > 0, io, np.nan)
+        rel = 100.0 * dist / io[:, None]
+        stats["mean_pct_io"] = float(np.nanmean(rel)) if np.isfinite(rel).any() else float("nan")
+        stats["max_pct_io"] = float(np.nanmax(rel)) if np.isfinite(rel).any() else float("nan")
+    return stats
+
+
+def _load_split_landmarks(prepared: Path, split: str) -> np.ndarray:
+    path = prepared / split / "landmarks.npy"
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: missing; run python data_util.py prepare again") from None
+    except ValueError as err:
+        raise DataFormatError(f"{path}: not a valid .npy array ({err}); run python data_util.py "
+                              f"prepare again") from None
+    if arr.ndim != 3 or arr.shape[2] != 2:
+        raise DataFormatError(f"{path}: shape {arr.shape}, expected (M, N, 2); run python "
+                              f"data_util.py prepare again")
+    return arr
+
+
+def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[str] = None,
+                        verbose: bool = True, input_size: Optional[int] = None) -> dict:
+    """Fit the ASM on train/ and write asm.npz and soft_landmarks.npy (train, train_aug)."""
+    prepared = Path(prepared_dir)
+    size = f"--input-size {input_size}" if input_size else "[--input-size S]"
+    hint = (f"run python data_util.py prepare --dataset {dataset or 'NAME'} [--root PATH] {size} "
+            f"first (or pass --prepared-dir)")
+    if not prepared.is_dir():
+        raise DataFormatError(f"{prepared}: prepared data not found; {hint}")
+    if not (prepared / "manifest.json").is_file() or not (prepared / "train").is_dir():
+        raise DataFormatError(f"{prepared}: prepared data incomplete (no manifest.json or train/); "
+                              f"{hint}")
+    train = _load_split_landmarks(prepared, "train")
+    n = train.shape[1]
+    interocular = None
+    if dataset is not None:
+        info = dataset_info(dataset)
+        if info.num_points != n:
+            raise DataFormatError(f"{prepared}: train landmarks have {n} points but {dataset} has "
+                                  f"{info.num_points}; pass the right --dataset or --prepared-dir")
+        interocular = info.interocular
+    asm = ActiveShapeModel().fit(train, variance)
+    asm.save(prepared / ASM_FILE)
+    report = {"k": asm.k, "max_k": min(train.shape[0], 2 * n), "variance": float(variance),
+              "explained": float(asm.explained_ratio.sum()), "splits": {}}
+    if verbose:
+        print(f"shape model: {train.shape[0]} training shapes of {n} points; kept k={asm.k} of "
+              f"{report['max_k']} components ({100 * report['explained']:.2f}% of the variance, "
+              f"target {100 * float(variance):.1f}%) -> {prepared / ASM_FILE}")
+    for split in ("train", "train_aug"):
+        if not (prepared / split).is_dir():
+            continue
+        hard = train if split == "train" else _load_split_landmarks(prepared, split)
+        if hard.shape[1] != n:
+            raise DataFormatError(f"{prepared / split}: {hard.shape[1]} points, train has {n}; run "
+                                  f"python data_util.py augment again")
+        soft = asm.project(hard).astype(np.float32)
+        atomic_save_npy(prepared / split / SOFT_FILE, soft)
+        stats = movement_stats(hard, soft, interocular)
+        report["splits"][split] = stats
+        if verbose:
+            line = (f"{split:9s} {len(hard)} shapes -> {prepared / split / SOFT_FILE}: soft moved "
+                    f"mean {stats['mean']:.5f}, max {stats['max']:.5f} (normalised units)")
+            if "mean_pct_io" in stats:
+                line += (f"; mean {stats['mean_pct_io']:.2f}%, max {stats['max_pct_io']:.2f}% of "
+                         f"the inter-ocular distance")
+            print(line)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Fit the Active Shape Model on prepared training shapes and write soft landmarks "
+                    "(the Tolerant teacher's targets).")
+    parser.add_argument("--dataset", default="300w", help="300w, cofw, wflw or a custom name")
+    parser.add_argument("--variance", type=float, default=0.90,
+                        help="fraction of shape variance to keep (1.0 gives the hard landmarks)")
+    parser.add_argument("--prepared-dir", default=None,
+                        help="default: data/prepared/<dataset>[-synthetic]-<input size>")
+    parser.add_argument("--root", default=None,
+                        help="official dataset folder the data was prepared from (only names the "
+                             "default prepared folder; omit for the embedded synthetic data)")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--custom-spec", default=None, help="JSON spec of a custom dataset")
+    args = parser.parse_args(argv)
+    if args.custom_spec:
+        args.dataset = register_custom_dataset(args.custom_spec).name
+    dataset_info(args.dataset)
+    prepared = PrepareConfig(dataset=args.dataset, root=args.root, input_size=args.input_size,
+                             custom_spec=args.custom_spec,
+                             out_dir=args.prepared_dir).resolved_out_dir()
+    make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,227 @@
+"""The two networks of the paper (METHOD.md section 2), their persistence and their cost.
+
+* `build_student(num_points, input_size=224, width_multiplier=1.0, weights=None)`: MobileNetV2
+  (no top) -> global average pooling (1280 at width 1.0) -> linear Dense(2N) named "landmarks".
+* `build_teacher(num_points, input_size=224, dropout=0.5, weights=None)`: EfficientNet-B3 (no top)
+  -> global average pooling (1536) -> Dropout(0.5) -> linear Dense(2N) named "landmarks".
+
+Both take float32 RGB images in [0, 1] of shape (B, S, S, 3) and return (B, 2N) float32 landmarks
+ordered x0, y0, x1, y1, ... in the normalised crop coordinates of docs/ARCHITECTURE.md. Each model
+maps [0, 1] to what its backbone expects, so ImageNet weights (`weights="imagenet"`) see the same
+pixel statistics as in their own training:
+  - MobileNetV2 expects [-1, 1]: a `Rescaling(2, offset=-1)` layer ("to_minus1_1") comes first;
+  - Keras' EfficientNet rescales 0-255 by 1/255 and normalises with the ImageNet mean/std inside
+    the backbone: a `Rescaling(255)` layer ("to_0_255") comes first.
+The published models are trained from scratch (`weights=None`, the default). The final Dense is
+float32 so the output stays float32 under a mixed-precision policy.
+
+`save_model` writes a `.keras` file atomically; `load_model` reads one back and checks it against the
+data (point count, input size) with one-line `errors.ModelError`s. `count_params` and `model_flops`
+(multiply-adds per image) measure the networks; `python cnn_model.py --summary` prints both for the
+student and the teacher.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from pathlib import Path
+
+from configuration import MIN_INPUT_SIZE
+from errors import ConfigError, ModelError, quiet_tensorflow, run_cli
+
+quiet_tensorflow()
+
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+from safe_io import atomic_path  # noqa: E402
+
+STUDENT_NAME = "student"
+TEACHER_NAME = "teacher"
+OUTPUT_LAYER = "landmarks"
+
+
+def _check_args(num_points, input_size, weights):
+    if int(num_points) < 1:
+        raise ConfigError(f"num_points={num_points}: a model needs at least one landmark")
+    if int(input_size) < MIN_INPUT_SIZE:
+        raise ConfigError(f"input size {input_size} is too small; the backbones need at least "
+                          f"{MIN_INPUT_SIZE} pixels")
+    if weights is not None and weights != "imagenet" and not Path(str(weights)).is_file():
+        raise ConfigError(f"weights={weights!r}: use None (from scratch), 'imagenet' or the path of "
+                          f"an existing backbone weights file")
+
+
+def _backbone(factory, what, weights, **kwargs):
+    """Build a keras.applications backbone; turn a failed weights download into a ModelError."""
+    try:
+        return factory(include_top=False, weights=weights, **kwargs)
+    except ValueError as err:
+        if weights is None:
+            raise
+        raise ConfigError(f"{what} with weights={weights!r}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # download failures surface as several exception types
+        if weights is None:
+            raise
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"{what}: could not load weights={weights!r} ({first}); this machine may "
+                         f"be offline: train from scratch with weights=None (the published "
+                         f"setting) or place the Keras weights file in ~/.keras/models/") from None
+
+
+def build_student(num_points: int, input_size: int = 224, width_multiplier: float = 1.0,
+                  weights=None) -> keras.Model:
+    """MobileNetV2 (no top) + global average pooling + linear Dense(2N); input RGB in [0, 1]."""
+    _check_args(num_points, input_size, weights)
+    if width_multiplier <= 0:
+        raise ConfigError(f"width_multiplier={width_multiplier}: must be positive")
+    shape = (int(input_size), int(input_size), 3)
+    backbone = _backbone(keras.applications.MobileNetV2, "MobileNetV2", weights,
+                         input_shape=shape, alpha=float(width_multiplier))
+    inputs = keras.Input(shape=shape, name="image", dtype="float32")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)   # [0, 1] -> [-1, 1]
+    x = backbone(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(2 * int(num_points), activation=None, dtype="float32",
+                           name=OUTPUT_LAYER)(x)
+    return keras.Model(inputs, outputs, name=STUDENT_NAME)
+
+
+def build_teacher(num_points: int, input_size: int = 224, dropout: float = 0.5,
+                  weights=None) -> keras.Model:
+    """EfficientNet-B3 (no top) + global average pooling + Dropout + linear Dense(2N); RGB in [0, 1]."""
+    _check_args(num_points, input_size, weights)
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout={dropout}: must lie in [0, 1)")
+    shape = (int(input_size), int(input_size), 3)
+    backbone = _backbone(keras.applications.EfficientNetB3, "EfficientNetB3", weights,
+                         input_shape=shape)
+    inputs = keras.Input(shape=shape, name="image", dtype="float32")
+    x = layers.Rescaling(255.0, name="to_0_255")(inputs)   # the backbone divides by 255 itself
+    x = backbone(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(2 * int(num_points), activation=None, dtype="float32",
+                           name=OUTPUT_LAYER)(x)
+    return keras.Model(inputs, outputs, name=TEACHER_NAME)
+
+
+# ----------------------------------------------------------------------------------------------
+# Persistence
+# ----------------------------------------------------------------------------------------------
+
+
+def save_model(model: keras.Model, path) -> Path:
+    """Write `model` to `path` (must end in .keras) atomically; returns the path."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ModelError(f"{path}: model files must end in .keras (Keras checks the extension)")
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return path
+
+
+def model_points(model: keras.Model) -> int:
+    """Number of landmarks N a model predicts (its output is (B, 2N))."""
+    return int(model.output_shape[-1]) // 2
+
+
+def model_input_size(model: keras.Model) -> int:
+    return int(model.input_shape[1])
+
+
+def load_model(path, expect_points=None, expect_input_size=None) -> keras.Model:
+    """Read a `.keras` model written by `save_model`; check point count and input size if given."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found; train one first (teacher_trainer.py / "
+                         f"student_trainer.py) or pass the right path")
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a Keras .keras model file (expected a .keras zip archive "
+                         f"written by cnn_model.save_model)")
+    if path.suffix != ".keras":
+        raise ModelError(f"{path}: model files must end in .keras; rename it")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"{path}: cannot be read as a Keras model ({first[:200]}); the file may "
+                         f"be damaged or from another Keras version") from None
+    out = model.output_shape
+    if not isinstance(out, tuple) or len(out) != 2 or out[-1] is None or out[-1] % 2:
+        raise ModelError(f"{path}: output shape {out} is not (batch, 2N) landmarks; not a model "
+                         f"of this project")
+    if expect_points is not None and model_points(model) != int(expect_points):
+        raise ModelError(f"{path}: the model predicts {model_points(model)} points but the data has "
+                         f"{expect_points}; use a model trained on this dataset")
+    if expect_input_size is not None and model_input_size(model) != int(expect_input_size):
+        raise ModelError(f"{path}: the model takes {model_input_size(model)}x"
+                         f"{model_input_size(model)} inputs but the data is {expect_input_size}x"
+                         f"{expect_input_size}; pass --input-size {model_input_size(model)} or "
+                         f"retrain")
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Cost
+# ----------------------------------------------------------------------------------------------
+
+
+def count_params(model: keras.Model) -> int:
+    """All parameters (trainable and not, e.g. batch-norm statistics), as Keras' summary counts."""
+    return int(model.count_params())
+
+
+def _layer_macs(layer) -> int:
+    """Multiply-adds of one layer for one image: convolutions and dense layers only."""
+    if isinstance(layer, keras.Model):
+        return sum(_layer_macs(sub) for sub in layer.layers)
+    if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+        out_shape = tuple(layer.output.shape)
+        kernel = tuple(layer.kernel.shape)
+        if isinstance(layer, layers.Dense):
+            return int(kernel[0]) * int(kernel[1])
+        h, w = int(out_shape[1]), int(out_shape[2])
+        if isinstance(layer, layers.DepthwiseConv2D):
+            # kernel (kh, kw, C, depth_multiplier): one kh*kw filter per output channel
+            return h * w * int(kernel[0]) * int(kernel[1]) * int(kernel[2]) * int(kernel[3])
+        # Conv2D kernel (kh, kw, C_in / groups, C_out)
+        return h * w * int(kernel[0]) * int(kernel[1]) * int(kernel[2]) * int(kernel[3])
+    return 0
+
+
+def model_flops(model: keras.Model) -> int:
+    """Multiply-adds per image (convolutions, depthwise convolutions, dense layers; batch norm,
+    activations, pooling and element-wise products are not counted, the usual convention behind
+    MobileNetV2's '300 M' and EfficientNet-B3's '1.8 G at 300')."""
+    return int(sum(_layer_macs(layer) for layer in model.layers))
+
+
+def _summary_line(name, model):
+    return (f"{name:8s} {model.name:8s} input {model_input_size(model)}  points "
+            f"{model_points(model)}  params {count_params(model):,} ({count_params(model) / 1e6:.2f} M)"
+            f"  multiply-adds {model_flops(model) / 1e9:.3f} G")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--summary", action="store_true",
+                        help="print parameter counts and multiply-adds of both networks")
+    parser.add_argument("--num-points", type=int, default=68)
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--width-multiplier", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    if not args.summary:
+        parser.print_help()
+        return 0
+    student = build_student(args.num_points, args.input_size, args.width_multiplier)
+    print(_summary_line("student", student))
+    teacher = build_teacher(args.num_points, args.input_size)
+    print(_summary_line("teacher", teacher))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

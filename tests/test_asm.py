@@ -1,0 +1,180 @@
+"""Active Shape Model and soft landmarks (METHOD.md section 3), including the CLI end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import asm_soft_landmarks as asm_mod
+from asm_soft_landmarks import ActiveShapeModel
+from errors import ConfigError, DataFormatError, ModelError
+
+
+def synthetic_shapes(m=120, n=68, seed=0):
+    """Shapes (M, N, 2) in normalised units: a mean face plus a few strong and many weak modes."""
+    rng = np.random.default_rng(seed)
+    angle = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    mean = np.stack([0.3 * np.cos(angle), 0.35 * np.sin(angle)], axis=1).ravel()
+    modes = rng.normal(size=(2 * n, 2 * n))
+    modes, _ = np.linalg.qr(modes)
+    scales = np.concatenate([[0.08, 0.05, 0.03], np.full(2 * n - 3, 0.002)])
+    coef = rng.normal(size=(m, 2 * n)) * scales
+    coef[0, 0] = 6 * scales[0]            # an outlier, beyond 3 standard deviations
+    x = mean + coef @ modes.T
+    return x.reshape(m, n, 2).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return synthetic_shapes()
+
+
+def test_full_variance_gives_hard_shapes(shapes):
+    asm = ActiveShapeModel().fit(shapes, variance=1.0)
+    assert asm.k == min(shapes.shape[0], 2 * shapes.shape[1])
+    soft = asm.project(shapes)
+    assert soft.shape == shapes.shape
+    np.testing.assert_allclose(soft, shapes, atol=1e-6)
+
+
+def test_fewer_components_and_closer_to_mean(shapes):
+    ks = []
+    for p in (0.5, 0.9, 0.99, 1.0):
+        asm = ActiveShapeModel().fit(shapes, variance=p)
+        ks.append(asm.k)
+        # the smallest k whose cumulative explained variance reaches p
+        cum = np.cumsum(asm.explained_ratio)
+        assert cum[-1] >= p - 1e-9
+        if asm.k > 1 and p < 1.0:          # 1.0 keeps every component by definition
+            assert cum[-2] < p
+        if p < 1.0:
+            x = shapes.reshape(len(shapes), -1).astype(np.float64)
+            soft = asm.project(x)
+            hard_dev = np.linalg.norm(x - asm.mean, axis=1)
+            soft_dev = np.linalg.norm(soft - asm.mean, axis=1)
+            assert np.all(soft_dev <= hard_dev + 1e-12)
+    assert ks == sorted(ks) and ks[0] < ks[-1]
+    assert ks[1] == 3                    # three strong modes hold > 90% of the variance
+
+
+def test_clipping_holds(shapes):
+    asm = ActiveShapeModel().fit(shapes, variance=0.9)
+    b = asm.coefficients(shapes)
+    limit = 3 * np.sqrt(asm.eigenvalues)
+    assert np.all(np.abs(b) <= limit + 1e-15)
+    raw = asm.coefficients(shapes, clip=False)
+    assert np.any(np.abs(raw) > limit)   # the planted outlier was clipped
+    np.testing.assert_allclose(asm.project(shapes).reshape(len(shapes), -1),
+                               asm.mean + b @ asm.components.T)
+
+
+def test_model_arrays(shapes):
+    asm = ActiveShapeModel().fit(shapes, variance=0.9)
+    two_n = 2 * shapes.shape[1]
+    assert asm.mean.shape == (two_n,)
+    assert asm.components.shape == (two_n, asm.k)
+    assert asm.eigenvalues.shape == (asm.k,)
+    np.testing.assert_allclose(asm.components.T @ asm.components, np.eye(asm.k), atol=1e-10)
+    assert np.all(np.diff(asm.eigenvalues) <= 0)
+
+
+def test_save_load(shapes, tmp_path):
+    asm = ActiveShapeModel().fit(shapes, variance=0.9)
+    path = asm.save(tmp_path / "asm.npz")
+    assert [p.name for p in tmp_path.iterdir()] == ["asm.npz"]
+    back = ActiveShapeModel.load(path)
+    assert back.k == asm.k and back.variance == 0.9
+    np.testing.assert_allclose(back.project(shapes), asm.project(shapes))
+    with pytest.raises(ModelError):
+        ActiveShapeModel.load(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("nope")
+    with pytest.raises(ModelError):
+        ActiveShapeModel.load(bad)
+
+
+def test_bad_inputs(shapes):
+    with pytest.raises(ConfigError):
+        ActiveShapeModel().fit(shapes, variance=0.0)
+    with pytest.raises(ConfigError):
+        ActiveShapeModel().fit(shapes, variance=1.5)
+    with pytest.raises(ConfigError):
+        ActiveShapeModel().fit(shapes[:1])
+    asm = ActiveShapeModel().fit(shapes, variance=0.9)
+    with pytest.raises(ConfigError):
+        asm.project(shapes[:, :10])
+    with pytest.raises(ModelError):
+        ActiveShapeModel().project(shapes)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI on a tiny prepared folder (docs/ARCHITECTURE.md layout)
+# ---------------------------------------------------------------------------------------------
+
+def make_prepared(root, m=40, n=68, aug_copies=2):
+    root.mkdir(parents=True, exist_ok=True)
+    train = synthetic_shapes(m, n, seed=1)
+    (root / "train").mkdir()
+    np.save(root / "train" / "landmarks.npy", train)
+    (root / "train" / "meta.json").write_text(json.dumps({"ids": [str(i) for i in range(m)]}))
+    test = synthetic_shapes(10, n, seed=2)
+    (root / "test").mkdir()
+    np.save(root / "test" / "landmarks.npy", test)
+    if aug_copies:
+        rng = np.random.default_rng(5)
+        aug = np.repeat(train, aug_copies, axis=0) + rng.normal(0, 0.01, (m * aug_copies, n, 2))
+        (root / "train_aug").mkdir()
+        np.save(root / "train_aug" / "landmarks.npy", aug.astype(np.float32))
+    (root / "manifest.json").write_text(json.dumps({"complete": True}))
+    return train
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    prepared = tmp_path / "300w-synthetic-64"
+    train = make_prepared(prepared)
+    code = asm_mod.main(["--dataset", "300w", "--variance", "0.9", "--prepared-dir", str(prepared)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "k=" in out and "inter-ocular" in out
+    asm = ActiveShapeModel.load(prepared / "asm.npz")
+    soft = np.load(prepared / "train" / "soft_landmarks.npy")
+    assert soft.shape == train.shape and soft.dtype == np.float32
+    np.testing.assert_allclose(soft, asm.project(train), atol=1e-6)
+    aug = np.load(prepared / "train_aug" / "landmarks.npy")
+    soft_aug = np.load(prepared / "train_aug" / "soft_landmarks.npy")
+    assert soft_aug.shape == aug.shape
+    np.testing.assert_allclose(soft_aug, asm.project(aug), atol=1e-6)
+    assert not (prepared / "test" / "soft_landmarks.npy").exists()
+    # the model was fitted on train only: refitting on train gives the same mean
+    np.testing.assert_allclose(asm.mean, train.reshape(len(train), -1).mean(axis=0), atol=1e-6)
+
+    # variance 1.0: soft == hard
+    assert asm_mod.main(["--dataset", "300w", "--variance", "1.0",
+                         "--prepared-dir", str(prepared)]) == 0
+    np.testing.assert_allclose(np.load(prepared / "train" / "soft_landmarks.npy"), train, atol=1e-6)
+
+
+def test_cli_errors(tmp_path, capsys):
+    from errors import run_cli
+
+    missing = tmp_path / "nothing"
+    assert run_cli(asm_mod.main, ["--dataset", "300w", "--prepared-dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "data_util.py prepare" in err and len(err.strip().splitlines()) == 1
+    prepared = tmp_path / "cofw-64"
+    make_prepared(prepared, n=68, aug_copies=0)
+    with pytest.raises(DataFormatError, match="29"):      # COFW has 29 points
+        asm_mod.main(["--dataset", "cofw", "--prepared-dir", str(prepared)])
+
+
+def test_movement_stats():
+    hard = np.zeros((1, 68, 2))
+    hard[0, 36] = [-0.1, 0.0]
+    hard[0, 45] = [0.1, 0.0]              # inter-ocular distance 0.2
+    soft = hard.copy()
+    soft[0, 0] += [0.02, 0.0]
+    stats = asm_mod.movement_stats(hard, soft, ((36,), (45,)))
+    assert stats["max"] == pytest.approx(0.02)
+    assert stats["max_pct_io"] == pytest.approx(10.0)
+    assert stats["mean"] == pytest.approx(0.02 / 68)

@@ -1,0 +1,155 @@
+"""Networks of METHOD.md section 2: shapes, sizes, input scaling, persistence, errors."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+import cnn_model
+from errors import ConfigError, ModelError
+
+keras = pytest.importorskip("keras")
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def student():
+    return cnn_model.build_student(68, input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return cnn_model.build_teacher(68, input_size=SIZE)
+
+
+def test_student_structure_and_size(student):
+    assert student.name == "student"
+    assert student.input_shape == (None, SIZE, SIZE, 3)
+    assert student.output_shape == (None, 136)
+    assert student.get_layer("landmarks").activation.__name__ == "linear"
+    assert student.get_layer("gap").output.shape[-1] == 1280
+    # MobileNetV2 without top 2,257,984 + Dense 1280 x 136 + 136 (METHOD.md: about 2.4 M)
+    assert cnn_model.count_params(student) == 2_257_984 + 1280 * 136 + 136 == 2_432_200
+
+
+def test_teacher_structure_and_size(teacher):
+    assert teacher.name == "teacher"
+    assert teacher.output_shape == (None, 136)
+    assert teacher.get_layer("gap").output.shape[-1] == 1536
+    assert teacher.get_layer("dropout").rate == 0.5
+    assert 10.5e6 < cnn_model.count_params(teacher) < 11.5e6       # about 11 M
+    assert cnn_model.model_flops(teacher) > cnn_model.model_flops(cnn_model.build_student(68, SIZE))
+
+
+def test_outputs_float32_and_batch_layout(student, teacher):
+    x = np.random.default_rng(0).random((2, SIZE, SIZE, 3)).astype(np.float32)
+    for model in (student, teacher):
+        y = model(x, training=False)
+        assert y.shape == (2, 136) and y.dtype == "float32"
+        assert np.all(np.isfinite(np.asarray(y)))
+
+
+def test_input_scaling_layers(student, teacher):
+    probe = np.array([0.0, 0.5, 1.0], np.float32).reshape(1, 1, 3, 1)
+    np.testing.assert_allclose(np.asarray(student.get_layer("to_minus1_1")(probe)).ravel(),
+                               [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(np.asarray(teacher.get_layer("to_0_255")(probe)).ravel(),
+                               [0.0, 127.5, 255.0])
+    # the first layer after the input is the scaling layer, then the backbone
+    assert student.layers[1].name == "to_minus1_1"
+    assert teacher.layers[1].name == "to_0_255"
+
+
+def test_student_multiply_adds_at_224():
+    model = cnn_model.build_student(68, input_size=224)
+    macs = cnn_model.model_flops(model)
+    assert 0.29e9 < macs < 0.31e9        # METHOD.md: about 0.3 G multiply-adds
+
+
+@pytest.mark.parametrize("points,size", [(1, 32), (29, 48), (98, 40)])
+def test_any_point_count_and_size(points, size):
+    model = cnn_model.build_student(points, input_size=size, width_multiplier=0.35)
+    assert model.output_shape == (None, 2 * points)
+    y = model(np.zeros((1, size, size, 3), np.float32))
+    assert y.shape == (1, 2 * points)
+
+
+def test_too_small_input_and_bad_args():
+    with pytest.raises(ConfigError):
+        cnn_model.build_student(68, input_size=31)
+    with pytest.raises(ConfigError):
+        cnn_model.build_teacher(68, input_size=16)
+    with pytest.raises(ConfigError):
+        cnn_model.build_student(0, input_size=32)
+    with pytest.raises(ConfigError):
+        cnn_model.build_student(5, input_size=32, weights="no-such-weights")
+
+
+def test_mixed_precision_output_is_float32():
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = cnn_model.build_student(5, input_size=32, width_multiplier=0.35)
+        y = model(np.zeros((1, 32, 32, 3), np.float32))
+        assert y.dtype == "float32"
+        assert model.get_layer("landmarks").dtype_policy.compute_dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy(old)
+
+
+def test_imagenet_download_failure_is_model_error(monkeypatch):
+    def offline(*args, **kwargs):
+        if kwargs.get("weights") == "imagenet":
+            raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                            "[Errno -3] Temporary failure in name resolution")
+        raise AssertionError("unexpected call")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    monkeypatch.setattr(keras.applications, "EfficientNetB3", offline)
+    for build in (cnn_model.build_student, cnn_model.build_teacher):
+        with pytest.raises(ModelError) as info:
+            build(68, input_size=224, weights="imagenet")
+        msg = str(info.value)
+        assert "\n" not in msg and "weights=None" in msg
+
+
+def test_save_load_round_trip(student, tmp_path):
+    path = cnn_model.save_model(student, tmp_path / "student.keras")
+    assert path.exists() and zipfile.is_zipfile(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["student.keras"]     # no temporary left over
+    loaded = cnn_model.load_model(path, expect_points=68, expect_input_size=SIZE)
+    x = np.random.default_rng(1).random((2, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(student(x)), atol=1e-5)
+    assert loaded.name == "student"
+
+    with pytest.raises(ModelError, match="predicts 68 points"):
+        cnn_model.load_model(path, expect_points=98)
+    with pytest.raises(ModelError, match="inputs"):
+        cnn_model.load_model(path, expect_input_size=224)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        cnn_model.load_model(tmp_path / "missing.keras")
+    text = tmp_path / "text.keras"
+    text.write_text("not a model")
+    with pytest.raises(ModelError, match="not a Keras"):
+        cnn_model.load_model(text)
+    other_zip = tmp_path / "other.keras"
+    with zipfile.ZipFile(other_zip, "w") as z:
+        z.writestr("hello.txt", "hi")
+    with pytest.raises(ModelError):
+        cnn_model.load_model(other_zip)
+
+
+def test_save_requires_keras_suffix(student, tmp_path):
+    with pytest.raises(ModelError, match=".keras"):
+        cnn_model.save_model(student, tmp_path / "student.h5")
+
+
+def test_summary_cli(capsys):
+    assert cnn_model.main(["--summary", "--input-size", "32", "--num-points", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "student" in out and "teacher" in out and "multiply-adds" in out
