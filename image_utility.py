@@ -1,0 +1,307 @@
+"""Pure geometry and augmentation on numpy arrays (OpenCV), and drawing.
+
+Conventions (docs/ARCHITECTURE.md):
+* landmarks in pixels are float32 (N, 2), 0-based, x right, y down; pixel i has its centre at i;
+* a square crop box is (x0, y0, side) in original pixels; crop pixel c of a crop of size S maps to
+  original pixel (x0, y0) + c * side / S, and no half-pixel shift is applied anywhere;
+* normalised landmarks: v = (S/2 - c) / S, inverse c = S/2 - S v (METHOD.md section 4);
+* mirroring maps x to W - 1 - x, then re-indexes the points with DatasetInfo.flip_permutation.
+
+Every random function takes a `np.random.Generator`; the same seed gives the same result. Functions
+that accept landmarks accept any array of shape (..., N, 2), so several target arrays of one face
+(ground truth, soft landmarks, teacher predictions) can be moved by exactly the same transform.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------
+# Boxes, crops and coordinate frames
+# ----------------------------------------------------------------------------------------------
+
+
+def square_box_from_landmarks(landmarks_px: np.ndarray, margin: float = 0.25) -> tuple:
+    """Square (x0, y0, side) centred on the points' bounding box; side = (1 + margin) * max extent."""
+    pts = np.asarray(landmarks_px, dtype=np.float64).reshape(-1, 2)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    return _square_around((lo + hi) / 2.0, float((hi - lo).max()), margin)
+
+
+def square_box_from_xywh(box_xywh, margin: float = 0.25) -> tuple:
+    """Square (x0, y0, side) centred on a dataset box (x, y, w, h); side = (1 + margin) * max(w, h)."""
+    x, y, w, h = [float(v) for v in np.asarray(box_xywh, dtype=np.float64).reshape(4)]
+    return _square_around(np.array([x + w / 2.0, y + h / 2.0]), max(w, h), margin)
+
+
+def _square_around(centre: np.ndarray, extent: float, margin: float) -> tuple:
+    side = max((1.0 + float(margin)) * float(extent), 1.0)
+    return (float(centre[0] - side / 2.0), float(centre[1] - side / 2.0), float(side))
+
+
+def crop_matrix(box, size: int) -> np.ndarray:
+    """2x3 affine matrix taking original pixels to crop pixels for a square box (x0, y0, side)."""
+    x0, y0, side = [float(v) for v in box]
+    s = float(size) / side
+    return np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float64)
+
+
+def crop_and_resize(image: np.ndarray, box, size: int) -> np.ndarray:
+    """Cut the square `box` (x0, y0, side) out of `image` and resize it to (size, size).
+
+    The aspect ratio is preserved (the box is square); the part of the box outside the image is
+    filled with zeros. Down-scaling is anti-aliased by a Gaussian pre-blur of the source region
+    (symmetric, so landmark positions are not shifted).
+    """
+    image = np.asarray(image)
+    size = int(size)
+    x0, y0, side = [float(v) for v in box]
+    h, w = image.shape[:2]
+    # Work on the part of the image the box touches (plus a border for interpolation and blur).
+    scale = size / side
+    pad = int(np.ceil(3.0 / scale)) + 2
+    rx0, ry0 = max(int(np.floor(x0)) - pad, 0), max(int(np.floor(y0)) - pad, 0)
+    rx1, ry1 = min(int(np.ceil(x0 + side)) + pad, w), min(int(np.ceil(y0 + side)) + pad, h)
+    shape = (size, size) + image.shape[2:]
+    if rx1 <= rx0 or ry1 <= ry0:
+        return np.zeros(shape, dtype=image.dtype)
+    roi = image[ry0:ry1, rx0:rx1]
+    if scale < 0.67:
+        sigma = 0.45 / scale
+        roi = cv2.GaussianBlur(roi, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    m = crop_matrix((x0 - rx0, y0 - ry0, side), size)
+    out = cv2.warpAffine(np.ascontiguousarray(roi), m, (size, size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape(shape)
+
+
+def landmarks_to_crop(landmarks_px: np.ndarray, box, size: int) -> np.ndarray:
+    """Original-image pixels -> crop pixels: (p - (x0, y0)) * size / side."""
+    x0, y0, side = [float(v) for v in box]
+    pts = np.asarray(landmarks_px, dtype=np.float64)
+    return ((pts - np.array([x0, y0])) * (float(size) / side)).astype(np.float32)
+
+
+def crop_to_original(landmarks_crop: np.ndarray, box, size: int) -> np.ndarray:
+    """Crop pixels -> original-image pixels: (x0, y0) + c * side / size."""
+    x0, y0, side = [float(v) for v in box]
+    pts = np.asarray(landmarks_crop, dtype=np.float64)
+    return (pts * (side / float(size)) + np.array([x0, y0])).astype(np.float32)
+
+
+def normalize_landmarks(landmarks_px: np.ndarray, size: int) -> np.ndarray:
+    """Crop pixels -> normalised coordinates v = (S/2 - c) / S (METHOD.md section 4)."""
+    s = float(size)
+    return ((s / 2.0 - np.asarray(landmarks_px, dtype=np.float64)) / s).astype(np.float32)
+
+
+def denormalize_landmarks(landmarks_norm: np.ndarray, size: int) -> np.ndarray:
+    """Normalised coordinates -> crop pixels c = S/2 - S v."""
+    s = float(size)
+    return (s / 2.0 - s * np.asarray(landmarks_norm, dtype=np.float64)).astype(np.float32)
+
+
+def apply_affine(landmarks_px: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to points of shape (..., 2)."""
+    pts = np.asarray(landmarks_px, dtype=np.float64)
+    m = np.asarray(matrix, dtype=np.float64)
+    return (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometric transforms (image and landmarks together)
+# ----------------------------------------------------------------------------------------------
+
+
+def flip_horizontal(image: np.ndarray, landmarks_px: np.ndarray, flip_permutation: Sequence[int]):
+    """Mirror the image left-right; x' = W - 1 - x, then re-index the points (left eye <-> right eye).
+
+    `landmarks_px` may be (N, 2) or (..., N, 2); the permutation acts on the point axis.
+    """
+    image = np.asarray(image)
+    w = image.shape[1]
+    pts = np.array(landmarks_px, dtype=np.float32, copy=True)
+    pts[..., 0] = (w - 1) - pts[..., 0]
+    perm = np.asarray(flip_permutation, dtype=np.int64)
+    if perm.shape[0] != pts.shape[-2]:
+        raise ValueError(f"flip permutation has {perm.shape[0]} entries for {pts.shape[-2]} points")
+    return np.ascontiguousarray(image[:, ::-1]), pts[..., perm, :]
+
+
+def affine_matrix(center, angle_rad: float = 0.0, scale: float = 1.0, shift=(0.0, 0.0)) -> np.ndarray:
+    """2x3 matrix: rotate by angle_rad (counter-clockwise on screen) and scale about `center`, then shift."""
+    cx, cy = float(center[0]), float(center[1])
+    m = cv2.getRotationMatrix2D((cx, cy), float(np.degrees(angle_rad)), float(scale))
+    m[:, 2] += np.asarray(shift, dtype=np.float64)
+    return m
+
+
+def warp_affine(image: np.ndarray, landmarks_px: np.ndarray, matrix: np.ndarray,
+                size: Optional[tuple] = None):
+    """Apply one 2x3 matrix to the image (zeros outside) and to landmarks of shape (..., N, 2)."""
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    dsize = (w, h) if size is None else (int(size[0]), int(size[1]))
+    out = cv2.warpAffine(np.ascontiguousarray(image), np.asarray(matrix, dtype=np.float64), dsize,
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape((dsize[1], dsize[0]) + image.shape[2:]), apply_affine(landmarks_px, matrix)
+
+
+def random_affine_matrix(rng: np.random.Generator, size_hw: tuple, max_rotation: float = 0.5,
+                         scale_range=(0.9, 1.1), max_shift: float = 0.05) -> np.ndarray:
+    """Rotation in [-max_rotation, max_rotation] rad, scale in scale_range, shift up to max_shift * size."""
+    h, w = size_hw
+    angle = rng.uniform(-max_rotation, max_rotation) if max_rotation > 0 else 0.0
+    scale = rng.uniform(*scale_range) if scale_range[1] > scale_range[0] else float(scale_range[0])
+    shift = rng.uniform(-max_shift, max_shift, size=2) * np.array([w, h]) if max_shift > 0 else (0, 0)
+    return affine_matrix(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale, shift)
+
+
+# ----------------------------------------------------------------------------------------------
+# Photometric transforms (image only)
+# ----------------------------------------------------------------------------------------------
+
+
+def adjust_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
+    """out = 255 * (in / 255) ** gamma (gamma < 1 brightens)."""
+    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** float(gamma) + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(np.asarray(image, dtype=np.uint8), lut)
+
+
+def salt_and_pepper(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Set a fraction `amount` of the pixels to black or white (half each)."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    h, w = out.shape[:2]
+    mask = rng.random((h, w))
+    out[mask < amount / 2.0] = 0
+    out[(mask >= amount / 2.0) & (mask < amount)] = 255
+    return out
+
+
+def median_blur(image: np.ndarray, ksize: int = 3) -> np.ndarray:
+    ksize = int(ksize) | 1
+    return cv2.medianBlur(np.ascontiguousarray(image, dtype=np.uint8), ksize)
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), sigmaX=float(sigma), sigmaY=float(sigma))
+
+
+def random_occlusion(image: np.ndarray, rng: np.random.Generator, size_range=(0.1, 0.4)) -> np.ndarray:
+    """Fill one random rectangle (sides in size_range x image side) with a random colour."""
+    out = np.array(image, copy=True)
+    h, w = out.shape[:2]
+    rw = max(1, int(round(rng.uniform(*size_range) * w)))
+    rh = max(1, int(round(rng.uniform(*size_range) * h)))
+    x = int(rng.integers(0, max(w - rw, 0) + 1))
+    y = int(rng.integers(0, max(h - rh, 0) + 1))
+    colour = rng.integers(0, 256, size=out.shape[2:] if out.ndim == 3 else ()).astype(out.dtype)
+    out[y:y + rh, x:x + rw] = colour
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Combined augmentation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities and ranges of the augmentation (METHOD.md section 6 for the published ones).
+
+    The paper used flip, rotation within +-0.5 rad, gamma, salt-and-pepper noise and median blur;
+    Gaussian blur and synthetic occlusion are extras, off by default.
+    """
+
+    p_flip: float = 0.5
+    p_affine: float = 0.8
+    max_rotation: float = 0.5             # radians
+    scale_range: tuple = (0.9, 1.1)
+    max_shift: float = 0.05               # fraction of the image side
+    keep_inside: bool = True              # retry the affine draw so every point stays in the image
+    p_gamma: float = 0.5
+    gamma_range: tuple = (0.6, 1.6)
+    p_noise: float = 0.3
+    noise_range: tuple = (0.005, 0.03)    # fraction of pixels set to 0 or 255
+    p_median: float = 0.2
+    median_ksizes: tuple = (3, 5)
+    p_gaussian: float = 0.0
+    gaussian_sigma: tuple = (0.5, 1.5)
+    p_occlusion: float = 0.0
+    occlusion_size: tuple = (0.1, 0.4)
+
+
+def augment_sample(image: np.ndarray, landmarks_px: np.ndarray, rng: np.random.Generator,
+                   cfg: Optional[AugmentConfig] = None, flip_permutation: Optional[Sequence[int]] = None,
+                   return_params: bool = False):
+    """Random flip, affine (rotation, scale, shift), gamma, noise, blurs and occlusion.
+
+    `landmarks_px` may be (N, 2) or (..., N, 2): every point set gets the same geometric transform.
+    Returns (image, landmarks) or, with return_params, (image, landmarks, {"flipped", "matrix"}).
+    Without a flip permutation the flip is skipped (mirroring without re-indexing would swap sides).
+    """
+    cfg = cfg or AugmentConfig()
+    img = np.asarray(image)
+    pts = np.asarray(landmarks_px, dtype=np.float32)
+    h, w = img.shape[:2]
+    flipped = False
+    if flip_permutation is not None and cfg.p_flip > 0 and rng.random() < cfg.p_flip:
+        img, pts = flip_horizontal(img, pts, flip_permutation)
+        flipped = True
+    matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    if cfg.p_affine > 0 and rng.random() < cfg.p_affine:
+        for _ in range(10):
+            m = random_affine_matrix(rng, (h, w), cfg.max_rotation, cfg.scale_range, cfg.max_shift)
+            moved = apply_affine(pts, m)
+            if not cfg.keep_inside or (np.all(moved >= 0) and np.all(moved[..., 0] <= w - 1)
+                                       and np.all(moved[..., 1] <= h - 1)):
+                matrix = m
+                break
+        if not np.allclose(matrix, np.eye(2, 3)):
+            img, pts = warp_affine(img, pts, matrix)
+    if cfg.p_gamma > 0 and rng.random() < cfg.p_gamma:
+        img = adjust_gamma(img, rng.uniform(*cfg.gamma_range))
+    if cfg.p_noise > 0 and rng.random() < cfg.p_noise:
+        img = salt_and_pepper(img, rng.uniform(*cfg.noise_range), rng)
+    if cfg.p_median > 0 and rng.random() < cfg.p_median:
+        img = median_blur(img, int(rng.choice(cfg.median_ksizes)))
+    if cfg.p_gaussian > 0 and rng.random() < cfg.p_gaussian:
+        img = gaussian_blur(img, rng.uniform(*cfg.gaussian_sigma))
+    if cfg.p_occlusion > 0 and rng.random() < cfg.p_occlusion:
+        img = random_occlusion(img, rng, cfg.occlusion_size)
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    pts = pts.astype(np.float32)
+    if return_params:
+        return img, pts, {"flipped": flipped, "matrix": matrix}
+    return img, pts
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawing
+# ----------------------------------------------------------------------------------------------
+
+
+def draw_landmarks(image: np.ndarray, landmarks_px: np.ndarray, color=(0, 255, 0),
+                   radius: Optional[int] = None, thickness: int = -1) -> np.ndarray:
+    """A copy of `image` (uint8, grey or RGB) with a filled dot at every landmark (sub-pixel placed).
+
+    `color` is in the image's channel order (RGB for this project's images). The default radius grows
+    with the image (1 px per 150 px of the larger side, at least 1).
+    """
+    out = np.array(image, dtype=np.uint8, copy=True)
+    if out.ndim == 2:
+        out = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    if radius is None:
+        radius = max(1, int(round(max(out.shape[:2]) / 150.0)))
+    shift = 4
+    f = 1 << shift
+    col = tuple(int(c) for c in (color if np.ndim(color) else (color,) * 3))
+    for x, y in np.asarray(landmarks_px, dtype=np.float64).reshape(-1, 2):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        cv2.circle(out, (int(round(x * f)), int(round(y * f))), int(radius) * f, col,
+                   thickness=thickness, lineType=cv2.LINE_AA, shift=shift)
+    return out
