@@ -1,0 +1,310 @@
+"""Train the student (METHOD.md sections 1, 5, 6): MobileNetV2 distilled from two frozen
+EfficientNet-B3 teachers with KD-Loss, or the ablations and the L2 baseline.
+
+    python student_trainer.py --dataset 300w                        (KD-Loss, both teachers)
+    python student_trainer.py --dataset 300w --student-mode l2      (plain MSE baseline)
+    python student_trainer.py --student-mode tough-only | tolerant-only
+    python student_trainer.py --tough PATH --tolerant PATH --loss-preset paper
+
+Teachers default to models/teachers/<dataset>_{tough,tolerant}.keras (teacher_trainer.py writes
+them). With --augment offline (default) or none and --cache-teacher-predictions (default), each
+teacher predicts every stored training image once before training (cached as .npy in the run folder,
+keyed by the teacher file's size and modification time), so a KD epoch costs about an L2 epoch; with
+--augment online the teachers run on every augmented batch. The best student (validation NME) is
+written to models/students/<dataset>_<mode>.keras (or --output).
+
+`Distiller` is the KD training step (keras-io style): it holds the student and the frozen teachers,
+updates only the student, logs the total loss and its main / tough / tolerant parts, and its call()
+and save() are the student's.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from errors import ConfigError, ModelError, quiet_tensorflow, run_cli
+
+quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+import configuration as C  # noqa: E402
+import training  # noqa: E402
+from kd_loss import KDLoss  # noqa: E402
+from safe_io import atomic_save_npy, atomic_write_json  # noqa: E402
+
+MODES = ("kd", "l2", "tough-only", "tolerant-only")
+TERMS = ("main", "tough", "tolerant")
+
+
+class Distiller(keras.Model):
+    """Student + frozen teachers; train_step applies KD-Loss gradients to the student only.
+
+    Batches are (x, y) with y a dict {"landmarks": G (B, 2N)} and optionally the cached teacher
+    predictions {"tough": A, "tolerant": S}; missing predictions are computed on the batch.
+    """
+
+    def __init__(self, student: keras.Model, tough: Optional[keras.Model] = None,
+                 tolerant: Optional[keras.Model] = None, loss_config=None, mode: str = "kd",
+                 **kwargs):
+        super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
+        self.kd_loss = KDLoss(loss_config, mode)
+        if self.kd_loss.needs_tough and tough is None:
+            raise ConfigError(f"student mode {mode!r} needs the Tough teacher")
+        if self.kd_loss.needs_tolerant and tolerant is None:
+            raise ConfigError(f"student mode {mode!r} needs the Tolerant teacher")
+        self.student = student
+        self.tough = tough
+        self.tolerant = tolerant
+        for teacher in (tough, tolerant):
+            if teacher is not None:
+                teacher.trainable = False
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss",) + TERMS}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, x, training=False):
+        return self.student(x, training=training)
+
+    def save(self, filepath, *args, **kwargs):
+        """Saving a Distiller saves its student only."""
+        return self.student.save(filepath, *args, **kwargs)
+
+    # -- the loss --------------------------------------------------------------------------------
+    @staticmethod
+    def _split(y):
+        if isinstance(y, dict):
+            return y["landmarks"], y.get("tough"), y.get("tolerant")
+        return y, None, None
+
+    def teacher_predictions(self, x, y):
+        """(A, S): the cached predictions in y if present, else the frozen teachers on x."""
+        _, a, s = self._split(y)
+        if self.kd_loss.needs_tough and a is None:
+            a = self.tough(x, training=False)
+        if self.kd_loss.needs_tolerant and s is None:
+            s = self.tolerant(x, training=False)
+        a = None if a is None else tf.stop_gradient(tf.cast(a, tf.float32))
+        s = None if s is None else tf.stop_gradient(tf.cast(s, tf.float32))
+        return a, s
+
+    def loss_terms(self, x, y, training: bool = False) -> dict:
+        """KD-Loss terms {"main", "tough", "tolerant", "total"} of the student on one batch."""
+        g, _, _ = self._split(y)
+        a, s = self.teacher_predictions(x, y)
+        p = self.student(x, training=training)
+        return self.kd_loss.terms(tf.cast(g, tf.float32), tf.cast(p, tf.float32), a, s)
+
+    def _update(self, terms):
+        self.trackers["loss"].update_state(terms["total"])
+        for name in TERMS:
+            self.trackers[name].update_state(terms[name])
+        return {name: m.result() for name, m in self.trackers.items()}
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        g, _, _ = self._split(y)
+        a, s = self.teacher_predictions(x, y)
+        with tf.GradientTape() as tape:
+            p = self.student(x, training=True)
+            terms = self.kd_loss.terms(tf.cast(g, tf.float32), tf.cast(p, tf.float32), a, s)
+            loss = terms["total"]
+            if self.student.losses:
+                loss = loss + tf.add_n([tf.cast(v, loss.dtype) for v in self.student.losses])
+            # gradients are summed over replicas: scale so that their sum is the global mean
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
+        variables = self.student.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+        return self._update(terms)
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        return self._update(self.loss_terms(x, y, training=False))
+
+
+# ----------------------------------------------------------------------------------------------
+# Teachers
+# ----------------------------------------------------------------------------------------------
+
+
+def default_teacher_path(dataset: str, kind: str) -> Path:
+    return C.MODELS_DIR / "teachers" / f"{dataset.lower()}_{kind}.keras"
+
+
+def _teacher_command(cfg: C.TrainConfig, kind: str) -> str:
+    cmd = f"python teacher_trainer.py --dataset {cfg.dataset} --teacher {kind}"
+    if cfg.input_size != 224:
+        cmd += f" --input-size {cfg.input_size}"
+    if cfg.root:
+        cmd += f" --root {cfg.root}"
+    if cfg.prepared_dir:
+        cmd += f" --prepared-dir {cfg.prepared_dir}"
+    return cmd
+
+
+def load_teacher(cfg: C.TrainConfig, kind: str, path, num_points: int) -> keras.Model:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: the {kind.capitalize()} teacher is missing; train it with "
+                         f"`{_teacher_command(cfg, kind)}` or pass --{kind} PATH")
+    import cnn_model  # noqa: PLC0415
+
+    model = cnn_model.load_model(path, expect_points=num_points, expect_input_size=cfg.input_size)
+    model.trainable = False
+    return model
+
+
+def _teacher_key(path: Optional[Path], data: training.TrainData) -> dict:
+    manifest = training._manifest(data.prepared_dir)
+    key = {"pool": data.pool_key(), "prepared_dir": str(Path(data.prepared_dir).resolve()),
+           "prepared": manifest.get("created"), "train_aug": manifest.get("train_aug"),
+           "input_size": int(data.cfg.input_size)}
+    if path is not None:
+        st = Path(path).stat()
+        key.update({"teacher": str(Path(path).resolve()), "size": int(st.st_size),
+                    "mtime_ns": int(st.st_mtime_ns)})
+    return json.loads(json.dumps(key, default=str))
+
+
+def cached_teacher_predictions(run_dir: Path, kind: str, teacher: keras.Model,
+                               teacher_path: Optional[Path], data: training.TrainData,
+                               batch_size: int = 64, verbose: int = 1) -> np.ndarray:
+    """The teacher's predictions (P, 2N) for every image of the training pool, computed once and
+    stored in <run>/teacher_cache/<kind>.npy (+ .json key: teacher file size/mtime, data)."""
+    cache_dir = Path(run_dir) / "teacher_cache"
+    npy, meta = cache_dir / f"{kind}.npy", cache_dir / f"{kind}.json"
+    key = _teacher_key(teacher_path, data)
+    if teacher_path is not None and npy.is_file() and meta.is_file():
+        try:
+            if json.loads(meta.read_text()) == key:
+                arr = np.load(npy)
+                if arr.shape == (data.size, 2 * data.info.num_points) and np.all(np.isfinite(arr)):
+                    return arr.astype(np.float32)
+        except (OSError, ValueError):
+            pass
+    if verbose:
+        print(f"caching the {kind} teacher's predictions on {data.size} training images ...",
+              flush=True)
+    chunk = max(int(batch_size), 1) * 8
+    outs = []
+    for i in range(0, data.size, chunk):
+        images = data.pool_images(np.arange(i, min(i + chunk, data.size)))
+        outs.append(training.predict_images(teacher, images, batch_size))
+    arr = np.concatenate(outs, axis=0).astype(np.float32) if outs else \
+        np.zeros((0, 2 * data.info.num_points), np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ModelError(f"{teacher_path or kind}: the {kind} teacher predicts NaN/inf; retrain it")
+    if teacher_path is not None:
+        meta.unlink(missing_ok=True)          # the key is written after the array, never before
+        atomic_save_npy(npy, arr)
+        atomic_write_json(meta, key)
+    return arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def default_output(dataset: str, mode: str) -> Path:
+    return C.MODELS_DIR / "students" / f"{dataset.lower()}_{mode}.keras"
+
+
+def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
+                  builder: Optional[Callable] = None, verbose: Optional[int] = None,
+                  checkpoint_every: int = 0) -> training.TrainResult:
+    """Train (or resume) the student in cfg.student_mode; returns the run's result.
+
+    `tough` / `tolerant`: teacher paths (default models/teachers/...) or keras.Model objects.
+    `builder(num_points, input_size)` replaces MobileNetV2 (tests use a tiny network)."""
+    mode = cfg.student_mode
+    if mode not in MODES:
+        raise ConfigError(f"--student-mode {mode!r}: choose one of {', '.join(MODES)}")
+    info = C.dataset_info(cfg.dataset)
+    needs = {"tough": mode in ("kd", "tough-only"), "tolerant": mode in ("kd", "tolerant-only")}
+    given = {"tough": tough, "tolerant": tolerant}
+    paths = {}
+    for kind in ("tough", "tolerant"):   # fail fast, before any data or model work
+        if not needs[kind] or isinstance(given[kind], keras.Model):
+            continue
+        paths[kind] = Path(given[kind]) if given[kind] else default_teacher_path(cfg.dataset, kind)
+        if not paths[kind].is_file():
+            raise ModelError(f"{paths[kind]}: the {kind.capitalize()} teacher is missing; train it "
+                             f"with `{_teacher_command(cfg, kind)}` or pass --{kind} PATH")
+
+    strategy = training.setup_runtime(cfg)
+    data = training.load_training_data(cfg)
+    run = training.Run(cfg, f"student-{mode}", strategy)
+    v = training.verbosity(verbose)
+
+    def build():
+        if builder is not None:
+            return builder(info.num_points, cfg.input_size)
+        import cnn_model  # noqa: PLC0415
+        return cnn_model.build_student(info.num_points, cfg.input_size,
+                                       width_multiplier=cfg.width_multiplier, weights=cfg.weights)
+
+    teachers = {}
+    with strategy.scope():
+        for kind in ("tough", "tolerant"):
+            if not needs[kind]:
+                continue
+            teachers[kind] = given[kind] if isinstance(given[kind], keras.Model) else \
+                load_teacher(cfg, kind, paths[kind], info.num_points)
+            teachers[kind].trainable = False
+
+    fit_wrapper = extra_targets = None
+    targets = "landmarks"
+    augment_fn = training.default_online_augment(info) if cfg.augment == "online" else None
+    if mode != "l2":
+        targets = "dict"
+
+        def fit_wrapper(student):
+            distiller = Distiller(student, teachers.get("tough"), teachers.get("tolerant"),
+                                  loss_config=C.loss_config(cfg.loss_preset), mode=mode)
+            distiller.compile(optimizer=student.optimizer, jit_compile=bool(cfg.jit_compile))
+            student.compile(optimizer=distiller.optimizer, loss="mse",
+                            jit_compile=bool(cfg.jit_compile))
+            return distiller
+
+        if cfg.cache_teacher_predictions and cfg.augment in ("offline", "none"):
+            def extra_targets(_distiller):
+                return {kind: cached_teacher_predictions(run.dir, kind, model, paths.get(kind), data,
+                                                         batch_size=max(int(cfg.batch_size), 32),
+                                                         verbose=v)
+                        for kind, model in teachers.items()}
+
+    out = Path(output) if output else default_output(cfg.dataset, mode)
+    result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, build=build,
+                                fit_wrapper=fit_wrapper, targets=targets,
+                                extra_targets=extra_targets, augment_fn=augment_fn, output=out,
+                                verbose=verbose, checkpoint_every=checkpoint_every)
+    if v:
+        print(result.summary(f"student ({mode})"), flush=True)
+    return result
+
+
+def main(argv=None, builder: Optional[Callable] = None) -> int:
+    parser = training.build_parser(__doc__.split("\n\n")[0],
+                                   skip=("teacher_dropout", "asm_variance"))
+    parser.add_argument("--tough", metavar="PATH", default=None,
+                        help="Tough teacher (default models/teachers/<dataset>_tough.keras)")
+    parser.add_argument("--tolerant", metavar="PATH", default=None,
+                        help="Tolerant teacher (default models/teachers/<dataset>_tolerant.keras)")
+    args = parser.parse_args(argv)
+    cfg = training.config_from_args(args)
+    train_student(cfg, tough=args.tough, tolerant=args.tolerant, output=args.output,
+                  builder=builder, verbose=args.verbose, checkpoint_every=args.checkpoint_every)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

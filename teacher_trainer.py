@@ -1,0 +1,78 @@
+"""Train a teacher (METHOD.md sections 2, 3, 6): EfficientNet-B3 with L2 against the hard landmarks
+(the Tough teacher) or against the soft landmarks of an Active Shape Model (the Tolerant teacher).
+
+    python teacher_trainer.py --dataset 300w --teacher tough      [TrainConfig options]
+    python teacher_trainer.py --dataset 300w --teacher tolerant   [--asm-variance 0.9]
+    python teacher_trainer.py --preset quick                      (96 px, 12 epochs: a CPU try-out)
+
+With no arguments it trains the Tough teacher on the embedded synthetic 300W data (generated and
+prepared on first use). The run folder (runs/<dataset>-teacher-<kind>, or --run-dir) holds
+config.json, log.csv, TensorBoard logs, last.keras/state.json (every epoch) and best.keras (best
+validation NME); running the same command again resumes. The best model is written to
+models/teachers/<dataset>_<tough|tolerant>.keras (or --output).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from errors import ConfigError, quiet_tensorflow, run_cli
+
+quiet_tensorflow()
+
+import configuration as C  # noqa: E402
+import training  # noqa: E402
+
+TEACHERS = ("tough", "tolerant")
+
+
+def default_output(dataset: str, teacher: str) -> Path:
+    return C.MODELS_DIR / "teachers" / f"{dataset.lower()}_{teacher}.keras"
+
+
+def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
+                  builder: Optional[Callable] = None, verbose: Optional[int] = None,
+                  checkpoint_every: int = 0) -> training.TrainResult:
+    """Train (or resume) one teacher; returns the run's result. `builder(num_points, input_size)`
+    replaces EfficientNet-B3 (tests use a tiny network)."""
+    if teacher not in TEACHERS:
+        raise ConfigError(f"--teacher {teacher!r}: choose tough or tolerant")
+    strategy = training.setup_runtime(cfg)
+    data = training.load_training_data(cfg, need_soft=(teacher == "tolerant"))
+    info = data.info
+    run = training.Run(cfg, f"teacher-{teacher}", strategy)
+
+    def build():
+        if builder is not None:
+            return builder(info.num_points, cfg.input_size)
+        import cnn_model  # noqa: PLC0415
+        return cnn_model.build_teacher(info.num_points, cfg.input_size, dropout=cfg.teacher_dropout,
+                                       weights=cfg.weights)
+
+    augment_fn = training.default_online_augment(info) if cfg.augment == "online" else None
+    out = Path(output) if output else default_output(cfg.dataset, teacher)
+    result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, build=build,
+                                targets="soft" if teacher == "tolerant" else "landmarks",
+                                augment_fn=augment_fn, output=out, verbose=verbose,
+                                checkpoint_every=checkpoint_every)
+    if training.verbosity(verbose):
+        print(result.summary(f"{teacher} teacher"), flush=True)
+    return result
+
+
+def main(argv=None, builder: Optional[Callable] = None) -> int:
+    parser = training.build_parser(__doc__.split("\n\n")[0],
+                                   skip=("student_mode", "cache_teacher_predictions", "loss_preset",
+                                         "width_multiplier"))
+    parser.add_argument("--teacher", choices=TEACHERS, default="tough",
+                        help="tough: L2 on the ground truth; tolerant: L2 on the soft landmarks")
+    args = parser.parse_args(argv)
+    cfg = training.config_from_args(args)
+    train_teacher(cfg, args.teacher, output=args.output, builder=builder, verbose=args.verbose,
+                  checkpoint_every=args.checkpoint_every)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
