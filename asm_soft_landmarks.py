@@ -24,6 +24,7 @@ soft shapes moved from the hard ones.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -43,7 +44,7 @@ def _as_vectors(shapes) -> tuple[np.ndarray, tuple]:
     """(M, N, 2) or (M, 2N) -> float64 (M, 2N), plus the shape to give results back in."""
     arr = np.asarray(shapes, dtype=np.float64)
     if arr.ndim == 3 and arr.shape[2] == 2:
-        return arr.reshape(arr.shape[0], -1), arr.shape
+        return arr.reshape(arr.shape[0], 2 * arr.shape[1]), arr.shape
     if arr.ndim == 2:
         return arr, arr.shape
     raise ConfigError(f"shapes of shape {arr.shape}: expected (M, N, 2) or (M, 2N)")
@@ -190,15 +191,23 @@ def movement_stats(hard: np.ndarray, soft: np.ndarray, interocular: Optional[tup
 def _load_split_landmarks(prepared: Path, split: str) -> np.ndarray:
     path = prepared / split / "landmarks.npy"
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            raise DataFormatError(f"{path}: not a .npy file; run python data_util.py prepare again")
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataFormatError(f"{path}: missing; run python data_util.py prepare again") from None
-    except ValueError as err:
-        raise DataFormatError(f"{path}: not a valid .npy array ({err}); run python data_util.py "
+    except (ValueError, OSError, EOFError) as err:
+        text = " ".join(str(err).split())[:200]
+        raise DataFormatError(f"{path}: not a valid .npy array ({text}); run python data_util.py "
                               f"prepare again") from None
-    if arr.ndim != 3 or arr.shape[2] != 2:
-        raise DataFormatError(f"{path}: shape {arr.shape}, expected (M, N, 2); run python "
-                              f"data_util.py prepare again")
+    if arr.ndim != 3 or arr.shape[2] != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise DataFormatError(f"{path}: {arr.dtype} array of shape {arr.shape}, expected numbers "
+                              f"(M, N, 2); run python data_util.py prepare again")
+    if not np.all(np.isfinite(arr)):
+        raise DataFormatError(f"{path}: NaN or infinite landmarks; run python data_util.py prepare "
+                              f"again")
     return arr
 
 
@@ -214,7 +223,17 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[
     if not (prepared / "manifest.json").is_file() or not (prepared / "train").is_dir():
         raise DataFormatError(f"{prepared}: prepared data incomplete (no manifest.json or train/); "
                               f"{hint}")
+    try:
+        complete = json.loads((prepared / "manifest.json").read_text()).get("complete") is True
+    except (ValueError, OSError, AttributeError):
+        complete = False
+    if not complete:
+        raise DataFormatError(f"{prepared / 'manifest.json'}: prepared data is incomplete or damaged "
+                              f"(an interrupted run); {hint}")
     train = _load_split_landmarks(prepared, "train")
+    if train.shape[0] < 2:
+        raise DataFormatError(f"{prepared / 'train' / 'landmarks.npy'}: {train.shape[0]} training "
+                              f"shape(s); an Active Shape Model needs at least 2; prepare more faces")
     n = train.shape[1]
     interocular = None
     if dataset is not None:
@@ -223,6 +242,17 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[
             raise DataFormatError(f"{prepared}: train landmarks have {n} points but {dataset} has "
                                   f"{info.num_points}; pass the right --dataset or --prepared-dir")
         interocular = info.interocular
+    # Read and check every split before writing anything, so that a bad train_aug/ leaves no
+    # soft_landmarks.npy behind that belongs to a run that failed.
+    hards = {}
+    for split in ("train", "train_aug"):
+        if not (prepared / split).is_dir():
+            continue
+        hard = train if split == "train" else _load_split_landmarks(prepared, split)
+        if hard.shape[1] != n:
+            raise DataFormatError(f"{prepared / split}: {hard.shape[1]} points, train has {n}; run "
+                                  f"python data_util.py augment again")
+        hards[split] = hard
     asm = ActiveShapeModel().fit(train, variance)
     asm.save(prepared / ASM_FILE)
     report = {"k": asm.k, "max_k": min(train.shape[0], 2 * n), "variance": float(variance),
@@ -231,13 +261,7 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[
         print(f"shape model: {train.shape[0]} training shapes of {n} points; kept k={asm.k} of "
               f"{report['max_k']} components ({100 * report['explained']:.2f}% of the variance, "
               f"target {100 * float(variance):.1f}%) -> {prepared / ASM_FILE}")
-    for split in ("train", "train_aug"):
-        if not (prepared / split).is_dir():
-            continue
-        hard = train if split == "train" else _load_split_landmarks(prepared, split)
-        if hard.shape[1] != n:
-            raise DataFormatError(f"{prepared / split}: {hard.shape[1]} points, train has {n}; run "
-                                  f"python data_util.py augment again")
+    for split, hard in hards.items():
         soft = asm.project(hard).astype(np.float32)
         atomic_save_npy(prepared / split / SOFT_FILE, soft)
         stats = movement_stats(hard, soft, interocular)
@@ -273,7 +297,15 @@ def main(argv=None) -> int:
     prepared = PrepareConfig(dataset=args.dataset, root=args.root, input_size=args.input_size,
                              custom_spec=args.custom_spec,
                              out_dir=args.prepared_dir).resolved_out_dir()
-    make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size)
+    try:
+        make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size)
+    except OSError as err:
+        # The file system said no (disk full, permissions, a folder where a file should be).
+        name = err.filename2 or err.filename   # os.replace(tmp, target): name the target
+        if name is None:
+            raise
+        raise DataFormatError(f"{name}: {err.strerror or err}; free disk space or fix the "
+                              f"permissions and run the command again") from None
     return 0
 
 

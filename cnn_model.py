@@ -23,6 +23,7 @@ student and the teacher.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import zipfile
 from pathlib import Path
@@ -32,10 +33,16 @@ from errors import ConfigError, ModelError, quiet_tensorflow, run_cli
 
 quiet_tensorflow()
 
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
-
 from safe_io import atomic_path  # noqa: E402
+
+# Keras (and TensorFlow behind it) is imported inside the functions that need it, so that
+# `python cnn_model.py --help` and the argument checks answer at once.
+
+
+def _keras():
+    import keras  # noqa: PLC0415
+
+    return keras
 
 STUDENT_NAME = "student"
 TEACHER_NAME = "teacher"
@@ -74,8 +81,10 @@ def build_student(num_points: int, input_size: int = 224, width_multiplier: floa
                   weights=None) -> keras.Model:
     """MobileNetV2 (no top) + global average pooling + linear Dense(2N); input RGB in [0, 1]."""
     _check_args(num_points, input_size, weights)
-    if width_multiplier <= 0:
-        raise ConfigError(f"width_multiplier={width_multiplier}: must be positive")
+    if not (float(width_multiplier) > 0 and math.isfinite(float(width_multiplier))):
+        raise ConfigError(f"width_multiplier={width_multiplier}: must be a positive number")
+    keras = _keras()
+    layers = keras.layers
     shape = (int(input_size), int(input_size), 3)
     backbone = _backbone(keras.applications.MobileNetV2, "MobileNetV2", weights,
                          input_shape=shape, alpha=float(width_multiplier))
@@ -94,6 +103,8 @@ def build_teacher(num_points: int, input_size: int = 224, dropout: float = 0.5,
     _check_args(num_points, input_size, weights)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout={dropout}: must lie in [0, 1)")
+    keras = _keras()
+    layers = keras.layers
     shape = (int(input_size), int(input_size), 3)
     backbone = _backbone(keras.applications.EfficientNetB3, "EfficientNetB3", weights,
                          input_shape=shape)
@@ -142,6 +153,7 @@ def load_model(path, expect_points=None, expect_input_size=None) -> keras.Model:
                          f"written by cnn_model.save_model)")
     if path.suffix != ".keras":
         raise ModelError(f"{path}: model files must end in .keras; rename it")
+    keras = _keras()
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:
@@ -175,6 +187,8 @@ def count_params(model: keras.Model) -> int:
 
 def _layer_macs(layer) -> int:
     """Multiply-adds of one layer for one image: convolutions and dense layers only."""
+    keras = _keras()
+    layers = keras.layers
     if isinstance(layer, keras.Model):
         return sum(_layer_macs(sub) for sub in layer.layers)
     if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
@@ -213,6 +227,11 @@ def main(argv=None) -> int:
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     args = parser.parse_args(argv)
+    if args.input_size < MIN_INPUT_SIZE:
+        raise ConfigError(f"--input-size {args.input_size} is too small; the backbones need at "
+                          f"least {MIN_INPUT_SIZE} pixels")
+    if args.num_points < 1:
+        raise ConfigError(f"--num-points {args.num_points}: a model needs at least one landmark")
     if not args.summary:
         parser.print_help()
         return 0

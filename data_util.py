@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -128,6 +129,40 @@ def _one_line(err) -> str:
     return " ".join(str(err).split())[:300]
 
 
+# A number as the annotation formats write it: decimal or exponent notation, or nan/inf (rejected
+# later with a clear message). Python's float() also takes "1_000" and non-ASCII digits, which no
+# annotation tool writes: a damaged file must not read as a silently different number.
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)",
+                     re.IGNORECASE | re.ASCII)
+
+
+def _parse_float(token: str) -> float:
+    """float(token) for a plain ASCII number; ValueError for anything else."""
+    if not _NUMBER.fullmatch(token):
+        raise ValueError(f"not a number: {token!r}")
+    return float(token)
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """A piece of a damaged file, quoted on one line and shortened."""
+    r = repr(text)
+    return r if len(r) <= limit else r[:limit - 4] + "...'"
+
+
+def ensure_output_dir(path, option: str = "--out-dir") -> Path:
+    """Create `path` and check that a file can be written in it; ConfigError naming the option."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(f"{option} {path}: cannot write there ({err.strerror or _one_line(err)}); "
+                          f"choose a writable folder") from None
+    return path
+
+
 def _fmt(v) -> str:
     """Shortest text that reads back to the same float32."""
     return np.format_float_positional(np.float32(v), unique=True, trim="0")
@@ -157,7 +192,7 @@ def read_pts(path, expected_points: Optional[int] = None) -> np.ndarray:
             try:
                 n_declared = int(ln.split(":", 1)[1])
             except (IndexError, ValueError):
-                raise DataFormatError(f"{path}: bad header line {ln!r}; expected 'n_points: N'") from None
+                raise DataFormatError(f"{path}: bad header line {_show(ln)}; expected 'n_points: N'") from None
         elif ln == "{":
             try:
                 end = lines.index("}", k + 1)
@@ -174,11 +209,13 @@ def read_pts(path, expected_points: Optional[int] = None) -> np.ndarray:
         try:
             if len(parts) != 2:
                 raise ValueError
-            pts.append((float(parts[0]), float(parts[1])))
+            pts.append((_parse_float(parts[0]), _parse_float(parts[1])))
         except ValueError:
-            raise DataFormatError(f"{path}: line {ln!r} is not two numbers 'x y'; fix the "
+            raise DataFormatError(f"{path}: line {_show(ln)} is not two numbers 'x y'; fix the "
                                   f"annotation") from None
     n = len(pts)
+    if n == 0:
+        raise DataFormatError(f"{path}: no points between '{{' and '}}'; the annotation is empty")
     if n_declared is not None and n_declared != n:
         raise DataFormatError(f"{path}: header says n_points {n_declared} but {n} points follow; "
                               f"the file is truncated or edited")
@@ -258,21 +295,49 @@ def _to_rgb_uint8(img: np.ndarray, where) -> np.ndarray:
     import cv2
 
     img = np.asarray(img)
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
+        raise DataFormatError(f"{where}: image of type {img.dtype} is not a pixel array; expected "
+                              f"grey, RGB or RGBA numbers")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))) or min(img.shape[:2],
+                                                                                default=0) < 1:
+        raise DataFormatError(f"{where}: unsupported image shape {img.shape}; expected a non-empty "
+                              f"grey, RGB or RGBA image")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
-        if img.size and np.nanmax(img) <= 1.0 and np.issubdtype(img.dtype, np.floating):
+        floating = np.issubdtype(img.dtype, np.floating)
+        img = img.astype(np.float64)
+        if floating and np.nanmax(np.where(np.isnan(img), -np.inf, img)) <= 1.0:
             img = img * 255.0
-        img = np.clip(np.nan_to_num(img), 0, 255).astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
+        img = np.clip(np.nan_to_num(img, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).astype(np.uint8)
     if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return np.ascontiguousarray(img)
-    if img.ndim == 3 and img.shape[2] == 4:
-        return np.ascontiguousarray(img[:, :, :3])
-    raise DataFormatError(f"{where}: unsupported image shape {img.shape}; expected grey, RGB or RGBA")
+        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def _read_cofw_hdf5(f, path: Path, names: tuple):
+    import h5py
+
+    img_var, phis_var, box_var = names
+    missing = [v for v in names if v not in f]
+    if missing:
+        raise DataFormatError(f"{path}: MATLAB file lacks the variables {missing} (has "
+                              f"{sorted(k for k in f.keys() if not k.startswith('#'))}); "
+                              f"expected the official COFW_*_color.mat")
+    if (not isinstance(f[img_var], h5py.Dataset)
+            or h5py.check_dtype(ref=f[img_var].dtype) is None):
+        raise DataFormatError(f"{path}: variable {img_var} is not a cell array of images; "
+                              f"expected the official COFW_*_color.mat")
+    refs = np.asarray(f[img_var][()]).reshape(-1)
+    # MATLAB stores arrays transposed: HDF5 (3, W, H) is the MATLAB (H, W, 3) image.
+    images = [np.asarray(f[r][()]).T for r in refs]
+    phis = np.asarray(f[phis_var][()], dtype=np.float64).T
+    boxes = np.asarray(f[box_var][()], dtype=np.float64).T
+    return images, np.atleast_2d(phis), np.atleast_2d(boxes)
 
 
 def _read_cofw_arrays(path: Path, names: tuple):
@@ -283,23 +348,16 @@ def _read_cofw_arrays(path: Path, names: tuple):
     if h5py.is_hdf5(str(path)):
         try:
             f = h5py.File(str(path), "r")
-        except OSError as err:
-            raise DataFormatError(f"{path}: unreadable MATLAB v7.3 file ({_one_line(err)})") from None
-        with f:
-            missing = [v for v in names if v not in f]
-            if missing:
-                raise DataFormatError(f"{path}: MATLAB file lacks the variables {missing} (has "
-                                      f"{sorted(k for k in f.keys() if not k.startswith('#'))}); "
-                                      f"expected the official COFW_*_color.mat")
-            try:
-                refs = np.asarray(f[img_var][()]).reshape(-1)
-                # MATLAB stores arrays transposed: HDF5 (3, W, H) is the MATLAB (H, W, 3) image.
-                images = [np.asarray(f[r][()]).T for r in refs]
-                phis = np.asarray(f[phis_var][()], dtype=np.float64).T
-                boxes = np.asarray(f[box_var][()], dtype=np.float64).T
-            except (KeyError, TypeError, ValueError, OSError) as err:
-                raise DataFormatError(f"{path}: malformed COFW variables ({_one_line(err)}); expected a cell "
-                                      f"array of images and numeric phis/bboxes") from None
+        except (OSError, ValueError, RuntimeError) as err:
+            raise DataFormatError(f"{path}: unreadable MATLAB v7.3 file ({_one_line(err)}); "
+                                  f"download it again") from None
+        try:
+            with f:
+                return _read_cofw_hdf5(f, path, names)
+        except (KeyError, TypeError, ValueError, OSError, RuntimeError, AttributeError) as err:
+            # a damaged HDF5 file fails at any step, not only when reading the arrays
+            raise DataFormatError(f"{path}: malformed COFW variables ({_one_line(err)}); expected a "
+                                  f"cell array of images and numeric phis/bboxes") from None
     else:
         import scipy.io
 
@@ -313,10 +371,14 @@ def _read_cofw_arrays(path: Path, names: tuple):
             raise DataFormatError(f"{path}: MATLAB file lacks the variables {missing} (has "
                                   f"{sorted(k for k in mat if not k.startswith('__'))}); "
                                   f"expected the official COFW_*_color.mat")
-        cells = np.asarray(mat[img_var], dtype=object).reshape(-1)
-        images = [np.asarray(c) for c in cells]
-        phis = np.asarray(mat[phis_var], dtype=np.float64)
-        boxes = np.asarray(mat[box_var], dtype=np.float64)
+        try:
+            cells = np.asarray(mat[img_var], dtype=object).reshape(-1)
+            images = [np.asarray(c) for c in cells]
+            phis = np.asarray(mat[phis_var], dtype=np.float64)
+            boxes = np.asarray(mat[box_var], dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DataFormatError(f"{path}: malformed COFW variables ({_one_line(err)}); expected a "
+                                  f"cell array of images and numeric phis/bboxes") from None
     return images, np.atleast_2d(phis), np.atleast_2d(boxes)
 
 
@@ -332,6 +394,9 @@ def read_cofw(root, split: str, strict: bool = True, skipped: Optional[list] = N
     if path.stat().st_size == 0:
         raise DataFormatError(f"{path}: empty file; download it again")
     images, phis, boxes = _read_cofw_arrays(path, tuple(names))
+    if phis.ndim != 2 or boxes.ndim != 2:
+        raise DataFormatError(f"{path}: phis {phis.shape} and bboxes {boxes.shape} must be "
+                              f"matrices; expected the official COFW_*_color.mat")
     if phis.shape[1] != 3 * n and phis.shape[0] == 3 * n:
         phis = phis.T
     if boxes.shape[1] != 4 and boxes.shape[0] == 4:
@@ -348,6 +413,9 @@ def read_cofw(root, split: str, strict: bool = True, skipped: Optional[list] = N
         pts = np.stack([phis[k, :n], phis[k, n:2 * n]], axis=1)
         try:
             pts = _check_points(pts, n, where)
+            if not np.all(np.isfinite(boxes[k])) or boxes[k][2] < 0 or boxes[k][3] < 0:
+                raise DataFormatError(f"{where}: face box {boxes[k].tolist()} is not finite with a "
+                                      f"positive size; the file is damaged")
             rgb = _to_rgb_uint8(img, where)
         except DataFormatError as err:
             if strict:
@@ -449,7 +517,7 @@ def read_wflw(root, split: str, strict: bool = True, skipped: Optional[list] = N
                 raise DataFormatError(f"{where}: {len(tokens)} fields, expected {n_fields} (196 "
                                       f"coordinates, 4 box values, 6 attributes, image path)")
             try:
-                nums = np.asarray([float(t) for t in tokens[:n_fields - 1]], dtype=np.float64)
+                nums = np.asarray([_parse_float(t) for t in tokens[:n_fields - 1]], dtype=np.float64)
             except ValueError:
                 raise DataFormatError(f"{where}: a coordinate, box or attribute field is not a "
                                       f"number; the line is damaged") from None
@@ -457,7 +525,14 @@ def read_wflw(root, split: str, strict: bool = True, skipped: Optional[list] = N
             box = nums[2 * n:2 * n + 4]
             if not np.all(np.isfinite(box)):
                 raise DataFormatError(f"{where}: NaN or infinite face box")
-            attrs = nums[2 * n + 4:2 * n + 10].astype(np.int8)
+            if box[2] < box[0] or box[3] < box[1]:
+                raise DataFormatError(f"{where}: face box x_min {box[0]:g} y_min {box[1]:g} x_max "
+                                      f"{box[2]:g} y_max {box[3]:g} is inverted; the line is damaged")
+            flags = nums[2 * n + 4:2 * n + 10]
+            if not np.all((flags == 0) | (flags == 1)):
+                raise DataFormatError(f"{where}: the 6 attribute flags must be 0 or 1, found "
+                                      f"{' '.join(f'{v:g}' for v in flags)}; the line is damaged")
+            attrs = flags.astype(np.int8)
         except DataFormatError as err:
             if strict:
                 raise
@@ -514,7 +589,12 @@ def read_custom(spec_json, split: str, strict: bool = True, skipped: Optional[li
                               f"set {key!r} in {spec_json}")
     n = info.num_points
     samples, seen = [], {}
-    for lineno, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as err:
+        raise DataFormatError(f"{list_path}: cannot read the list file ({_one_line(err)}); expected "
+                              f"UTF-8 text, one 'image x0 y0 ...' a line") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{list_path}:{lineno}"
@@ -524,7 +604,7 @@ def read_custom(spec_json, split: str, strict: bool = True, skipped: Optional[li
                 raise DataFormatError(f"{where}: {len(tokens)} fields, expected an image path and "
                                       f"{2 * n} coordinates")
             try:
-                nums = np.asarray([float(t) for t in tokens[-2 * n:]], dtype=np.float64)
+                nums = np.asarray([_parse_float(t) for t in tokens[-2 * n:]], dtype=np.float64)
             except ValueError:
                 raise DataFormatError(f"{where}: a coordinate is not a number") from None
             pts = _check_points(nums.reshape(n, 2), n, where)
@@ -670,8 +750,10 @@ def read_manifest(prepared_dir) -> dict:
                               f"{_prepare_hint(prepared_dir)}")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DataFormatError(f"{path}: damaged manifest; {_prepare_hint(prepared_dir)}") from None
+    except (ValueError, OSError):          # JSONDecodeError, UnicodeDecodeError, a folder
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("counts", {}), dict):
+        raise DataFormatError(f"{path}: damaged manifest; {_prepare_hint(prepared_dir)}")
     if not manifest.get("complete"):
         raise DataFormatError(f"{prepared_dir}: prepared data is incomplete (an interrupted run); "
                               f"{_prepare_hint(prepared_dir)}")
@@ -695,12 +777,30 @@ def load_prepared(prepared_dir, split: str) -> PreparedSplit:
         soft = np.load(d / "soft_landmarks.npy", mmap_mode="r") if (d / "soft_landmarks.npy").is_file() else None
     except (ValueError, OSError, json.JSONDecodeError) as err:
         raise DataFormatError(f"{d}: damaged prepared files ({_one_line(err)}); {_prepare_hint(prepared_dir)}") from None
-    return PreparedSplit(dataset=manifest["dataset"], split=split, path=d, images=arrays["images"],
+    try:
+        m = int(arrays["images"].shape[0])
+        n, size = int(manifest["num_points"]), int(manifest["input_size"])
+        dataset = str(manifest["dataset"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise DataFormatError(f"{prepared_dir / 'manifest.json'}: damaged manifest (dataset, "
+                              f"num_points, input_size); {_prepare_hint(prepared_dir)}") from None
+    expected = {"images": (m, size, size, 3), "landmarks": (m, n, 2), "landmarks_px": (m, n, 2),
+                "crop_boxes": (m, 3)}
+    if soft is not None:
+        arrays["soft_landmarks"] = soft
+        expected["soft_landmarks"] = (m, n, 2)
+    wrong = [f"{k}.npy {tuple(arrays[k].shape)} (expected {v})" for k, v in expected.items()
+             if tuple(arrays[k].shape) != v]
+    if wrong:
+        raise DataFormatError(f"{d}: arrays do not match each other or the manifest: "
+                              f"{'; '.join(wrong)}; {_prepare_hint(prepared_dir)}")
+    if not isinstance(meta, dict):
+        raise DataFormatError(f"{d / 'meta.json'}: damaged (not a JSON object); "
+                              f"{_prepare_hint(prepared_dir)}")
+    return PreparedSplit(dataset=dataset, split=split, path=d, images=arrays["images"],
                          landmarks=arrays["landmarks"], landmarks_px=arrays["landmarks_px"],
-                         crop_boxes=arrays["crop_boxes"], meta=meta,
-                         num_points=int(manifest["num_points"]),
-                         input_size=int(manifest["input_size"]), soft_landmarks=soft,
-                         manifest=manifest)
+                         crop_boxes=arrays["crop_boxes"], meta=meta, num_points=n,
+                         input_size=size, soft_landmarks=soft, manifest=manifest)
 
 
 class _ArrayWriter:
@@ -827,8 +927,11 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
         raise ConfigError(f"--input-size {cfg.input_size} is too small; use at least 8 pixels")
     if cfg.box not in ("landmarks", "dataset"):
         raise ConfigError(f"--box {cfg.box!r}: choose 'landmarks' or 'dataset'")
-    if not cfg.margin >= 0:
-        raise ConfigError(f"--margin {cfg.margin}: must be >= 0")
+    if not (cfg.margin >= 0 and np.isfinite(cfg.margin)):
+        raise ConfigError(f"--margin {cfg.margin}: must be a finite number >= 0")
+    if cfg.custom_spec and Path(cfg.custom_spec).is_dir():
+        raise ConfigError(f"--custom-spec {cfg.custom_spec}: is a folder; pass the JSON spec file "
+                          f"inside it")
     info = register_custom_dataset(cfg.custom_spec) if cfg.custom_spec else dataset_info(cfg.dataset)
     if cfg.custom_spec and cfg.dataset.lower() != info.name:
         if cfg.dataset != PrepareConfig().dataset:
@@ -844,13 +947,15 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
     if manifest_path.is_file() and not force:
         try:
             old = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
+        except (ValueError, OSError):      # damaged (JSONDecodeError, UnicodeDecodeError): rebuild
             old = {}
+        old = old if isinstance(old, dict) and isinstance(old.get("counts"), dict) else {}
         files_ok = all((out_dir / sp / f).is_file() for sp in ("train", "test") for f in SPLIT_FILES)
         if old.get("complete") and old.get("config") == config and files_ok:
             print(f"reusing prepared {info.name} data in {out_dir} (train {old['counts']['train']}, "
                   f"test {old['counts']['test']} faces; same configuration)")
             return out_dir
+    ensure_output_dir(out_dir)        # before reading anything: fail fast, not after the crops
     root = _resolve_root(cfg)
     if out_dir.exists():
         _clear_outputs(out_dir)
@@ -1078,11 +1183,20 @@ def main(argv=None) -> int:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "prepare":
-        cfg = dataclass_from_args(PrepareConfig, args)
-        prepare(cfg, strict=args.strict, progress=not args.no_progress, force=args.force)
-    else:
-        augment_prepared(args.prepared_dir, args.copies, args.seed, progress=not args.no_progress)
+    try:
+        if args.command == "prepare":
+            cfg = dataclass_from_args(PrepareConfig, args)
+            prepare(cfg, strict=args.strict, progress=not args.no_progress, force=args.force)
+        else:
+            augment_prepared(args.prepared_dir, args.copies, args.seed, progress=not args.no_progress)
+    except OSError as err:
+        # The file system said no (disk full, permissions, a file where a folder should be): one
+        # line naming the file. manifest.json is written last, so nothing looks complete.
+        name = err.filename2 or err.filename   # os.replace(tmp, target): name the target
+        if name is None:
+            raise
+        raise DataFormatError(f"{name}: {err.strerror or _one_line(err)}; free disk space "
+                              f"or fix the permissions and run the command again") from None
     return 0
 
 

@@ -28,6 +28,10 @@ def atomic_path(path, suffix: str = ""):
         raise LandmarkError(f"{path.parent}: cannot write here ({err.strerror}); "
                             f"choose a writable output folder") from None
     os.close(fd)
+    # mkstemp creates the file owner-only (0600); give the result the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
