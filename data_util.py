@@ -757,6 +757,10 @@ def read_manifest(prepared_dir) -> dict:
     if not manifest.get("complete"):
         raise DataFormatError(f"{prepared_dir}: prepared data is incomplete (an interrupted run); "
                               f"{_prepare_hint(prepared_dir)}")
+    missing = [k for k in ("dataset", "num_points", "input_size") if k not in manifest]
+    if missing:
+        raise DataFormatError(f"{path}: damaged manifest (no {', '.join(missing)}); "
+                              f"{_prepare_hint(prepared_dir)}")
     return manifest
 
 
