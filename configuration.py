@@ -156,6 +156,8 @@ def register_custom_dataset(spec_path) -> DatasetInfo:
         spec = json.loads(spec_path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{spec_path}: custom dataset spec not found; pass an existing JSON file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{spec_path}: is a folder; pass the dataset's JSON spec file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{spec_path}: not valid JSON ({err}); see data/README.md for the format") from None
     try:

@@ -31,7 +31,7 @@ quiet_tensorflow()
 from configuration import PRESETS, REPO_ROOT, PrepareConfig  # noqa: E402
 
 # The quick configuration: small crops, a few hundred faces, few epochs (finishes on 2 CPU cores).
-QUICK = {"input_size": 64, "batch_size": 32, "teacher_epochs": 10, "student_epochs": 10,
+QUICK = {"input_size": 64, "batch_size": 32, "teacher_epochs": 10, "student_epochs": 20,
          "max_faces": None, "augment": "none"}
 FULL = {"input_size": 224, "batch_size": 70, "teacher_epochs": 150, "student_epochs": 150,
         "max_faces": None, "augment": "offline"}
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
               "--seed", str(seed), "--augment", cfg["augment"], "--verbose", "1"]
     if cfg["max_faces"]:
         common += ["--max-faces", str(cfg["max_faces"])]
-    tough, tolerant = models / f"{ds}_tough.keras", models / f"{ds}_tolerant.keras"
+    tough, tolerant = (models / "teachers" / f"{ds}_{t}.keras" for t in ("tough", "tolerant"))
     students = ["kd", "l2"] + (["tough-only", "tolerant-only"] if args.ablations else [])
     times = {}
     t_start = time.time()
@@ -111,8 +111,8 @@ def main(argv=None) -> int:
             f"{mode} student (MobileNetV2)",
             ["student_trainer.py", "--student-mode", mode, *common, "--epochs", str(cfg["student_epochs"]),
              "--tough", str(tough), "--tolerant", str(tolerant),
-             "--run-dir", str(runs / f"student-{mode}"), "--output", str(models / f"{ds}_{mode}.keras")], log)
-    evaluated = {f"student-{m}": models / f"{ds}_{m}.keras" for m in students}
+             "--run-dir", str(runs / f"student-{mode}"), "--output", str(models / "students" / f"{ds}_{mode}.keras")], log)
+    evaluated = {f"student-{m}": models / "students" / f"{ds}_{m}.keras" for m in students}
     evaluated["teacher-tough"] = tough
     evaluated["teacher-tolerant"] = tolerant
     for name, path in evaluated.items():
@@ -162,13 +162,9 @@ def write_report(out: Path, dataset: str, evaluated: dict, prepared_dir) -> str:
     pred = ev.align_predictions(ev.read_predictions(out / kd / "predictions.json"), split)
     gt = np.asarray(split.landmarks_px, dtype=np.float64)
     idx = np.unique(np.linspace(0, len(split) - 1, min(8, len(split))).round().astype(int))
-    boxes = np.asarray(split.crop_boxes, dtype=np.float64)[idx][:, None, :]
-    size = split.input_size
-
-    def to_crop(points_px):
-        return (points_px - boxes[..., :2]) * (size / boxes[..., 2:3])
-
-    ev.save_sample_grid(np.asarray(split.images[idx]), to_crop(gt[idx]), to_crop(pred[idx]),
+    boxes = np.asarray(split.crop_boxes)[idx]
+    ev.save_sample_grid(np.asarray(split.images[idx]), ev.to_crop_px(gt[idx], boxes, split.input_size),
+                        ev.to_crop_px(pred[idx], boxes, split.input_size),
                         out / "samples.png", titles=[f"{kd}: {split.ids[i][-20:]}" for i in idx])
     return text
 

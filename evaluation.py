@@ -4,7 +4,8 @@
   `{"format": "kd-landmarks-predictions/1", "dataset", "prepared_dir", "model",
   "items": [{"id", "landmarks_px": [[x, y], ...]}]}`, points in original-image pixels.
 * `load_test_split(prepared_dir, split)`: the prepared arrays (numpy mmap) and meta.json.
-* `predictions_from_norm`: model outputs (normalised crop coordinates) -> original-image pixels.
+* `predictions_from_norm`: model outputs (normalised crop coordinates) -> original-image pixels;
+  `to_crop_px`: original-image pixels -> crop pixels of the prepared crops (for drawing).
 * `score_predictions(predictions, split)`: per test subset of the dataset (dataset_info.test_subsets),
   NME inter-ocular and inter-pupil (%), FR at each failure threshold (%), AUC@0.1 (standard, 0..1),
   the authors' AUC (0..1, for comparison with their tables only) and the face count. Scoring is in
@@ -24,6 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import image_utility as iu
 import metrics
 from configuration import WFLW_ATTRIBUTES, dataset_info
 from errors import DataFormatError, LandmarkError
@@ -165,12 +167,16 @@ def _as_split(split) -> TestSplit:
 
 
 def predictions_from_norm(norm, crop_boxes, size: int) -> np.ndarray:
-    """Model outputs (M, N, 2) normalised -> original-image pixels: c = S/2 - S v, then
-    orig = (x0, y0) + c * side / S."""
-    norm = np.asarray(norm, dtype=np.float64)
-    crop = size / 2.0 - size * norm
-    boxes = np.asarray(crop_boxes, dtype=np.float64)[:, None, :]
-    return (boxes[..., :2] + crop * (boxes[..., 2:3] / size)).astype(np.float32)
+    """Model outputs (M, N, 2) normalised -> original-image pixels float32: c = S/2 - S v, then
+    orig = (x0, y0) + c * side / S (crop_boxes (M, 3))."""
+    return iu.crop_to_original(iu.denormalize_landmarks(norm, size), crop_boxes, size)
+
+
+def to_crop_px(points_px, crop_boxes, size: int) -> np.ndarray:
+    """Original-image pixels (M, N, 2) -> crop pixels of the prepared crops float32:
+    (p - (x0, y0)) * S / side (crop_boxes (M, 3)); the inverse of predictions_from_norm's last step,
+    e.g. to draw ground truth and predictions on the stored crops (save_sample_grid)."""
+    return iu.landmarks_to_crop(points_px, crop_boxes, size)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -78,18 +78,31 @@ def crop_and_resize(image: np.ndarray, box, size: int) -> np.ndarray:
     return out.reshape(shape)
 
 
+def _box_origin_side(box):
+    """(x0, y0) and side of one box (3,) or of one box per face (M, 3), shaped to broadcast against
+    landmarks (N, 2) or (M, N, 2)."""
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape[-1:] != (3,) or b.ndim > 2:
+        raise ValueError(f"a crop box is (x0, y0, side) or (M, 3), got shape {b.shape}")
+    if b.ndim == 2:
+        b = b[:, None, :]
+    return b[..., :2], b[..., 2:3]
+
+
 def landmarks_to_crop(landmarks_px: np.ndarray, box, size: int) -> np.ndarray:
-    """Original-image pixels -> crop pixels: (p - (x0, y0)) * size / side."""
-    x0, y0, side = [float(v) for v in box]
+    """Original-image pixels -> crop pixels: (p - (x0, y0)) * size / side. One box (3,) for any
+    (..., N, 2), or one box per face (M, 3) for (M, N, 2)."""
+    origin, side = _box_origin_side(box)
     pts = np.asarray(landmarks_px, dtype=np.float64)
-    return ((pts - np.array([x0, y0])) * (float(size) / side)).astype(np.float32)
+    return ((pts - origin) * (float(size) / side)).astype(np.float32)
 
 
 def crop_to_original(landmarks_crop: np.ndarray, box, size: int) -> np.ndarray:
-    """Crop pixels -> original-image pixels: (x0, y0) + c * side / size."""
-    x0, y0, side = [float(v) for v in box]
+    """Crop pixels -> original-image pixels: (x0, y0) + c * side / size (inverse of
+    landmarks_to_crop; the same box shapes)."""
+    origin, side = _box_origin_side(box)
     pts = np.asarray(landmarks_crop, dtype=np.float64)
-    return (pts * (side / float(size)) + np.array([x0, y0])).astype(np.float32)
+    return (pts * (side / float(size)) + origin).astype(np.float32)
 
 
 def normalize_landmarks(landmarks_px: np.ndarray, size: int) -> np.ndarray:

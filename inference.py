@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import image_utility as iu
 from errors import LandmarkError, ModelError, DataFormatError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -91,23 +92,15 @@ def _model_error(path, why: str) -> ModelError:
 
 
 class KerasPredictor(Predictor):
-    """A Keras 3 model file (`.keras`), loaded with keras.models.load_model (compile=False)."""
+    """A Keras 3 model file (`.keras`), read with cnn_model.load_model (compile=False), which turns a
+    missing file, a file of the wrong kind (not a .keras zip), an unreadable archive and an output
+    that is not (B, 2N) into one-line ModelErrors."""
 
     def __init__(self, path):
-        self.path = str(path)
-        if not Path(path).is_file():
-            raise _model_error(path, "model file not found")
-        try:  # registers the project's custom layers/losses if the trainers define any
-            import cnn_model  # noqa: F401
-        except Exception:
-            pass
-        import keras
+        from cnn_model import load_model
 
-        try:
-            self.model = keras.models.load_model(self.path, compile=False)
-        except Exception as err:  # noqa: BLE001 - any loader failure is a bad model file
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise _model_error(path, f"not a loadable Keras model ({first})") from None
+        self.path = str(path)
+        self.model = load_model(path)
         self._init_shapes(self.model.inputs[0].shape, self.model.outputs[0].shape)
 
     def _init_shapes(self, in_shape, out_shape):
@@ -215,33 +208,17 @@ def load_predictor(path) -> Predictor:
 # ----------------------------------------------------------------------------------------------
 
 
-def norm_to_crop_px(norm, size: int) -> np.ndarray:
-    """Normalised v -> crop pixel c = S/2 - S v."""
-    return size / 2.0 - size * np.asarray(norm, dtype=np.float64)
-
-
-def crop_px_to_original(crop_px, crop_box, size: int) -> np.ndarray:
-    """Crop pixels -> original pixels: orig = (x0, y0) + crop_px * side / S. crop_box (3,) or (M, 3)."""
-    crop_px = np.asarray(crop_px, dtype=np.float64)
-    box = np.asarray(crop_box, dtype=np.float64)
-    if box.ndim == 2:
-        box = box[:, None, :]
-    return box[..., :2] + crop_px * (box[..., 2:3] / size)
-
-
 def landmarks_norm_to_original(norm, crop_box, size: int) -> np.ndarray:
-    """Model output (normalised crop coordinates) -> original-image pixels."""
-    return crop_px_to_original(norm_to_crop_px(norm, size), crop_box, size)
+    """Model output (normalised crop coordinates) -> original-image pixels (float32): c = S/2 - S v
+    (image_utility.denormalize_landmarks), then (x0, y0) + c * side / S (image_utility.
+    crop_to_original). crop_box (3,) for one face, or (M, 3) for (M, N, 2)."""
+    return iu.crop_to_original(iu.denormalize_landmarks(norm, size), crop_box, size)
 
 
 def landmark_crop_box(landmarks_px, margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """The training crop of a face: (x0, y0, side) of the square of side (1 + margin) x the larger
-    landmark extent, centred on the centre of the landmark box."""
-    pts = np.asarray(landmarks_px, dtype=np.float64)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    side = (1.0 + margin) * float(max(hi - lo))
-    c = (lo + hi) / 2.0
-    return np.array([c[0] - side / 2, c[1] - side / 2, side], dtype=np.float32)
+    """The training crop of a face (data_util.prepare's): (x0, y0, side) of the square of side
+    (1 + margin) x the larger landmark extent, centred on the centre of the landmark box."""
+    return np.asarray(iu.square_box_from_landmarks(landmarks_px, margin), dtype=np.float32)
 
 
 def detector_box_to_crop_box(box_xywh, margin: float = DEFAULT_MARGIN, extent: float = HAAR_EXTENT,
@@ -265,17 +242,7 @@ def crop_face(image_rgb: np.ndarray, crop_box, size: int) -> np.ndarray:
     outside the image, aspect kept: image_utility.crop_and_resize, the very function that made the
     training crops (cv2.warpAffine with a Gaussian pre-blur when shrinking), so a face seen at
     inference is cropped exactly like the training faces."""
-    try:
-        from image_utility import crop_and_resize
-    except ImportError:  # stand-alone use of this file: same warp, no anti-aliasing blur
-        import cv2
-
-        x0, y0, side = [float(v) for v in crop_box]
-        s = size / side
-        m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float64)
-        return cv2.warpAffine(np.ascontiguousarray(image_rgb), m, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return crop_and_resize(image_rgb, crop_box, size)
+    return iu.crop_and_resize(image_rgb, crop_box, size)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -239,6 +239,8 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
         if not paths[kind].is_file():
             raise ModelError(f"{paths[kind]}: the {kind.capitalize()} teacher is missing; train it "
                              f"with `{_teacher_command(cfg, kind)}` or pass --{kind} PATH")
+    out = Path(output) if output else default_output(cfg.dataset, mode)
+    training.check_outputs(cfg, f"student-{mode}", out)
 
     strategy = training.setup_runtime(cfg)
     data = training.load_training_data(cfg)
@@ -282,7 +284,6 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
                                                          verbose=v)
                         for kind, model in teachers.items()}
 
-    out = Path(output) if output else default_output(cfg.dataset, mode)
     result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, build=build,
                                 fit_wrapper=fit_wrapper, targets=targets,
                                 extra_targets=extra_targets, augment_fn=augment_fn, output=out,

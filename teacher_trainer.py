@@ -38,6 +38,8 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
     replaces EfficientNet-B3 (tests use a tiny network)."""
     if teacher not in TEACHERS:
         raise ConfigError(f"--teacher {teacher!r}: choose tough or tolerant")
+    out = Path(output) if output else default_output(cfg.dataset, teacher)
+    training.check_outputs(cfg, f"teacher-{teacher}", out)   # before any data or model work
     strategy = training.setup_runtime(cfg)
     data = training.load_training_data(cfg, need_soft=(teacher == "tolerant"))
     info = data.info
@@ -51,7 +53,6 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
                                        weights=cfg.weights)
 
     augment_fn = training.default_online_augment(info) if cfg.augment == "online" else None
-    out = Path(output) if output else default_output(cfg.dataset, teacher)
     result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, build=build,
                                 targets="soft" if teacher == "tolerant" else "landmarks",
                                 augment_fn=augment_fn, output=out, verbose=verbose,

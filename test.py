@@ -135,12 +135,10 @@ def score_and_report(pred_path: Path, prepared_dir, out_dir: Path, dataset=None,
     k = min(samples, len(split))
     if k > 0:
         idx = np.unique(np.linspace(0, len(split) - 1, k).round().astype(int))
-        s = split.input_size
-        boxes = np.asarray(split.crop_boxes, dtype=np.float64)[idx][:, None, :]
-        to_crop = lambda p: (p - boxes[..., :2]) * (s / boxes[..., 2:3])  # noqa: E731
+        boxes, s = np.asarray(split.crop_boxes)[idx], split.input_size
         ids = split.ids
-        ev.save_sample_grid(np.asarray(split.images[idx]), to_crop(gt[idx]), to_crop(pred[idx]),
-                            out_dir / "samples.png",
+        ev.save_sample_grid(np.asarray(split.images[idx]), ev.to_crop_px(gt[idx], boxes, s),
+                            ev.to_crop_px(pred[idx], boxes, s), out_dir / "samples.png",
                             titles=[f"{ids[i][-24:]}  NME {100 * nme[i]:.1f}%" for i in idx])
     return scores
 

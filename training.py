@@ -29,8 +29,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ import keras  # noqa: E402
 
 import configuration as C  # noqa: E402
 from configuration import TrainConfig  # noqa: E402
+from metrics import nme_per_image  # noqa: E402
 from safe_io import atomic_path, atomic_save_npy, atomic_write_json  # noqa: E402
 
 LAST = "last.keras"
@@ -254,40 +257,15 @@ def _call_augment(fn, prepared_dir: Path, copies: int):
 
 
 def load_split(prepared_dir: Path, split: str) -> SplitArrays:
-    """Read one prepared split (through data_util.load_prepared when available)."""
-    split_dir = Path(prepared_dir) / split
-    du = _data_util()
-    if du is not None and hasattr(du, "load_prepared"):
-        ps = du.load_prepared(prepared_dir, split)
-        meta = getattr(ps, "meta", None) or {}
-        src = getattr(ps, "source_index", None)
-        if src is None and isinstance(meta, dict) and meta.get("source_index") is not None:
-            src = np.asarray(meta["source_index"], dtype=np.int64)
-        soft = getattr(ps, "soft_landmarks", None)
-        if soft is None and (split_dir / "soft_landmarks.npy").is_file():
-            soft = np.load(split_dir / "soft_landmarks.npy", mmap_mode="r")
-        ids = list(getattr(ps, "ids", None) or (meta.get("ids", []) if isinstance(meta, dict) else []))
-        return SplitArrays(images=ps.images, landmarks=np.asarray(ps.landmarks, dtype=np.float32),
-                           soft=None if soft is None else np.asarray(soft, dtype=np.float32),
-                           source_index=None if src is None else np.asarray(src, dtype=np.int64),
-                           ids=ids)
-    if not _split_complete(split_dir):
-        raise DataFormatError(f"{split_dir}: prepared split not found (images.npy, landmarks.npy, "
-                              f"meta.json); run `python data_util.py prepare` first")
-    try:
-        images = np.load(split_dir / "images.npy", mmap_mode="r")
-        landmarks = np.load(split_dir / "landmarks.npy").astype(np.float32)
-        meta = json.loads((split_dir / "meta.json").read_text())
-        soft = None
-        if (split_dir / "soft_landmarks.npy").is_file():
-            soft = np.load(split_dir / "soft_landmarks.npy").astype(np.float32)
-    except (OSError, ValueError) as err:
-        raise DataFormatError(f"{split_dir}: unreadable prepared split ({err}); prepare it "
-                              f"again") from None
-    src = meta.get("source_index")
-    return SplitArrays(images=images, landmarks=landmarks, soft=soft,
-                       source_index=None if src is None else np.asarray(src, dtype=np.int64),
-                       ids=list(meta.get("ids", [])))
+    """Read one prepared split (data_util.load_prepared: memory-mapped, checked against the
+    manifest) as the trainers' SplitArrays."""
+    import data_util  # noqa: PLC0415
+
+    ps = data_util.load_prepared(prepared_dir, split)
+    soft, src = ps.soft_landmarks, ps.source_index
+    return SplitArrays(images=ps.images, landmarks=np.asarray(ps.landmarks, dtype=np.float32),
+                       soft=None if soft is None else np.asarray(soft, dtype=np.float32),
+                       source_index=src, ids=ps.ids)
 
 
 def split_faces(n_faces: int, val_fraction: float, seed: int, max_faces: Optional[int] = None):
@@ -534,18 +512,6 @@ def predict_images(model, images: np.ndarray, batch_size: int = 64) -> np.ndarra
     return np.concatenate(outs, axis=0)
 
 
-def _nme_fn():
-    try:
-        from metrics import nme_per_image  # noqa: PLC0415
-        return nme_per_image
-    except ImportError:  # pragma: no cover - metrics.py is part of the project
-        def nme_per_image(pred, gt, groups):
-            pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-            d = np.linalg.norm(gt[:, list(groups[0])].mean(1) - gt[:, list(groups[1])].mean(1), axis=-1)
-            return np.linalg.norm(pred - gt, axis=-1).mean(1) / d
-        return nme_per_image
-
-
 def mean_nme(pred_flat: np.ndarray, gt: np.ndarray, info, normaliser: str = "interocular") -> float:
     """Mean per-image NME (a fraction) of flat predictions (M, 2N) against normalised GT (M, N, 2).
 
@@ -554,7 +520,7 @@ def mean_nme(pred_flat: np.ndarray, gt: np.ndarray, info, normaliser: str = "int
     if len(gt) == 0:
         return float("nan")
     pred = np.asarray(pred_flat, np.float64).reshape(gt.shape)
-    nmes = _nme_fn()(pred, gt, info.normaliser(normaliser))
+    nmes = nme_per_image(pred, gt, info.normaliser(normaliser))
     return float(np.mean(nmes))
 
 
@@ -565,6 +531,50 @@ def mean_nme(pred_flat: np.ndarray, gt: np.ndarray, info, normaliser: str = "int
 
 def default_run_dir(cfg: TrainConfig, what: str) -> Path:
     return Path(cfg.run_dir) if cfg.run_dir else C.RUNS_DIR / f"{cfg.dataset}-{what}"
+
+
+def _unwritable_reason(folder: Path, err: Optional[OSError] = None) -> Optional[str]:
+    """Why `folder` cannot be created or written into (None when it can), without creating it:
+    the nearest existing ancestor must be a folder that takes a new file."""
+    folder = Path(folder)
+    probe = folder
+    while not os.path.exists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if err is not None:
+        return err.strerror or str(err)
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        return f"{probe}: {e.strerror or e}"
+    return None
+
+
+def run_dir_error(run_dir: Path, reason: str) -> str:
+    return (f"{run_dir}: cannot create the run folder ({reason}); pass --run-dir with a writable "
+            f"folder")
+
+
+def check_outputs(cfg: TrainConfig, what: str, output=None) -> None:
+    """Fail fast, before any data, model or training work: the run folder must be creatable and
+    the final model's folder writable (otherwise a long run would fail only at its very end)."""
+    run_dir = default_run_dir(cfg, what)
+    reason = _unwritable_reason(run_dir)
+    if reason:
+        raise ConfigError(run_dir_error(run_dir, reason))
+    if output is None:
+        return
+    output = Path(output)
+    if output.suffix != ".keras":
+        raise ConfigError(f"--output {output}: model files must end in .keras")
+    if output.is_dir():
+        raise ConfigError(f"--output {output}: is a folder; name a .keras file in it")
+    reason = _unwritable_reason(output.parent)
+    if reason:
+        raise ConfigError(f"--output {output}: cannot write the model into {output.parent} "
+                          f"({reason}); pass --output in a writable folder")
 
 
 def read_state(run_dir: Path) -> Optional[dict]:
@@ -775,7 +785,13 @@ class Run:
         self.chief = True if strategy is None else is_chief(strategy)
         if not self.chief:
             self.dir = self.dir / f".worker-{int(strategy.cluster_resolver.task_id or 0)}"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(run_dir_error(self.dir, _unwritable_reason(self.dir, err))) from None
+        for stale in self.dir.glob(".*.tmp*"):   # safe_io temporaries of a run killed mid-write
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
         self.state = None
         self.previous_config = None
         if cfg.resume and (self.dir / LAST).is_file():

@@ -665,16 +665,50 @@ def test_trainer_data_of_the_wrong_point_count(trainers, prepared, tmp_path, cap
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="training.Run creates --run-dir with a bare mkdir: a path below a file "
-                          "ends in NotADirectoryError with a traceback (training.py, trainer "
-                          "engineer)", strict=False)
 def test_trainer_unwritable_run_dir(trainers, prepared, a_file, tmp_path, capsys):
     out = tmp_path / "final.keras"
     argv = ["--dataset", "300w", "--input-size", SIZE, "--prepared-dir", prepared, "--augment",
             "none", "--epochs", "1", "--batch-size", "2", "--verbose", "0", "--run-dir",
             a_file / "sub", "--output", out]
-    run_main(lambda a: trainers[0].main(a, builder=_tiny_builder), argv, capsys, a_file / "sub")
+    run_main(lambda a: trainers[0].main(a, builder=_tiny_builder), argv, capsys, a_file / "sub",
+             "--run-dir")
     assert not out.exists()
+
+
+def test_run_folder_below_a_file(a_file):
+    """training.Run itself (used without the trainers' early check) says it in one line too."""
+    import training
+    from configuration import TrainConfig
+
+    cfg = TrainConfig(dataset="300w", run_dir=str(a_file / "sub"))
+    with pytest.raises(LandmarkError, match="cannot create the run folder") as info:
+        training.Run(cfg, "teacher-tough")
+    assert str(a_file / "sub") in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["teacher", "student"])
+def test_trainer_unwritable_output_fails_before_training(trainers, prepared, a_file, tmp_path,
+                                                         capsys, monkeypatch, which):
+    """--output below a file (or not .keras) is refused before any data or model work, not after
+    a long run: fit_model is never reached and no run folder is made."""
+    import training
+
+    def no_training(*a, **k):
+        raise AssertionError("training started although --output cannot be written")
+
+    monkeypatch.setattr(training, "fit_model", no_training)
+    monkeypatch.setattr(training, "load_training_data", no_training)
+    run = tmp_path / "run"
+    base = ["--dataset", "300w", "--input-size", SIZE, "--prepared-dir", prepared, "--augment",
+            "none", "--epochs", "1", "--batch-size", "2", "--verbose", "0", "--run-dir", run,
+            "--student-mode", "l2"][:None if which else -2]
+    main = lambda a: trainers[which].main(a, builder=_tiny_builder)  # noqa: E731
+    out = a_file / "sub" / "final.keras"
+    run_main(main, base + ["--output", out], capsys, out, "cannot write", str(a_file))
+    run_main(main, base + ["--output", tmp_path / "final.h5"], capsys, "final.h5", ".keras")
+    (tmp_path / "dir.keras").mkdir()
+    run_main(main, base + ["--output", tmp_path / "dir.keras"], capsys, "dir.keras", "folder")
+    assert not run.exists()
 
 
 # ----------------------------------------------------------------------------------------------

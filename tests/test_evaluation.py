@@ -106,6 +106,19 @@ def test_predictions_from_norm_round_trip(prepared300):
     np.testing.assert_allclose(px, split.landmarks_px, atol=1e-3)
 
 
+def test_to_crop_px_inverts_predictions_from_norm(prepared300):
+    """to_crop_px (original -> crop pixels, used for the sample grid) undoes the crop step of
+    predictions_from_norm: the stored ground truth lands on the stored normalised landmarks."""
+    import image_utility as iu
+
+    split = ev.load_test_split(prepared300)
+    crop = ev.to_crop_px(split.landmarks_px, split.crop_boxes, S)
+    assert crop.shape == split.landmarks_px.shape
+    np.testing.assert_allclose(crop, iu.denormalize_landmarks(split.landmarks, S), atol=1e-3)
+    px = ev.predictions_from_norm(split.landmarks, split.crop_boxes, S)
+    np.testing.assert_allclose(ev.to_crop_px(px, split.crop_boxes, S), crop, atol=1e-3)
+
+
 def test_order_of_items_does_not_matter(tmp_path, prepared300):
     split = ev.load_test_split(prepared300)
     order = [5, 3, 1, 0, 2, 4]

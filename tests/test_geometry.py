@@ -77,6 +77,20 @@ def test_crop_mapping_roundtrip(x0, y0, side, size):
     np.testing.assert_allclose(iu.crop_to_original(c, (x0, y0, side), size), pts, rtol=1e-5, atol=1e-3)
 
 
+def test_crop_mapping_one_box_per_face():
+    """(M, 3) boxes with (M, N, 2) points: face i moved by box i, the same as one call per face."""
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(0, 500, (4, 7, 2)).astype(np.float32)
+    boxes = np.column_stack([rng.uniform(-50, 50, (4, 2)), rng.uniform(100, 600, 4)])
+    c = iu.landmarks_to_crop(pts, boxes, 64)
+    assert c.shape == pts.shape and c.dtype == np.float32
+    for i in range(4):
+        np.testing.assert_allclose(c[i], iu.landmarks_to_crop(pts[i], boxes[i], 64), rtol=1e-6)
+    np.testing.assert_allclose(iu.crop_to_original(c, boxes, 64), pts, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="crop box"):
+        iu.landmarks_to_crop(pts, boxes[:, :2], 64)
+
+
 def test_square_boxes():
     pts = np.array([[10, 20], [110, 60]], np.float32)      # extent 100 x 40, centre (60, 40)
     x0, y0, side = iu.square_box_from_landmarks(pts, 0.25)

@@ -144,6 +144,22 @@ def test_load_predictor_errors(tmp_path, keras_model_path):
         assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("content", [b"this is a text file, not a model\n", b"",
+                                     b"PK\x03\x04 truncated zip"])
+def test_keras_predictor_file_of_the_wrong_kind(tmp_path, content):
+    """A .keras name on a file that is no Keras archive: one clear line (cnn_model.load_model's
+    check), not Keras' misleading "File not found"."""
+    f = tmp_path / "text.keras"
+    f.write_bytes(content)
+    with pytest.raises(ModelError) as err:
+        inf.load_predictor(f)
+    msg = str(err.value)
+    assert str(f) in msg and "not a Keras" in msg and "\n" not in msg
+    assert "not found" not in msg.lower()
+    with pytest.raises(ModelError, match="not found"):
+        inf.KerasPredictor(tmp_path / "missing.keras")
+
+
 def test_keras_predictor_shapes(predictor):
     assert (predictor.input_size, predictor.num_points) == (S, N)
     out = predictor.predict_norm(np.zeros((3, S, S, 3), np.float32))

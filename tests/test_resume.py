@@ -126,6 +126,20 @@ def test_killed_run_resumes_to_completion(prepared, tmp_path):
     assert not list(run.glob(".*.tmp*"))                           # no temporary files left
 
 
+def test_run_folder_drops_temporaries_of_a_killed_write(prepared, tmp_path):
+    """A SIGKILL while last.keras / state.json is being written leaves safe_io's hidden temporary
+    beside it; the next run on the folder (resumed or fresh) removes it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = [run / ".last.keras.px1s039k.tmp.keras", run / ".state.json.ab12cd.tmp"]
+    for f in stale:
+        f.write_bytes(b"half written")
+    keep = run / "notes.txt"
+    keep.write_text("mine")
+    training.Run(tiny_cfg(prepared, run, epochs=1), "teacher-tough")
+    assert not any(f.exists() for f in stale) and keep.is_file()
+
+
 def test_nan_learning_rate_stops_with_training_error(prepared, tmp_path):
     cfg = tiny_cfg(prepared, tmp_path / "run", epochs=3, learning_rate=1e30)
     with pytest.raises(TrainingError, match=r"loss became NaN at epoch 1 step \d+.*--learning-rate"):
