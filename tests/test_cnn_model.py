@@ -153,3 +153,20 @@ def test_summary_cli(capsys):
     assert cnn_model.main(["--summary", "--input-size", "32", "--num-points", "5"]) == 0
     out = capsys.readouterr().out
     assert "student" in out and "teacher" in out and "multiply-adds" in out
+
+
+def test_student_batchnorm_momentum_is_short_run_friendly():
+    """Keras's MobileNetV2 ships BN momentum 0.999; the student uses 0.99 and the value survives a
+    save/load round trip (it is what inference-mode predictions depend on)."""
+    import keras
+
+    import cnn_model
+
+    model = cnn_model.build_student(5, input_size=32, width_multiplier=0.35)
+    bns = [l for l in model._flatten_layers(recursive=True)
+           if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(abs(l.momentum - 0.99) < 1e-12 for l in bns)
+    clone = keras.Model.from_config(model.get_config())
+    bns2 = [l for l in clone._flatten_layers(recursive=True)
+            if isinstance(l, keras.layers.BatchNormalization)]
+    assert all(abs(l.momentum - 0.99) < 1e-12 for l in bns2)
