@@ -297,15 +297,7 @@ def main(argv=None) -> int:
     prepared = PrepareConfig(dataset=args.dataset, root=args.root, input_size=args.input_size,
                              custom_spec=args.custom_spec,
                              out_dir=args.prepared_dir).resolved_out_dir()
-    try:
-        make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size)
-    except OSError as err:
-        # The file system said no (disk full, permissions, a folder where a file should be).
-        name = err.filename2 or err.filename   # os.replace(tmp, target): name the target
-        if name is None:
-            raise
-        raise DataFormatError(f"{name}: {err.strerror or err}; free disk space or fix the "
-                              f"permissions and run the command again") from None
+    make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size)
     return 0
 
 

@@ -1187,20 +1187,11 @@ def main(argv=None) -> int:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "prepare":
-            cfg = dataclass_from_args(PrepareConfig, args)
-            prepare(cfg, strict=args.strict, progress=not args.no_progress, force=args.force)
-        else:
-            augment_prepared(args.prepared_dir, args.copies, args.seed, progress=not args.no_progress)
-    except OSError as err:
-        # The file system said no (disk full, permissions, a file where a folder should be): one
-        # line naming the file. manifest.json is written last, so nothing looks complete.
-        name = err.filename2 or err.filename   # os.replace(tmp, target): name the target
-        if name is None:
-            raise
-        raise DataFormatError(f"{name}: {err.strerror or _one_line(err)}; free disk space "
-                              f"or fix the permissions and run the command again") from None
+    if args.command == "prepare":
+        cfg = dataclass_from_args(PrepareConfig, args)
+        prepare(cfg, strict=args.strict, progress=not args.no_progress, force=args.force)
+    else:
+        augment_prepared(args.prepared_dir, args.copies, args.seed, progress=not args.no_progress)
     return 0
 
 

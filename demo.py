@@ -28,7 +28,7 @@ from errors import ConfigError, LandmarkError, quiet_tensorflow, run_cli
 
 quiet_tensorflow()
 
-from configuration import PRESETS, REPO_ROOT, PrepareConfig  # noqa: E402
+from configuration import REPO_ROOT, PrepareConfig  # noqa: E402
 
 # The quick configuration: small crops, a few hundred faces, few epochs (finishes on 2 CPU cores).
 QUICK = {"input_size": 64, "batch_size": 32, "teacher_epochs": 10, "student_epochs": 20,

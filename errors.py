@@ -52,6 +52,16 @@ def run_cli(main, argv=None) -> int:
     except LandmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # The file system said no (disk full, permissions, a file where a folder should be). Files
+        # are written atomically (safe_io), so nothing half-written looks complete.
+        name = err.filename2 or err.filename   # os.replace(tmp, target): name the target
+        if name is None:
+            raise
+        reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+        print(f"error: {name}: {reason}; free disk space or fix the permissions and run the "
+              f"command again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint written is kept; run the same command again to resume",
               file=sys.stderr)

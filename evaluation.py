@@ -115,8 +115,8 @@ def load_test_split(prepared_dir, split: str = "test") -> TestSplit:
     """Read <prepared_dir>/<split>/ (ARCHITECTURE.md layout) without depending on data_util."""
     prepared_dir = Path(prepared_dir)
     d = prepared_dir / split
-    fix = (f"run `python data_util.py prepare --dataset ... --input-size S` first, or pass "
-           f"--prepared-dir")
+    fix = ("run `python data_util.py prepare --dataset ... --input-size S` first, or pass "
+           "--prepared-dir")
     if not (prepared_dir / "manifest.json").is_file():
         raise DataFormatError(f"{prepared_dir}: no manifest.json (missing or incomplete prepared "
                               f"data); {fix}")

@@ -50,7 +50,7 @@ import keras  # noqa: E402
 import configuration as C  # noqa: E402
 from configuration import TrainConfig  # noqa: E402
 from metrics import nme_per_image  # noqa: E402
-from safe_io import atomic_path, atomic_save_npy, atomic_write_json  # noqa: E402
+from safe_io import atomic_path, atomic_write_json  # noqa: E402
 
 LAST = "last.keras"
 BEST = "best.keras"

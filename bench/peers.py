@@ -13,7 +13,6 @@ applies its own fixed, documented convention to it; face detectors are out of th
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import List, Tuple
 
