@@ -86,10 +86,10 @@ def calibration_images_from_prepared(prepared_dir, input_size: Optional[int] = N
     return np.asarray(images[idx], dtype=np.float32) / 255.0
 
 
-def _convert(saved_dir: Path, variant: str, calibration: Optional[np.ndarray], int8_io: str) -> bytes:
+def configure_converter(conv, variant: str, calibration: Optional[np.ndarray], int8_io: str = "int8"):
+    """Apply one variant's settings (float32, float16, dynamic_int8, int8) to a TFLiteConverter."""
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
     if variant == "float32":
         pass
     elif variant == "float16":
@@ -117,6 +117,14 @@ def _convert(saved_dir: Path, variant: str, calibration: Optional[np.ndarray], i
             raise ConfigError(f"--int8-io {int8_io!r}: choose int8 or float")
     else:
         raise ConfigError(f"unknown TFLite variant {variant!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+    return conv
+
+
+def _convert(saved_dir: Path, variant: str, calibration: Optional[np.ndarray], int8_io: str) -> bytes:
+    import tensorflow as tf
+
+    conv = configure_converter(tf.lite.TFLiteConverter.from_saved_model(str(saved_dir)), variant,
+                               calibration, int8_io)
     try:
         return conv.convert()
     except Exception as err:  # noqa: BLE001 - converter errors are long; keep one line

@@ -76,22 +76,9 @@ def convert_tflite(model, kind: str, calib: np.ndarray) -> bytes:
     concrete = fn.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
     conv = tf.lite.TFLiteConverter.from_concrete_functions(
         [convert_variables_to_constants_v2(concrete)])
-    if kind == "tflite-fp16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif kind == "tflite-dyn-int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif kind == "tflite-int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    import export  # noqa: PLC0415 - the project's per-variant converter settings
 
-        def rep():
-            for img in calib:
-                yield [img[None].astype(np.float32)]
-
-        conv.representative_dataset = rep
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
+    export.configure_converter(conv, EXPORT_NAMES[kind], calib, int8_io="int8")
     return conv.convert()
 
 
