@@ -93,6 +93,57 @@ def set_batchnorm_momentum(model, momentum: float) -> None:
             layer.momentum = float(momentum)
 
 
+def recalibrate_batchnorm(model, images, batch_size: int = 128) -> int:
+    """Re-estimate every BatchNormalization layer's moving statistics from `images` (float32 in
+    [0, 1]) with the current weights ("precise BN"). Returns the number of batches used.
+
+    Why: the moving averages lag the weights. Measured on a 64 px L2 student after 360 steps from
+    scratch (momentum 0.99): test MSE 0.0153 in inference mode against 0.0045 with batch statistics;
+    re-estimated on 600 training faces, inference mode gives 0.0040.
+    How: one traced forward pass per batch in training mode with momentum 0 (the moving statistics
+    become that batch's), summed here; the result is the mean of the per-batch means and variances.
+    Only BatchNormalization state changes; weights and the layers' momentum are left as found.
+    Dropout (teacher head, after the last BatchNorm) has no effect on the statistics.
+    """
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    keras = _keras()
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    count = len(images)
+    if not layers or count == 0:
+        return 0
+    fn = getattr(model, "_precise_bn_fn", None)
+    if fn is None:   # traced once per model; momentum is 0 whenever it runs (set below)
+        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+        fn = tf.function(lambda x: model(x, training=True), input_signature=[spec])
+        try:
+            model._precise_bn_fn = fn
+        except Exception:  # noqa: BLE001  (a model that refuses new attributes: trace each time)
+            pass
+    saved = [layer.momentum for layer in layers]
+    sums = [[np.zeros(layer.moving_mean.shape, np.float64), np.zeros(layer.moving_variance.shape, np.float64)]
+            for layer in layers]
+    batches = 0
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        for start in range(0, count, int(batch_size)):
+            fn(tf.constant(np.asarray(images[start:start + int(batch_size)], dtype=np.float32)))
+            batches += 1
+            for (mean_sum, var_sum), layer in zip(sums, layers):
+                mean_sum += keras.ops.convert_to_numpy(layer.moving_mean)
+                var_sum += keras.ops.convert_to_numpy(layer.moving_variance)
+        for (mean_sum, var_sum), layer in zip(sums, layers):
+            layer.moving_mean.assign((mean_sum / batches).astype(np.float32))
+            layer.moving_variance.assign((var_sum / batches).astype(np.float32))
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return batches
+
+
 def build_student(num_points: int, input_size: int = 224, width_multiplier: float = 1.0,
                   weights=None, bn_momentum: float = STUDENT_BN_MOMENTUM) -> keras.Model:
     """MobileNetV2 (no top) + global average pooling + linear Dense(2N); input RGB in [0, 1]."""

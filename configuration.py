@@ -279,6 +279,9 @@ class TrainConfig:
     run_dir: Optional[str] = None         # default: runs/<dataset>-<what>
     resume: bool = True
     max_faces: Optional[int] = None       # use only the first K training faces (quick runs, tests)
+    bn_recalibration: int = 256           # training faces that re-estimate BatchNorm statistics at
+                                          # each epoch end, before validation (0: off); see
+                                          # cnn_model.recalibrate_batchnorm
 
     def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(dataset=self.dataset, root=self.root, input_size=self.input_size,
@@ -300,6 +303,8 @@ class TrainConfig:
             raise ConfigError(f"--strategy {self.strategy!r}: choose default, mirrored or multiworker")
         if not 0.0 < self.asm_variance <= 1.0:
             raise ConfigError(f"--asm-variance {self.asm_variance}: must lie in (0, 1]")
+        if self.bn_recalibration < 0:
+            raise ConfigError("--bn-recalibration must be >= 0 (0 turns it off)")
         if self.batch_size < 1 or self.epochs < 0:
             raise ConfigError("--batch-size must be >= 1 and --epochs >= 0")
         loss_config(self.loss_preset)

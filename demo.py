@@ -4,6 +4,7 @@ baseline, evaluation, and the report (results table, CED plot, sample grid).
     python demo.py                 # quick configuration, sized for 2 CPU cores (see README for the time)
     python demo.py --full          # the published configuration (224 px, batch 70, 150 epochs)
     python demo.py --seed 1 --out results/demo-seed1
+    python demo.py --ablations --seeds 0 1 2   # the paper's claim over seeds: one table, mean and spread
 
 Steps (each a command of the repo, run as a subprocess so each is exactly what a user would type):
   1. generate the embedded synthetic 300W faces (official .pts layout) if missing;
@@ -31,7 +32,7 @@ quiet_tensorflow()
 from configuration import REPO_ROOT, PrepareConfig  # noqa: E402
 
 # The quick configuration: small crops, a few hundred faces, few epochs (finishes on 2 CPU cores).
-QUICK = {"input_size": 64, "batch_size": 32, "teacher_epochs": 5, "student_epochs": 10,
+QUICK = {"input_size": 64, "batch_size": 32, "teacher_epochs": 3, "student_epochs": 10,
          "max_faces": None, "augment": "none"}
 FULL = {"input_size": 224, "batch_size": 70, "teacher_epochs": 150, "student_epochs": 150,
         "max_faces": None, "augment": "offline"}
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the published configuration instead of the quick one")
     p.add_argument("--dataset", default="300w", choices=("300w", "cofw", "wflw"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run each seed (results/demo-<dataset>-seed<S>) and write one table of mean "
+                        "and spread over them to results/demo-<dataset>-seeds/")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--teacher-epochs", type=int, default=None)
     p.add_argument("--student-epochs", type=int, default=None)
@@ -74,6 +78,62 @@ def _run(step: str, cmd: list, log: Path) -> float:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.seeds:
+        if args.out or args.models_dir:
+            raise ConfigError("--seeds writes results/demo-<dataset>-seed<S> for each seed; drop --out "
+                              "and --models-dir")
+        outs = []
+        for seed in dict.fromkeys(args.seeds):
+            run_one(argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None}))
+            outs.append(default_out(args.dataset, seed))
+        folder = REPO_ROOT / "results" / f"demo-{args.dataset}-seeds"
+        text = summarize_seeds(outs, args.dataset, folder)
+        print(f"\n{text}\nwrote {folder}/results.md", flush=True)
+        return 0
+    return run_one(args)
+
+
+def default_out(dataset: str, seed: int) -> Path:
+    return REPO_ROOT / "results" / f"demo-{dataset}-seed{seed}"
+
+
+def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
+    """Mean, sample standard deviation and range over seeds of each model's NME per subset."""
+    import numpy as np
+
+    from safe_io import atomic_write_json, atomic_write_text  # noqa: PLC0415
+
+    per_model: dict = {}
+    for out in outs:
+        for scores_file in sorted(Path(out).glob("*/scores.json")):
+            scores = json.loads(scores_file.read_text())["scores"]
+            per_model.setdefault(scores_file.parent.name, []).append(
+                {k: v["nme_interocular"] for k, v in scores.items()})
+    if not per_model:
+        raise LandmarkError(f"no scores.json under {', '.join(map(str, outs))}; run the demo first")
+    subsets = list(next(iter(per_model.values()))[0])
+    lines = [f"# Over seeds on the synthetic {dataset} test set", "",
+             f"Inter-ocular NME %: mean ± sample standard deviation [min-max] over "
+             f"{len(outs)} seeds ({', '.join(Path(o).name for o in outs)}).", "",
+             "| model | seeds | " + " | ".join(f"NME {s}" for s in subsets) + " |",
+             "|---|---|" + "---|" * len(subsets)]
+    summary = {}
+    for name, runs in per_model.items():
+        cells = []
+        for sub in subsets:
+            v = np.array([r[sub] for r in runs], np.float64)
+            sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            summary.setdefault(name, {})[sub] = {"values": v.tolist(), "mean": float(v.mean()), "std": sd}
+            cells.append(f"{v.mean():.2f} ± {sd:.2f} [{v.min():.2f}-{v.max():.2f}]")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "results.md", text)
+    atomic_write_json(folder / "summary.json", summary)
+    return text
+
+
+def run_one(args) -> int:
     cfg = dict(FULL if args.full else QUICK)
     for key in ("input_size", "teacher_epochs", "student_epochs", "max_faces"):
         if getattr(args, key) is not None:
@@ -81,7 +141,7 @@ def main(argv=None) -> int:
     if cfg["input_size"] < 32:
         raise ConfigError(f"--input-size {cfg['input_size']}: the backbones need at least 32 pixels")
     ds, seed, size = args.dataset, args.seed, cfg["input_size"]
-    out = Path(args.out) if args.out else REPO_ROOT / "results" / f"demo-{ds}-seed{seed}"
+    out = Path(args.out) if args.out else default_out(ds, seed)
     models = Path(args.models_dir) if args.models_dir else out / "models"
     runs = out / "runs"
     out.mkdir(parents=True, exist_ok=True)

@@ -603,6 +603,34 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """At each epoch end, before validation and checkpoints, re-estimate the BatchNorm moving
+    statistics from a fixed set of training faces (cnn_model.recalibrate_batchnorm)."""
+
+    def __init__(self, model, images: np.ndarray, batch_size: int = 128):
+        super().__init__()
+        self.target = model
+        self.images = images
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if len(self.images):
+            from cnn_model import recalibrate_batchnorm  # noqa: PLC0415
+
+            recalibrate_batchnorm(self.target, self.images.astype(np.float32) / np.float32(255.0),
+                                  self.batch_size)
+
+
+def recalibration_faces(data: "TrainData", count: int) -> np.ndarray:
+    """`count` training faces (seeded draw; not augmented copies, not validation faces), uint8.
+    Drawn rather than the first ones because official files are grouped by source (LFPW, HELEN...)."""
+    if count <= 0 or len(data.train_rows) == 0:
+        return np.zeros((0,), np.uint8)
+    rng = np.random.default_rng([int(data.cfg.seed), 7919])
+    rows = np.sort(rng.choice(data.train_rows, min(int(count), len(data.train_rows)), replace=False))
+    return np.asarray(data.train.images[rows])
+
+
 class ValidationNME(keras.callbacks.Callback):
     """Adds val_nme (mean inter-ocular NME on the validation faces, a fraction) to the epoch logs."""
 
@@ -924,6 +952,8 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: TrainData, strategy,
         checkpointer = Checkpointer(model, run.dir, epochs, steps, state=state,
                                     every_steps=checkpoint_every, started=t_start)
         callbacks = [
+            # must run before ValidationNME and the Checkpointer (callbacks run in list order)
+            RecalibrateBatchNorm(model, recalibration_faces(data, cfg.bn_recalibration)),
             ValidationNME(model, data.val_images(), data.val_landmarks(), data.info,
                           batch_size=max(int(cfg.batch_size), 32)),
             NaNGuard(run.dir, cfg.learning_rate),

@@ -170,3 +170,47 @@ def test_student_batchnorm_momentum_is_short_run_friendly():
     bns2 = [l for l in clone._flatten_layers(recursive=True)
             if isinstance(l, keras.layers.BatchNormalization)]
     assert all(abs(l.momentum - 0.99) < 1e-12 for l in bns2)
+
+
+def _bn_layers(model):
+    return [l for l in model._flatten_layers(recursive=True)
+            if isinstance(l, keras.layers.BatchNormalization)]
+
+
+def test_recalibrate_batchnorm_is_the_mean_of_batch_statistics():
+    """Closed form: a Conv -> BN net; after recalibration on two batches the moving mean/variance
+    are the means of the two batches' per-channel means/(biased) variances of the conv output.
+    Weights and momentum are left as found."""
+    inp = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.BatchNormalization(momentum=0.9, name="bn")(conv)))
+    model = keras.Model(inp, out)
+    conv_model = keras.Model(inp, conv)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (10, 6, 6, 3)).astype(np.float32)
+    weights_before = [w.copy() for w in model.get_weights() if w.ndim > 1]
+    assert cnn_model.recalibrate_batchnorm(model, images, batch_size=6) == 2
+    feats = [np.asarray(conv_model(images[:6])), np.asarray(conv_model(images[6:]))]
+    want_mean = np.mean([f.mean(axis=(0, 1, 2)) for f in feats], axis=0)
+    want_var = np.mean([f.var(axis=(0, 1, 2)) for f in feats], axis=0)
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), want_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), want_var, rtol=1e-5, atol=1e-6)
+    assert bn.momentum == 0.9
+    for a, b in zip(weights_before, [w for w in model.get_weights() if w.ndim > 1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recalibrated_student_predicts_in_inference_mode_as_in_training_mode():
+    """With one batch the re-estimated statistics are that batch's, so the whole MobileNetV2 in
+    inference mode reproduces its training-mode output on the batch; before, it does not."""
+    model = cnn_model.build_student(5, input_size=32, width_multiplier=0.35)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (16, 32, 32, 3)).astype(np.float32)
+    train_mode = np.asarray(model(x, training=True))
+    gap_before = np.abs(np.asarray(model(x, training=False)) - train_mode).max()
+    cnn_model.recalibrate_batchnorm(model, x, batch_size=16)
+    gap_after = np.abs(np.asarray(model(x, training=False)) - train_mode).max()
+    assert gap_after < 1e-3 < gap_before
+    assert all(abs(l.momentum - 0.99) < 1e-12 for l in _bn_layers(model))
