@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# glibc allocator settings for the steps (see errors.tune_malloc): set before a process starts they
+# also cover what mallopt at run time cannot. Measured, 64 px student epoch: 15.5 s by default,
+# 10.5 s with tune_malloc alone, 7.6 s with these variables; losses bit-identical.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+              "MALLOC_TOP_PAD_": str(256 << 20)}
+
+
+def step_env() -> dict:
+    """The environment of each step: this one plus MALLOC_ENV, unless the user set any MALLOC_*."""
+    env = dict(os.environ)
+    if not any(k.startswith("MALLOC_") for k in env):
+        env.update(MALLOC_ENV)
+    return env
+
+
 def _run(step: str, cmd: list, log: Path) -> float:
     """Run one repo command, echoing its output; stop the demo with one line if it fails."""
     print(f"\n=== {step}\n$ python {' '.join(cmd)}", flush=True)
@@ -65,7 +81,7 @@ def _run(step: str, cmd: list, log: Path) -> float:
     with open(log, "a") as f:
         f.write(f"\n=== {step}\n$ python {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.run([sys.executable, *cmd], cwd=REPO_ROOT)
+        proc = subprocess.run([sys.executable, *cmd], cwd=REPO_ROOT, env=step_env())
     seconds = time.time() - t0
     with open(log, "a") as f:
         f.write(f"exit {proc.returncode} after {seconds:.0f} s\n")

@@ -30,8 +30,33 @@ class TrainingError(LandmarkError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
+def tune_malloc() -> bool:
+    """Keep freed memory in the process instead of giving it back to the system after every step.
+
+    Why: glibc serves the large tensors of a training step with mmap and unmaps them when freed,
+    so each step faults every page in again. Measured on this 2-core machine, 64 px L2 student:
+    an epoch took 15.5 s with 45 s of system time over 3 epochs, and 7.6 s with 7.6 s after this;
+    the losses are bit-identical. Linux/glibc only; skipped where the user set any MALLOC_*
+    variable. Returns True when applied."""
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        import ctypes  # noqa: PLC0415
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = mallopt(m_mmap_threshold, 32 << 20)        # the largest value glibc accepts (64-bit)
+    ok &= mallopt(m_trim_threshold, 1 << 30)
+    ok &= mallopt(m_top_pad, 256 << 20)
+    return bool(ok)
+
+
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ and Python start-up noise. Call before importing tensorflow."""
+    """Silence TensorFlow's C++ and Python start-up noise. Call before importing tensorflow.
+    Also applies tune_malloc(): every entry point calls this first, before TensorFlow allocates."""
+    tune_malloc()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")

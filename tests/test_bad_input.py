@@ -781,3 +781,10 @@ def test_readers_start_without_tensorflow():
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_tune_malloc_respects_user_malloc_settings(monkeypatch):
+    import errors
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert errors.tune_malloc() is False

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +111,26 @@ def test_mesh_to_ibug68_table_is_a_valid_index_map(monkeypatch):
     # the mesh's midline points sit on the iBUG midline: chin, nose bridge/tip, subnasale, lips
     for ibug, mesh in ((8, 152), (30, 4), (33, 2), (51, 0), (57, 17), (62, 13), (66, 14)):
         assert table[ibug] == mesh
+
+
+def test_sim_to_real_scores_a_perfect_predictor_zero_and_a_shift_exactly():
+    """bench/sim_to_real.score on the 7 real faces: the exact normalised ground truth gives NME 0;
+    shifting every point by d crop pixels gives d * side / S / inter-ocular distance per face."""
+    sys.path.insert(0, str(BENCH))
+    import image_utility as iu
+    import inference
+    from _common import load_real_faces
+    from sim_to_real import score
+
+    faces = load_real_faces()
+    size = 64
+    boxes = [inference.landmark_crop_box(f.landmarks) for f in faces]
+    truth = np.stack([iu.normalize_landmarks(iu.landmarks_to_crop(f.landmarks, b, size), size)
+                      for f, b in zip(faces, boxes)])
+    np.testing.assert_allclose(score(lambda x: truth, size, faces), 0.0, atol=1e-3)
+    shift = 2.0   # crop pixels, along x: normalised x = (S/2 - c)/S drops by shift / S
+    moved = truth.copy()
+    moved[..., 0] -= shift / size
+    iod = np.array([np.linalg.norm(f.landmarks[36] - f.landmarks[45]) for f in faces])
+    want = 100 * shift * np.array([b[2] for b in boxes]) / size / iod
+    np.testing.assert_allclose(score(lambda x: moved, size, faces), want, rtol=1e-4)

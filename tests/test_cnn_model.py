@@ -214,3 +214,30 @@ def test_recalibrated_student_predicts_in_inference_mode_as_in_training_mode():
     gap_after = np.abs(np.asarray(model(x, training=False)) - train_mode).max()
     assert gap_after < 1e-3 < gap_before
     assert all(abs(l.momentum - 0.99) < 1e-12 for l in _bn_layers(model))
+
+
+def test_float16_weights_file_loads_with_plain_keras(tmp_path):
+    """save_model(float16_weights=True): a smaller .keras that keras.models.load_model reads into
+    float32 variables holding the float16-rounded weights; outputs stay within 1e-3."""
+    model = cnn_model.build_student(5, input_size=32, width_multiplier=0.35)
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
+    model(x, training=True)   # non-trivial batch-norm statistics
+    dense = model.get_layer(cnn_model.OUTPUT_LAYER)
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 300.0, bias + 0.1])   # outputs of order 0.1-1, like a trained head
+    full, half = tmp_path / "full.keras", tmp_path / "half.keras"
+    cnn_model.save_model(model, full)
+    cnn_model.save_model(model, half, float16_weights=True)
+    assert half.stat().st_size < 0.7 * full.stat().st_size
+    loaded = keras.models.load_model(half, compile=False)
+    for a, b in zip(model.weights, loaded.weights):
+        a, b = np.asarray(a), np.asarray(b)
+        assert b.dtype == np.float32
+        np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
+    ref = np.asarray(model(x, training=False))
+    assert np.abs(ref).max() > 0.05
+    assert np.abs(np.asarray(loaded(x, training=False)) - ref).max() < 1e-3
+    assert cnn_model.main(["--float16-weights", str(full), str(tmp_path / "cli.keras")]) == 0
+    for a, b in zip(loaded.weights, keras.models.load_model(tmp_path / "cli.keras", compile=False).weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -57,3 +57,13 @@ def test_step_sequence_and_seed(tmp_path, monkeypatch):
         assert c[c.index("--seed") + 1] == "3"
         assert c[c.index("--input-size") + 1] == str(demo.QUICK["input_size"])
     assert json.loads((tmp_path / "timings.json").read_text())["seed"] == 3
+
+
+def test_steps_get_the_allocator_settings_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    for k in demo.MALLOC_ENV:
+        monkeypatch.delenv(k, raising=False)
+    assert all(demo.step_env()[k] == v for k, v in demo.MALLOC_ENV.items())
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    env = demo.step_env()
+    assert env["MALLOC_ARENA_MAX"] == "2" and not any(k in env for k in demo.MALLOC_ENV)
