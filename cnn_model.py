@@ -27,6 +27,7 @@ import math
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configuration import MIN_INPUT_SIZE
 from errors import ConfigError, ModelError, quiet_tensorflow, run_cli
@@ -34,6 +35,9 @@ from errors import ConfigError, ModelError, quiet_tensorflow, run_cli
 quiet_tensorflow()
 
 from safe_io import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:   # annotations only; keras is imported where it is used
+    import keras
 
 # Keras (and TensorFlow behind it) is imported inside the functions that need it, so that
 # `python cnn_model.py --help` and the argument checks answer at once.
@@ -93,6 +97,23 @@ def set_batchnorm_momentum(model, momentum: float) -> None:
             layer.momentum = float(momentum)
 
 
+def traced_call(model, training: bool):
+    """`model(x, training=...)` traced once per model and mode for any batch size, cached on the
+    model (under a distribution strategy it runs on the primary replica's variables)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    attr = "_traced_train_call" if training else "_traced_infer_call"
+    fn = getattr(model, attr, None)
+    if fn is None:
+        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+        fn = tf.function(lambda x: model(x, training=training), input_signature=[spec])
+        try:
+            setattr(model, attr, fn)
+        except Exception:  # noqa: BLE001  (a model that refuses new attributes: trace each time)
+            pass
+    return fn
+
+
 def recalibrate_batchnorm(model, images, batch_size: int = 128) -> int:
     """Re-estimate every BatchNormalization layer's moving statistics from `images` (float32 in
     [0, 1]) with the current weights ("precise BN"). Returns the number of batches used.
@@ -114,14 +135,7 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128) -> int:
     count = len(images)
     if not layers or count == 0:
         return 0
-    fn = getattr(model, "_precise_bn_fn", None)
-    if fn is None:   # traced once per model; momentum is 0 whenever it runs (set below)
-        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
-        fn = tf.function(lambda x: model(x, training=True), input_signature=[spec])
-        try:
-            model._precise_bn_fn = fn
-        except Exception:  # noqa: BLE001  (a model that refuses new attributes: trace each time)
-            pass
+    fn = traced_call(model, training=True)   # momentum is 0 whenever it runs (set below)
     saved = [layer.momentum for layer in layers]
     sums = [[np.zeros(layer.moving_mean.shape, np.float64), np.zeros(layer.moving_variance.shape, np.float64)]
             for layer in layers]

@@ -487,17 +487,10 @@ def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
 
 
 def _predict_fn(model):
-    """One traced inference function per model, for any batch size (also under a strategy, where
-    it runs on the primary replica's variables)."""
-    fn = getattr(model, "_kd_predict_fn", None)
-    if fn is None:
-        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
-        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        try:
-            model._kd_predict_fn = fn
-        except Exception:  # noqa: BLE001  (a model that refuses new attributes: trace each time)
-            pass
-    return fn
+    """One traced inference function per model, for any batch size (cnn_model.traced_call)."""
+    from cnn_model import traced_call  # noqa: PLC0415
+
+    return traced_call(model, training=False)
 
 
 def predict_images(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, fmt, header_block, load_real_faces, md_table, quiet_tf, results_path, write_results
+from _common import fmt, header_block, load_real_faces, md_table, quiet_tf, results_path, write_results
 
 quiet_tf()
 

@@ -134,3 +134,22 @@ def test_sim_to_real_scores_a_perfect_predictor_zero_and_a_shift_exactly():
     iod = np.array([np.linalg.norm(f.landmarks[36] - f.landmarks[45]) for f in faces])
     want = 100 * shift * np.array([b[2] for b in boxes]) / size / iod
     np.testing.assert_allclose(score(lambda x: moved, size, faces), want, rtol=1e-4)
+
+
+def test_synthetic_long_run_smoke(tmp_path):
+    """A tiny run of bench/synthetic_long_run.py: it renders, trains one epoch, writes run.json and
+    a model file without optimizer state that load_model accepts."""
+    import json
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, str(BENCH / "synthetic_long_run.py"), "--faces", "8",
+                           "--test-faces", "4", "--input-size", "32", "--minutes", "0", "--max-epochs", "1",
+                           "--workers", "1", "--batch-size", "8", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["training_crops"] == 16 and run["epochs"] == 1 and run["final_test_nme"] > 0
+    import cnn_model
+
+    model = cnn_model.load_model(tmp_path / "student_l2_long.keras", expect_points=68, expect_input_size=32)
+    assert getattr(model, "optimizer", None) is None
