@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import ConfigError, LandmarkError, quiet_tensorflow, run_cli
+from errors import ConfigError, LandmarkError, malloc_env, quiet_tensorflow, run_cli, user_set_malloc
 
 quiet_tensorflow()
 
@@ -59,17 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# glibc allocator settings for the steps (see errors.tune_malloc): set before a process starts they
+# glibc allocator settings for the steps (errors.MALLOC_SETTINGS): set before a process starts they
 # also cover what mallopt at run time cannot. Measured, 64 px student epoch: 15.5 s by default,
 # 10.5 s with tune_malloc alone, 7.6 s with these variables; losses bit-identical.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-              "MALLOC_TOP_PAD_": str(256 << 20)}
+MALLOC_ENV = malloc_env()
 
 
 def step_env() -> dict:
     """The environment of each step: this one plus MALLOC_ENV, unless the user set any MALLOC_*."""
     env = dict(os.environ)
-    if not any(k.startswith("MALLOC_") for k in env):
+    if not user_set_malloc(env):
         env.update(MALLOC_ENV)
     return env
 

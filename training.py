@@ -486,16 +486,11 @@ def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _predict_fn(model):
-    """One traced inference function per model, for any batch size (cnn_model.traced_call)."""
-    from cnn_model import traced_call  # noqa: PLC0415
-
-    return traced_call(model, training=False)
-
-
 def predict_images(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Model outputs (M, 2N) float32 for uint8 images, in chunks (one traced function)."""
-    fn = _predict_fn(model)
+    from cnn_model import traced_call  # noqa: PLC0415
+
+    fn = traced_call(model, training=False)   # one trace per model, any batch size
     outs = []
     for i in range(0, len(images), int(batch_size)):
         x = np.asarray(images[i:i + int(batch_size)]).astype(np.float32) / np.float32(255.0)
