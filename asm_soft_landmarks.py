@@ -15,22 +15,29 @@ to force clipping anyway.
 No Procrustes alignment is applied (the original's setting, shapes stay in crop coordinates); the
 optional `--align` of METHOD.md section 3.4 is not implemented.
 
-Command line (after `python data_util.py prepare ...`):
-    python asm_soft_landmarks.py --dataset 300w --variance 0.90 [--prepared-dir D] [--input-size S]
-fits on <prepared>/train/landmarks.npy (training faces only), writes <prepared>/asm.npz and
-soft_landmarks.npy beside landmarks.npy in train/ and train_aug/ (if present), and prints how far the
-soft shapes moved from the hard ones.
+Which shapes the model is fitted on (`fit_on`): "augmented" (the default, as the original) stacks
+the whole training pool the Tolerant teacher trains on, the plain crops in train/ and their
+augmented copies in train_aug/ (flipped and rotated shapes included); "plain" fits on train/ only.
+asm.npz records the choice and the number of shapes, so `soft_landmarks_current` can tell when a
+rewritten train_aug/ needs a new fit.
+
+Command line (after `python data_util.py prepare ...` and, for the published pool,
+`python data_util.py augment ...`):
+    python asm_soft_landmarks.py --dataset 300w --variance 0.90 [--fit-on augmented|plain]
+        [--prepared-dir D] [--input-size S]
+writes <prepared>/asm.npz and soft_landmarks.npy beside landmarks.npy in train/ and train_aug/ (if
+present), and prints how far the soft shapes moved from the hard ones.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+import data_util as du
 from configuration import PrepareConfig, dataset_info, register_custom_dataset
 from errors import ConfigError, DataFormatError, ModelError, run_cli
 from safe_io import atomic_path, atomic_save_npy
@@ -38,6 +45,7 @@ from safe_io import atomic_path, atomic_save_npy
 CLIP_SIGMAS = 3.0
 ASM_FILE = "asm.npz"
 SOFT_FILE = "soft_landmarks.npy"
+FIT_ON = ("augmented", "plain")            # the training pool (train + train_aug), or train/ only
 
 
 def _as_vectors(shapes) -> tuple[np.ndarray, tuple]:
@@ -59,6 +67,8 @@ class ActiveShapeModel:
         self.eigenvalues: Optional[np.ndarray] = None
         self.variance: Optional[float] = None
         self.explained_ratio: Optional[np.ndarray] = None   # per kept component
+        self.fit_on: Optional[str] = None                   # make_soft_landmarks: FIT_ON entry
+        self.fit_shapes: Optional[int] = None               # how many shapes it was fitted on
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, shapes, variance: float = 0.90) -> "ActiveShapeModel":
@@ -85,6 +95,7 @@ class ActiveShapeModel:
         self.eigenvalues = np.maximum(pca.explained_variance_[:k], 0.0).astype(np.float64)
         self.explained_ratio = ratios[:k].astype(np.float64)
         self.variance = float(variance)
+        self.fit_shapes = int(x.shape[0])
         return self
 
     @property
@@ -131,8 +142,12 @@ class ActiveShapeModel:
         self._check_fitted()
         path = Path(path)
         with atomic_path(path, suffix=".npz") as tmp:
+            extra = {} if self.fit_on is None else {"fit_on": np.str_(self.fit_on)}
+            if self.fit_shapes is not None:
+                extra["fit_shapes"] = np.int64(self.fit_shapes)
             np.savez(tmp, mean=self.mean, components=self.components, eigenvalues=self.eigenvalues,
-                     variance=np.float64(self.variance), explained_ratio=self.explained_ratio)
+                     variance=np.float64(self.variance), explained_ratio=self.explained_ratio,
+                     **extra)
         return path
 
     @classmethod
@@ -150,6 +165,8 @@ class ActiveShapeModel:
                 asm.variance = float(z["variance"])
                 asm.explained_ratio = (z["explained_ratio"].astype(np.float64)
                                        if "explained_ratio" in z.files else None)
+                asm.fit_on = str(z["fit_on"]) if "fit_on" in z.files else None
+                asm.fit_shapes = int(z["fit_shapes"]) if "fit_shapes" in z.files else None
         except (OSError, ValueError, KeyError) as err:
             raise ModelError(f"{path}: not a shape model written by asm_soft_landmarks.py "
                              f"({err}); delete it and run the command again") from None
@@ -188,49 +205,65 @@ def movement_stats(hard: np.ndarray, soft: np.ndarray, interocular: Optional[tup
     return stats
 
 
-def _load_split_landmarks(prepared: Path, split: str) -> np.ndarray:
-    path = prepared / split / "landmarks.npy"
+def _recorded_fit(prepared: Path) -> Optional[ActiveShapeModel]:
+    """The shape model in asm.npz, or None when there is none or it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        if magic != b"\x93NUMPY":
-            raise DataFormatError(f"{path}: not a .npy file; run python data_util.py prepare again")
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing; run python data_util.py prepare again") from None
-    except (ValueError, OSError, EOFError) as err:
-        text = " ".join(str(err).split())[:200]
-        raise DataFormatError(f"{path}: not a valid .npy array ({text}); run python data_util.py "
-                              f"prepare again") from None
-    if arr.ndim != 3 or arr.shape[2] != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise DataFormatError(f"{path}: {arr.dtype} array of shape {arr.shape}, expected numbers "
-                              f"(M, N, 2); run python data_util.py prepare again")
-    if not np.all(np.isfinite(arr)):
-        raise DataFormatError(f"{path}: NaN or infinite landmarks; run python data_util.py prepare "
-                              f"again")
-    return arr
+        return ActiveShapeModel.load(prepared / ASM_FILE)
+    except ModelError:
+        return None
+
+
+def _row_count(path: Path) -> Optional[int]:
+    try:
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+    except (OSError, ValueError, EOFError, IndexError):
+        return None
+
+
+def soft_landmarks_current(prepared_dir, variance: float) -> bool:
+    """True when asm.npz and every split's soft_landmarks.npy belong to the present data: the model
+    was fitted at `variance`, records what it was fitted on (fit_on), and on as many shapes as
+    that choice gives now; each soft file has one row per face of its split."""
+    prepared = Path(prepared_dir)
+    asm = _recorded_fit(prepared)
+    if asm is None or asm.fit_on not in FIT_ON or abs(asm.variance - float(variance)) > 1e-9:
+        return False
+    splits = ["train"] + (["train_aug"] if du.prepared_complete(prepared, "train_aug") else [])
+    try:
+        rows = {s: len(du.load_prepared(prepared, s, soft=False)) for s in splits}
+    except DataFormatError:         # make_soft_landmarks will say what is wrong
+        return False
+    if any(_row_count(prepared / s / SOFT_FILE) != rows[s] for s in splits):
+        return False
+    expected = sum(rows.values()) if asm.fit_on == "augmented" else rows.get("train")
+    return asm.fit_shapes == expected
 
 
 def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[str] = None,
-                        verbose: bool = True, input_size: Optional[int] = None) -> dict:
-    """Fit the ASM on train/ and write asm.npz and soft_landmarks.npy (train, train_aug)."""
+                        verbose: bool = True, input_size: Optional[int] = None,
+                        fit_on: Optional[str] = None) -> dict:
+    """Fit the ASM and write asm.npz and soft_landmarks.npy (train, train_aug).
+
+    fit_on: "augmented" (train/ and train_aug/ stacked: the Tolerant teacher's pool, the original's
+    choice), "plain" (train/ only) or None (the choice recorded in an existing asm.npz, else
+    "augmented"). Without train_aug/ both fit on train/.
+    """
     prepared = Path(prepared_dir)
+    if fit_on is not None and fit_on not in FIT_ON:
+        raise ConfigError(f"--fit-on {fit_on!r}: choose augmented (train + train_aug, as the "
+                          f"original) or plain (train only)")
     size = f"--input-size {input_size}" if input_size else "[--input-size S]"
     hint = (f"run python data_util.py prepare --dataset {dataset or 'NAME'} [--root PATH] {size} "
             f"first (or pass --prepared-dir)")
     if not prepared.is_dir():
         raise DataFormatError(f"{prepared}: prepared data not found; {hint}")
-    if not (prepared / "manifest.json").is_file() or not (prepared / "train").is_dir():
-        raise DataFormatError(f"{prepared}: prepared data incomplete (no manifest.json or train/); "
-                              f"{hint}")
-    try:
-        complete = json.loads((prepared / "manifest.json").read_text()).get("complete") is True
-    except (ValueError, OSError, AttributeError):
-        complete = False
-    if not complete:
-        raise DataFormatError(f"{prepared / 'manifest.json'}: prepared data is incomplete or damaged "
-                              f"(an interrupted run); {hint}")
-    train = _load_split_landmarks(prepared, "train")
+    # Read and check every split before writing anything (du.load_prepared: a complete manifest,
+    # finite float32 landmarks of its shape), so that a bad train_aug/ leaves no soft_landmarks.npy
+    # behind that belongs to a run that failed. A train_aug/ that manifest.json does not list is an
+    # interrupted augment: load_prepared refuses it (run augment again) rather than fit without it.
+    splits = ["train"] + (["train_aug"] if (prepared / "train_aug").is_dir() else [])
+    hards = {s: du.load_prepared(prepared, s, soft=False).landmarks for s in splits}
+    train = hards["train"]
     if train.shape[0] < 2:
         raise DataFormatError(f"{prepared / 'train' / 'landmarks.npy'}: {train.shape[0]} training "
                               f"shape(s); an Active Shape Model needs at least 2; prepare more faces")
@@ -242,23 +275,20 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[
             raise DataFormatError(f"{prepared}: train landmarks have {n} points but {dataset} has "
                                   f"{info.num_points}; pass the right --dataset or --prepared-dir")
         interocular = info.interocular
-    # Read and check every split before writing anything, so that a bad train_aug/ leaves no
-    # soft_landmarks.npy behind that belongs to a run that failed.
-    hards = {}
-    for split in ("train", "train_aug"):
-        if not (prepared / split).is_dir():
-            continue
-        hard = train if split == "train" else _load_split_landmarks(prepared, split)
-        if hard.shape[1] != n:
-            raise DataFormatError(f"{prepared / split}: {hard.shape[1]} points, train has {n}; run "
-                                  f"python data_util.py augment again")
-        hards[split] = hard
-    asm = ActiveShapeModel().fit(train, variance)
+    if fit_on is None:
+        recorded = _recorded_fit(prepared)
+        fit_on = recorded.fit_on if recorded is not None and recorded.fit_on in FIT_ON else "augmented"
+    shapes = hards["train"] if fit_on == "plain" or "train_aug" not in hards else \
+        np.concatenate([hards["train"], hards["train_aug"]], axis=0)
+    asm = ActiveShapeModel().fit(shapes, variance)
+    asm.fit_on = fit_on
     asm.save(prepared / ASM_FILE)
-    report = {"k": asm.k, "max_k": min(train.shape[0], 2 * n), "variance": float(variance),
-              "explained": float(asm.explained_ratio.sum()), "splits": {}}
+    report = {"k": asm.k, "max_k": min(shapes.shape[0], 2 * n), "variance": float(variance),
+              "explained": float(asm.explained_ratio.sum()), "fit_on": fit_on,
+              "fit_shapes": int(shapes.shape[0]), "splits": {}}
     if verbose:
-        print(f"shape model: {train.shape[0]} training shapes of {n} points; kept k={asm.k} of "
+        what = "train + train_aug" if shapes is not hards["train"] else "train"
+        print(f"shape model: {shapes.shape[0]} shapes ({what}) of {n} points; kept k={asm.k} of "
               f"{report['max_k']} components ({100 * report['explained']:.2f}% of the variance, "
               f"target {100 * float(variance):.1f}%) -> {prepared / ASM_FILE}")
     for split, hard in hards.items():
@@ -283,6 +313,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="300w", help="300w, cofw, wflw or a custom name")
     parser.add_argument("--variance", type=float, default=0.90,
                         help="fraction of shape variance to keep (1.0 gives the hard landmarks)")
+    parser.add_argument("--fit-on", choices=FIT_ON, default=None,
+                        help="augmented: fit on train/ and train_aug/, the Tolerant teacher's pool "
+                             "(the original's choice); plain: train/ only (default: the choice in "
+                             "an existing asm.npz, else augmented)")
     parser.add_argument("--prepared-dir", default=None,
                         help="default: data/prepared/<dataset>[-synthetic]-<input size>")
     parser.add_argument("--root", default=None,
@@ -297,7 +331,8 @@ def main(argv=None) -> int:
     prepared = PrepareConfig(dataset=args.dataset, root=args.root, input_size=args.input_size,
                              custom_spec=args.custom_spec,
                              out_dir=args.prepared_dir).resolved_out_dir()
-    make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size)
+    make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size,
+                        fit_on=args.fit_on)
     return 0
 
 

@@ -10,8 +10,10 @@ ordered x0, y0, x1, y1, ... in the normalised crop coordinates of docs/ARCHITECT
 maps [0, 1] to what its backbone expects, so ImageNet weights (`weights="imagenet"`) see the same
 pixel statistics as in their own training:
   - MobileNetV2 expects [-1, 1]: a `Rescaling(2, offset=-1)` layer ("to_minus1_1") comes first;
-  - Keras' EfficientNet rescales 0-255 by 1/255 and normalises with the ImageNet mean/std inside
-    the backbone: a `Rescaling(255)` layer ("to_0_255") comes first.
+  - Keras' EfficientNet rescales 0-255 by 1/255 inside the backbone: a `Rescaling(255)` layer
+    ("to_0_255") comes first. Its Normalization layer holds the ImageNet mean/variance only when
+    those weights are loaded; un-pretrained (weights=None, as published) it holds mean 0 and
+    variance 1, the identity, so the teacher then sees [0, 1] pixels unnormalised.
 The published models are trained from scratch (`weights=None`, the default). The final Dense is
 float32 so the output stays float32 under a mixed-precision policy.
 
@@ -29,8 +31,9 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configuration import MIN_INPUT_SIZE
-from errors import ConfigError, ModelError, quiet_tensorflow, run_cli
+from configuration import MAX_INPUT_SIZE, MAX_POINTS, MIN_INPUT_SIZE, check_input_size
+from errors import ConfigError, ModelError, run_cli
+from runtime import quiet_tensorflow
 
 quiet_tensorflow()
 
@@ -54,11 +57,9 @@ OUTPUT_LAYER = "landmarks"
 
 
 def _check_args(num_points, input_size, weights):
-    if int(num_points) < 1:
-        raise ConfigError(f"num_points={num_points}: a model needs at least one landmark")
-    if int(input_size) < MIN_INPUT_SIZE:
-        raise ConfigError(f"input size {input_size} is too small; the backbones need at least "
-                          f"{MIN_INPUT_SIZE} pixels")
+    if not 1 <= int(num_points) <= MAX_POINTS:
+        raise ConfigError(f"num_points={num_points}: must lie in 1 .. {MAX_POINTS} landmarks")
+    check_input_size(input_size, "input size")
     if weights is not None and weights != "imagenet" and not Path(str(weights)).is_file():
         raise ConfigError(f"weights={weights!r}: use None (from scratch), 'imagenet' or the path of "
                           f"an existing backbone weights file")
@@ -277,6 +278,14 @@ def load_model(path, expect_points=None, expect_input_size=None) -> keras.Model:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise ModelError(f"{path}: cannot be read as a Keras model ({first[:200]}); the file may "
                          f"be damaged or from another Keras version") from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(f"{path}: the model has {len(model.inputs)} inputs and "
+                         f"{len(model.outputs)} outputs; a landmark model of this project takes one "
+                         f"image and gives one (batch, 2N) output")
+    inp = tuple(model.inputs[0].shape)
+    if len(inp) != 4 or inp[3] != 3 or inp[1] is None or inp[1] != inp[2]:
+        raise ModelError(f"{path}: input shape {inp} is not (batch, S, S, 3); not a model of this "
+                         f"project")
     out = model.output_shape
     if not isinstance(out, tuple) or len(out) != 2 or out[-1] is None or out[-1] % 2:
         raise ModelError(f"{path}: output shape {out} is not (batch, 2N) landmarks; not a model "
@@ -335,13 +344,27 @@ def _summary_line(name, model):
             f"  multiply-adds {model_flops(model) / 1e9:.3f} G")
 
 
+def _whole_number(text: str) -> int:
+    """An integer option that also takes exponent notation (1e3); the range is checked later."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value == int(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--summary", action="store_true",
                         help="print parameter counts and multiply-adds of both networks")
-    parser.add_argument("--num-points", type=int, default=68)
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--num-points", type=_whole_number, default=68,
+                        help=f"landmarks per face, 1 to {MAX_POINTS} (default: 68)")
+    parser.add_argument("--input-size", type=_whole_number, default=224,
+                        help=f"input side in pixels, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} "
+                             f"(default: 224)")
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--float16-weights", nargs=2, metavar=("SRC", "DST"),
                         help="copy model SRC to DST (.keras) with its weights stored as float16 "
@@ -352,11 +375,9 @@ def main(argv=None) -> int:
         save_model(load_model(src), dst, float16_weights=True)
         print(f"{src} -> {dst} ({Path(dst).stat().st_size / 2**20:.1f} MiB, float16 weights)")
         return 0
-    if args.input_size < MIN_INPUT_SIZE:
-        raise ConfigError(f"--input-size {args.input_size} is too small; the backbones need at "
-                          f"least {MIN_INPUT_SIZE} pixels")
-    if args.num_points < 1:
-        raise ConfigError(f"--num-points {args.num_points}: a model needs at least one landmark")
+    check_input_size(args.input_size)
+    if not 1 <= args.num_points <= MAX_POINTS:
+        raise ConfigError(f"--num-points {args.num_points}: must lie in 1 .. {MAX_POINTS} landmarks")
     if not args.summary:
         parser.print_help()
         return 0

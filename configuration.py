@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -75,10 +76,13 @@ class DatasetInfo:
     interpupil: tuple                  # same form; an eye centre is the mean of its indices
     train_splits: tuple                # reader-level source folders / files that form "train"
     test_subsets: dict                 # subset name -> how a prepared test sample is selected
-    aug_copies: int                    # offline augmentation copies the paper used
+    aug_copies: int                    # augmented copies per training face besides its plain crop
     official_format: str
     download: str                      # where users obtain the official archive
     failure_thresholds: tuple = (0.1,)
+    # Extra augmented copies of a face per hard-attribute flag it carries, on top of aug_copies
+    # (WFLW's oversampling, METHOD.md section 6): ((attribute name in WFLW_ATTRIBUTES, copies), ...).
+    attribute_copies: tuple = ()
 
     @property
     def flip_permutation(self) -> list:
@@ -108,7 +112,7 @@ DATASETS: dict[str, DatasetInfo] = {
         train_splits=("lfpw/trainset", "helen/trainset", "afw"),
         test_subsets={"common": ("subset", "common"), "challenging": ("subset", "challenging"),
                       "full": ("all",)},
-        aug_copies=4, official_format="image + .pts per face in lfpw/, helen/, afw/, ibug/",
+        aug_copies=3, official_format="image + .pts per face in lfpw/, helen/, afw/, ibug/",
         download="https://ibug.doc.ic.ac.uk/resources/300-W/ (300-W 'indoor/outdoor' and the "
                  "LFPW, HELEN, AFW, iBUG folders with .pts)",
         failure_thresholds=(0.08, 0.1),
@@ -118,7 +122,7 @@ DATASETS: dict[str, DatasetInfo] = {
         interocular=((8,), (9,)), interpupil=((16,), (17,)),
         train_splits=("COFW_train_color.mat",),
         test_subsets={"full": ("all",)},
-        aug_copies=10, official_format="COFW_train_color.mat / COFW_test_color.mat",
+        aug_copies=9, official_format="COFW_train_color.mat / COFW_test_color.mat",
         download="https://data.caltech.edu/records/bc0bf-nc666 (COFW colour .mat files)",
     ),
     "wflw": DatasetInfo(
@@ -126,7 +130,9 @@ DATASETS: dict[str, DatasetInfo] = {
         interocular=((60,), (72,)), interpupil=((96,), (97,)),
         train_splits=("list_98pt_rect_attr_train.txt",),
         test_subsets={"full": ("all",), **{a: ("attribute", a) for a in WFLW_ATTRIBUTES}},
-        aug_copies=4,
+        aug_copies=3,
+        attribute_copies=(("pose", 20), ("expression", 7), ("illumination", 2), ("makeup", 2),
+                          ("occlusion", 8), ("blur", 2)),
         official_format="WFLW_annotations/list_98pt_rect_attr_train_test/"
                         "list_98pt_rect_attr_{train,test}.txt + WFLW_images/",
         download="https://wywu.github.io/projects/LAB/WFLW.html (WFLW_images.tar.gz, "
@@ -170,7 +176,9 @@ def register_custom_dataset(spec_path) -> DatasetInfo:
         raise ConfigError(f"{spec_path}: missing or invalid field {err}; needs name, num_points, "
                           f"interocular (flip_pairs, interpupil optional)") from None
     used = [k for pair in pairs for k in pair] + [k for g in io + ip for k in g]
-    if n < 1 or any(k < 0 or k >= n for k in used) or len(io) != 2 or len(ip) != 2:
+    if not 1 <= n <= MAX_POINTS:
+        raise ConfigError(f"{spec_path}: num_points {n} must lie in 1 .. {MAX_POINTS}")
+    if any(k < 0 or k >= n for k in used) or len(io) != 2 or len(ip) != 2:
         raise ConfigError(f"{spec_path}: indices must lie in 0..{n - 1} and each normaliser needs "
                           f"two groups")
     flat = [k for pair in pairs for k in pair]
@@ -181,7 +189,7 @@ def register_custom_dataset(spec_path) -> DatasetInfo:
         raise ConfigError(f"{spec_path}: name {name!r} is a built-in dataset; choose another name")
     info = DatasetInfo(name=name, num_points=n, flip_pairs=pairs, interocular=io, interpupil=ip,
                        train_splits=(str(spec.get("train_list", "train.txt")),),
-                       test_subsets={"full": ("all",)}, aug_copies=int(spec.get("aug_copies", 4)),
+                       test_subsets={"full": ("all",)}, aug_copies=int(spec.get("aug_copies", 3)),
                        official_format="custom", download="(your own data)")
     DATASETS[name] = info
     return info
@@ -228,6 +236,20 @@ def loss_config(preset: str) -> LossConfig:
 # ----------------------------------------------------------------------------------------------
 
 MIN_INPUT_SIZE = 32   # the smallest input both backbones accept
+MAX_INPUT_SIZE = 1024  # crops above this only cost memory (a 1024 px crop is 3 MB per face)
+
+
+def check_input_size(size: int, option: str = "--input-size") -> int:
+    """`size` when it lies in MIN_INPUT_SIZE .. MAX_INPUT_SIZE, else ConfigError naming `option`
+    (prepare, the trainers, the networks and demo.py all check it here)."""
+    if int(size) < MIN_INPUT_SIZE:
+        raise ConfigError(f"{option} {size} is too small; the backbones need at least "
+                          f"{MIN_INPUT_SIZE} pixels")
+    if int(size) > MAX_INPUT_SIZE:
+        raise ConfigError(f"{option} {size} is too large; use at most {MAX_INPUT_SIZE} pixels "
+                          f"(the published setting is 224)")
+    return int(size)
+MAX_POINTS = 1000      # landmarks per face a model may predict (the datasets have 29 to 98)
 
 
 @dataclass
@@ -246,7 +268,7 @@ class PrepareConfig:
     def resolved_out_dir(self) -> Path:
         if self.out_dir:
             return Path(self.out_dir)
-        tag = "" if self.root else "-synthetic"
+        tag = "" if self.root or self.custom_spec else "-synthetic"   # only the embedded data is synthetic
         return PREPARED_DIR / f"{self.dataset.lower()}{tag}-{self.input_size}"
 
 
@@ -260,10 +282,11 @@ class TrainConfig:
     epochs: int = 150
     learning_rate: float = 1e-3
     lr_decay: float = 1e-4                # inverse-time decay per step: lr / (1 + decay * step)
+    lr_schedule: str = "inverse-time"     # "inverse-time" (published) or "cosine" (to 0 at the last epoch)
     val_fraction: float = 0.05            # whole training faces held out for checkpoint selection
     seed: int = 0
     augment: str = "offline"              # "offline" (stored copies), "online" (tf.data), "none"
-    aug_copies: Optional[int] = None      # default: the dataset's (4 for 300W/WFLW, 10 for COFW)
+    aug_copies: Optional[int] = None      # default: the dataset's (3 for 300W/WFLW, 9 for COFW)
     width_multiplier: float = 1.0         # student MobileNetV2 alpha
     teacher_dropout: float = 0.5
     weights: Optional[str] = None         # None (from scratch, as published) or "imagenet"
@@ -291,33 +314,67 @@ class TrainConfig:
         return self.prepare_config().resolved_out_dir()
 
     def validate(self) -> "TrainConfig":
-        if self.input_size < MIN_INPUT_SIZE:
-            raise ConfigError(f"--input-size {self.input_size} is too small; the backbones need at "
-                              f"least {MIN_INPUT_SIZE} pixels")
+        check_input_size(self.input_size)
         if self.augment not in ("offline", "online", "none"):
             raise ConfigError(f"--augment {self.augment!r}: choose offline, online or none")
-        if self.student_mode not in ("kd", "l2", "tough-only", "tolerant-only"):
-            raise ConfigError(f"--student-mode {self.student_mode!r}: choose kd, l2, tough-only "
-                              f"or tolerant-only")
         if self.strategy not in ("default", "mirrored", "multiworker"):
             raise ConfigError(f"--strategy {self.strategy!r}: choose default, mirrored or multiworker")
         if not 0.0 < self.asm_variance <= 1.0:
             raise ConfigError(f"--asm-variance {self.asm_variance}: must lie in (0, 1]")
         if self.bn_recalibration < 0:
             raise ConfigError("--bn-recalibration must be >= 0 (0 turns it off)")
-        if self.batch_size < 1 or self.epochs < 0:
-            raise ConfigError("--batch-size must be >= 1 and --epochs >= 0")
+        if self.aug_copies is not None and self.aug_copies < 0:
+            raise ConfigError(f"--aug-copies {self.aug_copies}: must be >= 0 (0: no offline copies)")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be >= 1")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs {self.epochs}: train at least 1 epoch")
+        # NaN fails every comparison, so each check is written as "not (valid)"
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"--learning-rate {self.learning_rate}: must be a finite number > 0 "
+                              f"(the published setting is 1e-3)")
+        if self.lr_schedule not in FIELD_CHOICES["lr_schedule"]:
+            raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose inverse-time or cosine")
+        if not (math.isfinite(self.lr_decay) and self.lr_decay >= 0):
+            raise ConfigError(f"--lr-decay {self.lr_decay}: must be a finite number >= 0 (0: a "
+                              f"constant learning rate)")
+        if not (0.0 <= self.val_fraction < 1.0):
+            raise ConfigError(f"--val-fraction {self.val_fraction}: must lie in [0, 1) (0: no "
+                              f"validation faces)")
+        if not (0 <= self.seed < 2 ** 31):
+            raise ConfigError(f"--seed {self.seed}: must lie in 0 .. {2 ** 31 - 1}")
+        if not (math.isfinite(self.width_multiplier) and self.width_multiplier > 0):
+            raise ConfigError(f"--width-multiplier {self.width_multiplier}: must be a finite "
+                              f"number > 0")
+        if not (0.0 <= self.teacher_dropout < 1.0):
+            raise ConfigError(f"--teacher-dropout {self.teacher_dropout}: must lie in [0, 1)")
+        if self.max_faces is not None and self.max_faces < 1:
+            raise ConfigError(f"--max-faces {self.max_faces}: must be >= 1")
         loss_config(self.loss_preset)
         dataset_info(self.dataset) if not self.custom_spec else None
         return self
 
 
-# Reduced settings for a quick CPU run (demo.py and README); one flag (--preset paper) away from
-# the published ones.
+# The run configurations, one table for the trainers' --preset and demo.py (its default is
+# "quick", --full is "paper"). "paper" is TrainConfig's defaults (the published settings); "quick"
+# finishes on 2 CPU cores. Each trainer takes its own epochs (teacher_epochs / student_epochs).
+_PUBLISHED = TrainConfig()
 PRESETS: dict[str, dict] = {
-    "paper": {},
-    "quick": {"input_size": 96, "batch_size": 32, "epochs": 12},
+    "paper": {"input_size": _PUBLISHED.input_size, "batch_size": _PUBLISHED.batch_size,
+              "augment": _PUBLISHED.augment, "max_faces": None, "lr_schedule": _PUBLISHED.lr_schedule,
+              "teacher_epochs": _PUBLISHED.epochs, "student_epochs": _PUBLISHED.epochs},
+    "quick": {"input_size": 64, "batch_size": 32, "augment": "none", "max_faces": None,
+              "lr_schedule": "cosine", "teacher_epochs": 3, "student_epochs": 16},
 }
+
+
+def preset_settings(name: str, trainer: str) -> dict:
+    """TrainConfig fields of preset `name` for the "teacher" or "student" trainer."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r}: choose one of {', '.join(PRESETS)}")
+    values = {k: v for k, v in PRESETS[name].items() if not k.endswith("_epochs")}
+    values["epochs"] = PRESETS[name][f"{trainer}_epochs"]
+    return values
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,21 +382,93 @@ PRESETS: dict[str, dict] = {
 # ----------------------------------------------------------------------------------------------
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
-    """Add --field-name options for every field of a config dataclass (defaults come from cls)."""
+# One line of --help per PrepareConfig / TrainConfig field (the trainers' and prepare's options);
+# fields with a fixed set of values list them (validate() checks them). A field missing here is
+# caught by tests/test_cli_help.py.
+FIELD_HELP: dict[str, str] = {
+    "dataset": "dataset name: 300w, cofw or wflw (a custom dataset: pass --custom-spec instead)",
+    "root": "folder of the official dataset archive (default: the embedded synthetic faces, "
+            "generated on first use)",
+    "prepared_dir": "prepared crops to train on (default: data/prepared/<dataset>[-synthetic]-<size> "
+                    "as for prepare's --out-dir, prepared on first use)",
+    "out_dir": "where the crops are written (default: data/prepared/<dataset>-synthetic-<size> for "
+               "the embedded faces, data/prepared/<dataset>-<size> for --root or --custom-spec data)",
+    "input_size": "side in pixels of the square face crop the network sees (at least 32 to train)",
+    "box": "crop box: landmarks (square around the ground-truth points) or dataset (the file's "
+           "own face box; not 300W)",
+    "margin": "the crop side is (1 + margin) x the larger extent of the points",
+    "batch_size": "faces per training step (the global batch over all replicas)",
+    "epochs": "training epochs (a resumed run continues up to this number)",
+    "learning_rate": "Adam learning rate at step 0",
+    "lr_decay": "inverse-time decay per step: lr / (1 + decay * step) (--lr-schedule inverse-time)",
+    "lr_schedule": "inverse-time (lr / (1 + lr_decay * step), as published) or cosine (from "
+                   "--learning-rate down to 0 at the last of --epochs: the better model for a fixed budget)",
+    "val_fraction": "share of whole training faces held out to choose best.keras",
+    "seed": "random seed (data split, shuffling, initial weights)",
+    "augment": "offline (stored augmented copies, as published), online (random per batch) or none",
+    "aug_copies": "offline augmented copies per face besides the plain crop (default: the "
+                  "dataset's, 3 for 300W/WFLW, 9 for COFW: the published 4x / 10x images per face, "
+                  "plain crop included; a custom spec's aug_copies; 0 trains without them)",
+    "width_multiplier": "MobileNetV2 width (alpha) of the student",
+    "teacher_dropout": "dropout before the teacher's output layer",
+    "weights": "initial backbone weights: imagenet, or leave out to train from scratch (as "
+               "published)",
+    "asm_variance": "share of shape variance the Active Shape Model keeps for the Tolerant "
+                    "teacher's soft landmarks, in (0, 1]",
+    "loss_preset": "KD-Loss constants: code (the authors' code, default) or paper (the article's)",
+    "student_mode": "kd (KD-Loss with both teachers), l2 (plain L2 baseline), tough-only or "
+                    "tolerant-only (KD-Loss with one teacher: the ablations)",
+    "cache_teacher_predictions": "let each teacher predict the stored training images once "
+                                 "instead of at every step (not with --augment online)",
+    "strategy": "tf.distribute strategy: default (one device), mirrored (all GPUs of this "
+                "machine) or multiworker (several machines, TF_CONFIG; README 'Several machines')",
+    "mixed_precision": "float16 compute with float32 weights (GPUs only)",
+    "jit_compile": "XLA compilation of the training step (3-4x slower on CPU)",
+    "deterministic": "deterministic TensorFlow ops (bit-identical runs for one seed on CPU)",
+    "custom_spec": "JSON spec of your own landmark dataset (data/README.md); sets --dataset to "
+                   "its name",
+    "run_dir": "run folder for checkpoints and logs (default: runs/<dataset>-<what>)",
+    "resume": "continue from the run folder's last.keras if there is one (--no-resume starts "
+              "again)",
+    "max_faces": "train on the first K training faces only (quick runs, tests)",
+    "bn_recalibration": "training faces that re-estimate BatchNorm statistics at each epoch end "
+                        "(0: off)",
+}
+
+# Fields with a fixed set of values: shown as the option's metavar (validate() checks the value, so
+# a wrong one gets the project's one-line error rather than argparse's usage dump).
+FIELD_CHOICES: dict[str, tuple] = {
+    "augment": ("offline", "online", "none"),
+    "lr_schedule": ("inverse-time", "cosine"),
+    "strategy": ("default", "mirrored", "multiworker"),
+    "loss_preset": tuple(LOSS_PRESETS),
+    "box": ("landmarks", "dataset"),
+}
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=(),
+                       choices: Optional[dict] = None) -> None:
+    """Add --field-name options for every field of a config dataclass (defaults come from cls;
+    the one-line description from FIELD_HELP; the values listed from FIELD_CHOICES and `choices`,
+    e.g. the student trainer's {"student_mode": kd_loss.MODES})."""
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         opt = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        text = FIELD_HELP.get(f.name, "").replace("%", "%%")
+        if "default" not in text and default is not None:
+            text = f"{text} (default: {default})".strip()
         if kind == "bool":
             parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default: {default})")
+                                help=text)
         else:
             conv = int if kind in ("int", "Optional[int]") else float if kind in (
                 "float", "Optional[float]") else str
-            parser.add_argument(opt, dest=f.name, type=conv, default=None, help=f"(default: {default})")
+            values = {**FIELD_CHOICES, **(choices or {})}.get(f.name)
+            parser.add_argument(opt, dest=f.name, type=conv, default=None, help=text,
+                                metavar="{" + ",".join(values) + "}" if values else None)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, base: Optional[dict] = None):
@@ -367,11 +496,12 @@ def load_config_file(path) -> dict:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
 
 
-def save_config(config, run_dir, name: str = "config.json") -> Path:
-    """Write the configuration a run used beside its outputs (atomically)."""
+def save_config(config, run_dir, name: str = "config.json", extra: Optional[dict] = None) -> Path:
+    """Write the configuration a run used beside its outputs (atomically); `extra` adds keys
+    (a training run's identity under "run")."""
     from safe_io import atomic_write_json
 
     path = Path(run_dir) / name
-    payload = {"type": type(config).__name__, **dataclasses.asdict(config)}
+    payload = {"type": type(config).__name__, **dataclasses.asdict(config), **(extra or {})}
     atomic_write_json(path, payload)
     return path

@@ -1,19 +1,23 @@
-"""The main job in one command: data, soft landmarks, both teachers, the KD student and the L2
-baseline, evaluation, and the report (results table, CED plot, sample grid).
+"""The main job in one command: data, the KD student distilled from the shipped teachers, the L2
+baseline, evaluation beside the teachers and the mean shape, and the report (results table, CED
+plot, sample grid).
 
-    python demo.py                 # quick configuration, sized for 2 CPU cores (see README for the time)
-    python demo.py --full          # the published configuration (224 px, batch 70, 150 epochs)
+    python demo.py                     # quick configuration, sized for 2 CPU cores (README: time)
+    python demo.py --train-teachers    # also fit the ASM and train both teachers here
+    python demo.py --full              # the published configuration (224 px, batch 70, 150 epochs)
     python demo.py --seed 1 --out results/demo-seed1
-    python demo.py --ablations --seeds 0 1 2   # the paper's claim over seeds: one table, mean and spread
+    python demo.py --ablations --seeds 0 1 2 3 4   # the paper's claim over seeds, paired differences
 
 Steps (each a command of the repo, run as a subprocess so each is exactly what a user would type):
-  1. generate the embedded synthetic 300W faces (official .pts layout) if missing;
-  2. `data_util.py prepare` face crops at the input size;
-  3. `asm_soft_landmarks.py` soft landmarks for the Tolerant teacher;
-  4. `teacher_trainer.py` Tough and Tolerant teachers;
-  5. `student_trainer.py` the KD student and the L2 baseline (and, with --ablations, the
+  1. generate the embedded synthetic 300W faces (official .pts layout) if missing, and
+     `data_util.py prepare` the face crops at the input size;
+  2. with --train-teachers (or --full): `asm_soft_landmarks.py` soft landmarks and
+     `teacher_trainer.py` Tough and Tolerant teachers; otherwise the teachers shipped in
+     models/teachers/ (trained long on a separate synthetic set; models/README.md);
+  3. `student_trainer.py` the KD student and the L2 baseline (and, with --ablations, the
      Tough-only and Tolerant-only students);
-  6. `test.py` on every model, then one table, one CED plot and one sample grid for all of them.
+  4. `test.py` on every model, then one table (with the mean training shape), one CED plot and one
+     sample grid for all of them.
 Every step resumes: running the command again skips finished models and continues interrupted ones.
 """
 from __future__ import annotations
@@ -26,40 +30,61 @@ import sys
 import time
 from pathlib import Path
 
-from errors import ConfigError, LandmarkError, malloc_env, quiet_tensorflow, run_cli, user_set_malloc
+from errors import ConfigError, LandmarkError, run_cli
+from runtime import malloc_env, quiet_tensorflow, user_set_malloc
 
 quiet_tensorflow()
 
-from configuration import REPO_ROOT, PrepareConfig  # noqa: E402
+from configuration import MODELS_DIR, PRESETS, REPO_ROOT, PrepareConfig, check_input_size  # noqa: E402
 
-# The quick configuration: small crops, a few hundred faces, few epochs (finishes on 2 CPU cores).
-QUICK = {"input_size": 64, "batch_size": 32, "teacher_epochs": 3, "student_epochs": 10,
-         "max_faces": None, "augment": "none"}
-FULL = {"input_size": 224, "batch_size": 70, "teacher_epochs": 150, "student_epochs": 150,
-        "max_faces": None, "augment": "offline"}
+# The quick and the published configurations: configuration.PRESETS (one table with the trainers'
+# --preset).
+QUICK, FULL = PRESETS["quick"], PRESETS["paper"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    import textwrap
+
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.fill(f"With no options (the quick configuration) it generates the embedded synthetic 300W "
+                f"faces (3000 train / 300 test), prepares {QUICK['input_size']} px crops, trains the "
+                f"KD student (from the teachers shipped in models/teachers/) and the L2 baseline for "
+                f"{QUICK['student_epochs']} epochs each (batch {QUICK['batch_size']}, "
+                f"{QUICK['lr_schedule']} schedule, no augmentation), evaluates them beside the teachers "
+                f"and the mean training shape and writes results/demo-300w-seed0/{{results.md,ced.png,"
+                f"samples.png}} (README 'Results': the time measured on 2 CPU cores). --train-teachers "
+                f"also trains both teachers here ({QUICK['teacher_epochs']} epochs each). --full trains "
+                f"{FULL['teacher_epochs']} epochs at {FULL['input_size']} px with offline augmentation: a "
+                f"job for a GPU. Running it again resumes and skips finished models.", 100))
     p.add_argument("--full", action="store_true", help="the published configuration instead of the quick one")
-    p.add_argument("--dataset", default="300w", choices=("300w", "cofw", "wflw"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", default="300w", choices=("300w", "cofw", "wflw"),
+                   help="which embedded synthetic dataset to run on (default: 300w)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the whole run (default: 0)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="run each seed (results/demo-<dataset>-seed<S>) and write one table of mean "
                         "and spread over them to results/demo-<dataset>-seeds/")
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--teacher-epochs", type=int, default=None)
-    p.add_argument("--student-epochs", type=int, default=None)
+    p.add_argument("--input-size", type=int, default=None,
+                   help=f"crop side in pixels (default: {QUICK['input_size']}, --full {FULL['input_size']})")
+    p.add_argument("--teacher-epochs", type=int, default=None,
+                   help=f"epochs of each teacher (default: {QUICK['teacher_epochs']}, --full "
+                        f"{FULL['teacher_epochs']})")
+    p.add_argument("--student-epochs", type=int, default=None,
+                   help=f"epochs of each student (default: {QUICK['student_epochs']}, --full "
+                        f"{FULL['student_epochs']})")
     p.add_argument("--max-faces", type=int, default=None, help="use only the first K training faces")
+    p.add_argument("--train-teachers", action="store_true",
+                   help="also fit the ASM and train both teachers here (default: distil from the "
+                        "teachers shipped in models/teachers/; --full always trains them)")
     p.add_argument("--ablations", action="store_true", help="also train the Tough-only and Tolerant-only students")
-    p.add_argument("--out", default=None, help="results folder (default results/demo-<dataset>-seed<seed>)")
+    p.add_argument("--out", default=None, help="results folder (default results/demo-<dataset>-seed<seed>; "
+                                               "with --seeds: the parent of one seed<S> folder per seed and seeds/)")
     p.add_argument("--models-dir", default=None,
                    help="where the trained models go (default: <out>/models; use models/ to ship them)")
     return p
 
 
-# glibc allocator settings for the steps (errors.MALLOC_SETTINGS): set before a process starts they
+# glibc allocator settings for the steps (runtime.MALLOC_SETTINGS): set before a process starts they
 # also cover what mallopt at run time cannot. Measured, 64 px student epoch: 15.5 s by default,
 # 10.5 s with tune_malloc alone, 7.6 s with these variables; losses bit-identical.
 MALLOC_ENV = malloc_env()
@@ -94,14 +119,15 @@ def _run(step: str, cmd: list, log: Path) -> float:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds:
-        if args.out or args.models_dir:
-            raise ConfigError("--seeds writes results/demo-<dataset>-seed<S> for each seed; drop --out "
-                              "and --models-dir")
+        if args.models_dir:
+            raise ConfigError("--seeds keeps each seed's models in its own folder; drop --models-dir")
+        parent = Path(args.out) if args.out else None
         outs = []
         for seed in dict.fromkeys(args.seeds):
-            run_one(argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None}))
-            outs.append(default_out(args.dataset, seed))
-        folder = REPO_ROOT / "results" / f"demo-{args.dataset}-seeds"
+            out = parent / f"seed{seed}" if parent else default_out(args.dataset, seed)
+            run_one(argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None, "out": str(out)}))
+            outs.append(out)
+        folder = parent / "seeds" if parent else REPO_ROOT / "results" / f"demo-{args.dataset}-seeds"
         text = summarize_seeds(outs, args.dataset, folder)
         print(f"\n{text}\nwrote {folder}/results.md", flush=True)
         return 0
@@ -112,21 +138,49 @@ def default_out(dataset: str, seed: int) -> Path:
     return REPO_ROOT / "results" / f"demo-{dataset}-seed{seed}"
 
 
+def paired_difference(a, b) -> dict:
+    """Mean of the paired differences a - b over seeds, its sample standard deviation and the 95%
+    confidence interval of the mean (Student's t with n - 1 degrees of freedom)."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    n = len(d)
+    mean = float(d.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "std": float("nan"), "ci95": (float("nan"), float("nan"))}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    return {"n": n, "mean": mean, "std": sd, "ci95": (mean - half, mean + half), "values": d.tolist()}
+
+
+def verdict(name: str, baseline: str, diff: dict) -> str:
+    """A plain sentence on a paired difference (NME: lower is better)."""
+    lo, hi = diff["ci95"]
+    if hi < 0:
+        return f"{name} beats {baseline} here: its NME is lower by {-diff['mean']:.2f} points (95% CI {-hi:.2f} to {-lo:.2f})."
+    if lo > 0:
+        return f"{name} is worse than {baseline} here: its NME is higher by {diff['mean']:.2f} points (95% CI {lo:.2f} to {hi:.2f})."
+    return (f"{name} and {baseline} are not distinguishable here: the difference {diff['mean']:+.2f} points has a "
+            f"95% CI of {lo:+.2f} to {hi:+.2f}, which contains 0.")
+
+
 def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
-    """Mean, sample standard deviation and range over seeds of each model's NME per subset."""
+    """Mean, sample standard deviation and range over seeds of each model's NME per subset, and
+    each student's paired difference to the L2 baseline (same seed) with its 95% CI."""
     import numpy as np
 
     from safe_io import atomic_write_json, atomic_write_text  # noqa: PLC0415
 
-    per_model: dict = {}
+    per_model: dict = {}     # model -> {seed folder: {subset: NME}}
     for out in outs:
         for scores_file in sorted(Path(out).glob("*/scores.json")):
             scores = json.loads(scores_file.read_text())["scores"]
-            per_model.setdefault(scores_file.parent.name, []).append(
-                {k: v["nme_interocular"] for k, v in scores.items()})
+            per_model.setdefault(scores_file.parent.name, {})[str(out)] = \
+                {k: v["nme_interocular"] for k, v in scores.items()}
     if not per_model:
         raise LandmarkError(f"no scores.json under {', '.join(map(str, outs))}; run the demo first")
-    subsets = list(next(iter(per_model.values()))[0])
+    subsets = list(next(iter(next(iter(per_model.values())).values())))
     lines = [f"# Over seeds on the synthetic {dataset} test set", "",
              f"Inter-ocular NME %: mean ± sample standard deviation [min-max] over "
              f"{len(outs)} seeds ({', '.join(Path(o).name for o in outs)}).", "",
@@ -136,11 +190,28 @@ def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
     for name, runs in per_model.items():
         cells = []
         for sub in subsets:
-            v = np.array([r[sub] for r in runs], np.float64)
+            v = np.array([r[sub] for r in runs.values()], np.float64)
             sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
             summary.setdefault(name, {})[sub] = {"values": v.tolist(), "mean": float(v.mean()), "std": sd}
             cells.append(f"{v.mean():.2f} ± {sd:.2f} [{v.min():.2f}-{v.max():.2f}]")
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    base = "student-l2"
+    if base in per_model:
+        rows, sentences = [], []
+        for name, runs in per_model.items():
+            if not name.startswith("student-") or name == base:
+                continue
+            both = [o for o in runs if o in per_model[base]]
+            diff = paired_difference([runs[o]["full"] for o in both], [per_model[base][o]["full"] for o in both])
+            summary.setdefault("paired_vs_l2", {})[name] = diff
+            lo, hi = diff["ci95"]
+            rows.append(f"| {name} - {base} | {diff['n']} | {diff['mean']:+.2f} | {diff['std']:.2f} | "
+                        f"{lo:+.2f} to {hi:+.2f} | " + ", ".join(f"{x:+.2f}" for x in diff.get("values", [])) + " |")
+            sentences.append(verdict(name, base, diff))
+        if rows:
+            lines += ["", "Paired differences of the full-set NME (same seed; negative: lower NME than L2):", "",
+                      "| difference | seeds | mean | sd | 95% CI of the mean | per seed |",
+                      "|---|---|---|---|---|---|", *rows, "", *sentences]
     text = "\n".join(lines) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "results.md", text)
@@ -148,39 +219,54 @@ def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
     return text
 
 
+def shipped_teachers(dataset: str) -> tuple:
+    """The teachers shipped in models/teachers/ (trained long on a larger synthetic set)."""
+    return tuple(MODELS_DIR / "teachers" / f"{dataset}_{kind}.keras" for kind in ("tough", "tolerant"))
+
+
 def run_one(args) -> int:
     cfg = dict(FULL if args.full else QUICK)
     for key in ("input_size", "teacher_epochs", "student_epochs", "max_faces"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    if cfg["input_size"] < 32:
-        raise ConfigError(f"--input-size {cfg['input_size']}: the backbones need at least 32 pixels")
+    check_input_size(cfg["input_size"])
     ds, seed, size = args.dataset, args.seed, cfg["input_size"]
+    train_teachers = bool(args.train_teachers or args.full)
     out = Path(args.out) if args.out else default_out(ds, seed)
     models = Path(args.models_dir) if args.models_dir else out / "models"
     runs = out / "runs"
+    if train_teachers:
+        tough, tolerant = (models / "teachers" / f"{ds}_{t}.keras" for t in ("tough", "tolerant"))
+    else:
+        tough, tolerant = shipped_teachers(ds)
+        missing = [str(p) for p in (tough, tolerant) if not p.is_file()]
+        if missing:
+            raise ConfigError(f"no shipped teacher {' or '.join(missing)}; run python demo.py "
+                              f"--dataset {ds} --train-teachers to train both first")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "demo.log"
     prepared = PrepareConfig(dataset=ds, input_size=size).resolved_out_dir()
     common = ["--dataset", ds, "--input-size", str(size), "--batch-size", str(cfg["batch_size"]),
               "--seed", str(seed), "--augment", cfg["augment"], "--verbose", "1"]
+    if cfg.get("lr_schedule"):
+        common += ["--lr-schedule", cfg["lr_schedule"]]
     if cfg["max_faces"]:
         common += ["--max-faces", str(cfg["max_faces"])]
-    tough, tolerant = (models / "teachers" / f"{ds}_{t}.keras" for t in ("tough", "tolerant"))
     students = ["kd", "l2"] + (["tough-only", "tolerant-only"] if args.ablations else [])
     times = {}
     t_start = time.time()
 
     times["prepare"] = _run("generate (if missing) and prepare the synthetic faces",
                             ["data_util.py", "prepare", "--dataset", ds, "--input-size", str(size)], log)
-    times["asm"] = _run("soft landmarks (ASM, 90% variance)",
-                        ["asm_soft_landmarks.py", "--dataset", ds, "--input-size", str(size),
-                         "--variance", "0.9"], log)
-    for name, path in (("tough", tough), ("tolerant", tolerant)):
-        times[f"teacher-{name}"] = _run(
-            f"{name} teacher (EfficientNet-B3)",
-            ["teacher_trainer.py", "--teacher", name, *common, "--epochs", str(cfg["teacher_epochs"]),
-             "--run-dir", str(runs / f"teacher-{name}"), "--output", str(path)], log)
+    if train_teachers:
+        times["asm"] = _run("soft landmarks (ASM, 90% variance)",
+                            ["asm_soft_landmarks.py", "--dataset", ds, "--input-size", str(size),
+                             "--variance", "0.9"], log)
+        for name, path in (("tough", tough), ("tolerant", tolerant)):
+            times[f"teacher-{name}"] = _run(
+                f"{name} teacher (EfficientNet-B3)",
+                ["teacher_trainer.py", "--teacher", name, *common, "--epochs", str(cfg["teacher_epochs"]),
+                 "--run-dir", str(runs / f"teacher-{name}"), "--output", str(path)], log)
     for mode in students:
         times[f"student-{mode}"] = _run(
             f"{mode} student (MobileNetV2)",
@@ -201,7 +287,9 @@ def run_one(args) -> int:
     times["total"] = total
     from safe_io import atomic_write_json  # noqa: PLC0415
 
-    atomic_write_json(out / "timings.json", {"config": cfg, "seed": seed, "seconds": times})
+    atomic_write_json(out / "timings.json", {"config": cfg, "seed": seed, "seconds": times,
+                                             "teachers": {"tough": str(tough), "tolerant": str(tolerant),
+                                                          "trained_here": train_teachers}})
     print(f"\n{report}\nwrote {out}/results.md, ced.png, samples.png; total {total / 60:.1f} min", flush=True)
     return 0
 
@@ -210,9 +298,10 @@ def write_report(out: Path, dataset: str, evaluated: dict, prepared_dir) -> str:
     """One table, one CED plot and one sample grid over every evaluated model."""
     import numpy as np
 
+    import data_util as du
     import evaluation as ev
 
-    split = ev.load_test_split(prepared_dir)
+    split = du.load_prepared(prepared_dir, "test")
     rows, curves = [], {}
     for name in evaluated:
         scores = json.loads((out / name / "scores.json").read_text())["scores"]
@@ -224,10 +313,17 @@ def write_report(out: Path, dataset: str, evaluated: dict, prepared_dir) -> str:
              "Inter-ocular NME % per subset, FR@0.1 % and AUC@0.1 on the full test set.", "",
              "| model | " + " | ".join(f"NME {s}" for s in subsets) + " | FR@0.1 | AUC@0.1 |",
              "|---|" + "---|" * len(subsets) + "---|---|"]
+    mean_shape = ev.mean_shape_scores(prepared_dir, split, dataset)
+    if mean_shape is not None:
+        rows.append(("mean training shape (no model)", mean_shape))
     for name, scores in rows:
         full = scores.get("full", {})
         lines.append(f"| {name} | " + " | ".join(f"{scores[s]['nme_interocular']:.2f}" for s in subsets)
                      + f" | {full.get('fr@0.1', float('nan')):.2f} | {full.get('auc@0.1', float('nan')):.4f} |")
+    if mean_shape is not None and "student-kd" in evaluated:
+        kd = dict(rows)["student-kd"]["full"]["nme_interocular"]
+        floor = mean_shape["full"]["nme_interocular"]
+        lines += ["", f"KD student / mean shape (full set): {kd / floor:.2f}x."]
     text = "\n".join(lines) + "\n"
     from safe_io import atomic_write_text  # noqa: PLC0415
 

@@ -3,15 +3,16 @@
 * `write_predictions` / `read_predictions`: the SPIGA-style JSON of ARCHITECTURE.md,
   `{"format": "kd-landmarks-predictions/1", "dataset", "prepared_dir", "model",
   "items": [{"id", "landmarks_px": [[x, y], ...]}]}`, points in original-image pixels.
-* `load_test_split(prepared_dir, split)`: the prepared arrays (numpy mmap) and meta.json.
 * `predictions_from_norm`: model outputs (normalised crop coordinates) -> original-image pixels;
   `to_crop_px`: original-image pixels -> crop pixels of the prepared crops (for drawing).
 * `score_predictions(predictions, split)`: per test subset of the dataset (dataset_info.test_subsets),
   NME inter-ocular and inter-pupil (%), FR at each failure threshold (%), AUC@0.1 (standard, 0..1),
-  the authors' AUC (0..1, for comparison with their tables only) and the face count. Scoring is in
+  the authors' AUC (0..0.95, metrics.auc_authors; for comparison with their tables only) and the
+  face count. Scoring is in
   original-image pixels.
-* `markdown_report(scores, dataset)`: our numbers beside the paper's (METHOD.md section 8,
-  `PAPER_RESULTS`) and stronger published systems.
+* `markdown_report(scores, dataset)`: our numbers (and the mean training shape's,
+  `mean_shape_scores`) beside the paper's (METHOD.md section 8, `PAPER_RESULTS`) and stronger
+  published systems; a custom dataset's report has its own numbers only.
 * `save_ced_plot`, `save_sample_grid`: the CED figure and a grid of test faces with the ground truth
   and the prediction drawn in different colours (like the paper's figures).
 """
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+import data_util as du
 import image_utility as iu
 import metrics
 from configuration import WFLW_ATTRIBUTES, dataset_info
@@ -78,92 +80,13 @@ PAPER_RESULTS: dict[str, list[dict]] = {
 
 
 # ----------------------------------------------------------------------------------------------
-# Prepared test split
+# Prepared test split (read by data_util.load_prepared)
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TestSplit:
-    """The arrays of one prepared split (read with mmap) and its meta.json."""
-
-    __test__ = False  # not a pytest test class
-
-    path: Path
-    images: np.ndarray          # uint8 (M, S, S, 3)
-    landmarks: np.ndarray       # float32 (M, N, 2) normalised crop coordinates
-    landmarks_px: np.ndarray    # float32 (M, N, 2) original-image pixels
-    crop_boxes: np.ndarray      # float32 (M, 3) x0, y0, side
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def ids(self) -> list:
-        return list(self.meta.get("ids", []))
-
-    @property
-    def input_size(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def num_points(self) -> int:
-        return int(self.landmarks_px.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.landmarks_px.shape[0])
-
-
-def load_test_split(prepared_dir, split: str = "test") -> TestSplit:
-    """Read <prepared_dir>/<split>/ (ARCHITECTURE.md layout) without depending on data_util."""
-    prepared_dir = Path(prepared_dir)
-    d = prepared_dir / split
-    fix = ("run `python data_util.py prepare --dataset ... --input-size S` first, or pass "
-           "--prepared-dir")
-    if not (prepared_dir / "manifest.json").is_file():
-        raise DataFormatError(f"{prepared_dir}: no manifest.json (missing or incomplete prepared "
-                              f"data); {fix}")
-    try:
-        complete = json.loads((prepared_dir / "manifest.json").read_text()).get("complete")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        complete = False
-    if not complete:
-        raise DataFormatError(f"{prepared_dir}/manifest.json: damaged or not marked complete "
-                              f"(preparation was interrupted); {fix}")
-    arrays = {}
-    for name in ("images", "landmarks", "landmarks_px", "crop_boxes"):
-        f = d / f"{name}.npy"
-        try:
-            arrays[name] = np.load(f, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise DataFormatError(f"{f}: missing; {fix}") from None
-        except (ValueError, OSError) as err:
-            raise DataFormatError(f"{f}: not a readable .npy file ({err}); prepare the data again") from None
-    try:
-        meta = json.loads((d / "meta.json").read_text())
-    except FileNotFoundError:
-        raise DataFormatError(f"{d / 'meta.json'}: missing; {fix}") from None
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{d / 'meta.json'}: not valid JSON ({err}); prepare the data again") from None
-    m = len(arrays["landmarks_px"])
-    ids = meta.get("ids")
-    if (not isinstance(ids, list) or len(ids) != m or len(arrays["images"]) != m
-            or len(arrays["crop_boxes"]) != m or len(arrays["landmarks"]) != m):
-        raise DataFormatError(f"{d}: arrays and meta.json ids disagree in length; prepare the data again")
-    return TestSplit(path=d, meta=meta, **arrays)
-
-
-def _as_split(split) -> TestSplit:
-    if isinstance(split, (str, Path)):
-        return load_test_split(split)
-    if isinstance(split, TestSplit):
-        return split
-    # a data_util.PreparedSplit or any object with the same arrays
-    meta = dict(getattr(split, "meta", {}) or {})
-    for key in ("ids", "subsets", "attributes", "image_paths"):
-        if key not in meta and getattr(split, key, None) is not None:
-            val = getattr(split, key)
-            meta[key] = val.tolist() if isinstance(val, np.ndarray) else list(val)
-    return TestSplit(path=Path(getattr(split, "path", "")), images=split.images,
-                     landmarks=split.landmarks, landmarks_px=split.landmarks_px,
-                     crop_boxes=split.crop_boxes, meta=meta)
+def _test_split(split) -> du.PreparedSplit:
+    """`split` as given (a data_util.PreparedSplit) or the test split of a prepared folder."""
+    return du.load_prepared(split, "test") if isinstance(split, (str, Path)) else split
 
 
 def predictions_from_norm(norm, crop_boxes, size: int) -> np.ndarray:
@@ -257,7 +180,7 @@ def read_predictions(path) -> Predictions:
 def align_predictions(predictions: Predictions, split) -> np.ndarray:
     """Predictions reordered to the split's ids (M, N, 2). Unknown ids, missing ids or a wrong point
     count raise DataFormatError."""
-    split = _as_split(split)
+    split = _test_split(split)
     src = predictions.path or "predictions"
     n = split.num_points
     if predictions.landmarks_px.shape[1] != n:
@@ -284,7 +207,7 @@ def align_predictions(predictions: Predictions, split) -> np.ndarray:
 
 def subset_mask(split, how: tuple) -> np.ndarray:
     """Boolean mask of the test faces in a subset: ("all",), ("subset", X), ("attribute", name)."""
-    split = _as_split(split)
+    split = _test_split(split)
     m = len(split)
     if how[0] == "all":
         return np.ones(m, bool)
@@ -332,14 +255,14 @@ def score_arrays(pred_px, gt_px, dataset: str, masks: dict[str, np.ndarray]) -> 
 
 def score_predictions(predictions, split, dataset: Optional[str] = None) -> dict:
     """{subset: {"count", "nme_interocular" %, "nme_interpupil" %, "fr@t" % (inter-ocular NME > t),
-    "auc@0.1" (0..1), "auc_authors@0.1" (0..1)}} over dataset_info(dataset).test_subsets.
+    "auc@0.1" (0..1), "auc_authors@0.1" (0..0.95, metrics.auc_authors)}} over dataset_info(dataset).test_subsets.
 
-    predictions: a Predictions (read_predictions) or a path to a predictions file; split: a TestSplit,
-    a prepared dir, or a data_util.PreparedSplit. Subsets with no face get only "count": 0.
+    predictions: a Predictions (read_predictions) or a path to a predictions file; split: a
+    data_util.PreparedSplit or a prepared dir (its test split). Subsets with no face get only "count": 0.
     """
     if isinstance(predictions, (str, Path)):
         predictions = read_predictions(predictions)
-    split = _as_split(split)
+    split = _test_split(split)
     dataset = (dataset or predictions.dataset).lower()
     info = dataset_info(dataset)
     pred = align_predictions(predictions, split)
@@ -352,7 +275,7 @@ def nmes_for_ced(predictions, split, normaliser: str = "interocular") -> np.ndar
     """Per-image NMEs (fraction) of a predictions file over the whole split, for save_ced_plot."""
     if isinstance(predictions, (str, Path)):
         predictions = read_predictions(predictions)
-    split = _as_split(split)
+    split = _test_split(split)
     pred = align_predictions(predictions, split)
     return per_image_nme(pred, np.asarray(split.landmarks_px), predictions.dataset, normaliser)
 
@@ -368,28 +291,72 @@ def _fmt(v, digits=2) -> str:
     return f"{v:.{digits}f}"
 
 
-def markdown_report(scores: dict, dataset: str, model_name: str = "ours", mode: Optional[str] = None) -> str:
-    """Our scores per subset, then a table with the paper's published numbers and ours side by side
-    (ours in the normaliser of each published row: the paper's WFLW numbers are inter-pupil)."""
+def mean_shape_scores(prepared_dir, split, dataset: str) -> Optional[dict]:
+    """Scores of the mean training shape (no model): the mean normalised landmarks of the prepared
+    training faces placed in every test crop; the floor any trained model should beat. None when
+    the folder holds no training split (a predictions file needs only the test split)."""
+    if not du.prepared_complete(prepared_dir, "train"):
+        return None
+    split = _test_split(split)
+    train = du.load_prepared(prepared_dir, "train")
+    mean = np.asarray(train.landmarks, np.float64).mean(axis=0)
+    norm = np.broadcast_to(mean, (len(split),) + mean.shape)
+    pred = predictions_from_norm(norm, np.asarray(split.crop_boxes), split.input_size)
     info = dataset_info(dataset)
+    masks = {name: subset_mask(split, how) for name, how in info.test_subsets.items()}
+    return score_arrays(pred, np.asarray(split.landmarks_px, np.float64), dataset, masks)
+
+
+def mean_shape_warning(scores: dict, baseline: dict, model_name: str = "the model",
+                       subset: str = "full") -> Optional[str]:
+    """A warning when the model's inter-ocular NME on `subset` is above the mean training shape's
+    (it has learnt less than the average face); None otherwise."""
+    ours = (scores.get(subset) or {}).get("nme_interocular")
+    floor = ((baseline or {}).get(subset) or {}).get("nme_interocular")
+    how = metrics.compare_to_mean_shape(ours, floor)
+    if how is None:
+        return None
+    return (f"{model_name}: NME {ours:.4g}% on the {subset} test set is {how} the mean training "
+            f"shape's {floor:.2f}% (no model at all); train longer, or check the model matches "
+            f"this data")
+
+
+def markdown_report(scores: dict, dataset: str, model_name: str = "ours", mode: Optional[str] = None,
+                    mean_shape: Optional[dict] = None) -> str:
+    """Our scores per subset (and the mean training shape's, when given), then, for the benchmark
+    datasets, a table with the paper's published numbers and ours side by side (ours in the
+    normaliser of each published row: the paper's WFLW numbers are inter-pupil). A custom dataset
+    gets its own table only: nothing was published on it."""
+    info = dataset_info(dataset)
+    custom = info.official_format == "custom"
     subsets = list(info.test_subsets)
     frs = [f"fr@{t:g}" for t in info.failure_thresholds]
     auc_k, auca_k = f"auc@{AUC_THRESHOLD:g}", f"auc_authors@{AUC_THRESHOLD:g}"
-    lines = [f"# Results: {model_name} on {dataset}", "",
-             "NME in % of the inter-ocular (outer eye corners) or inter-pupil distance, computed in "
-             "original-image pixels; FR in % of faces with inter-ocular NME above the threshold; "
-             "AUC@0.1 is the standard area under the CED (0..1); the authors' AUC (mean CED at 20 "
-             "thresholds) is only for comparison with their tables.", "",
-             "| subset | faces | NME io % | NME ip % | " + " | ".join(f.upper() + " %" for f in frs)
-             + " | AUC@0.1 | authors' AUC |",
-             "|---|---|---|---|" + "---|" * len(frs) + "---|---|"]
-    for name in subsets:
-        r = scores.get(name, {})
-        lines.append(f"| {name} | {r.get('count', 0)} | {_fmt(r.get('nme_interocular'))} | "
-                     f"{_fmt(r.get('nme_interpupil'))} | "
-                     + " | ".join(_fmt(r.get(f)) for f in frs)
-                     + f" | {_fmt(r.get(auc_k), 4)} | {_fmt(r.get(auca_k), 4)} |")
-    rows = PAPER_RESULTS.get(info.name, [])
+    if custom:
+        normalisers = (f"NME in % of the distance between the two point groups of the spec's "
+                       f"\"interocular\" {[list(g) for g in info.interocular]} (io) or "
+                       f"\"interpupil\" {[list(g) for g in info.interpupil]} (ip)")
+    else:
+        normalisers = "NME in % of the inter-ocular (outer eye corners) or inter-pupil distance"
+    header = ["| subset | faces | NME io % | NME ip % | " + " | ".join(f.upper() + " %" for f in frs)
+              + " | AUC@0.1 | authors' AUC |", "|---|---|---|---|" + "---|" * len(frs) + "---|---|"]
+    lines = [f"# Results: {model_name} on {dataset}" + (" (custom dataset)" if custom else ""), "",
+             f"{normalisers}, computed in original-image pixels; FR in % of faces with io NME above "
+             "the threshold; AUC@0.1 is the standard area under the CED (0..1); the authors' AUC "
+             "(their trapz over 20 thresholds, 0.95 for a perfect set) is only for comparison with "
+             "their tables.", "", *header]
+
+    def row(label, r):
+        return (f"| {label} | {r.get('count', 0)} | {_fmt(r.get('nme_interocular'))} | "
+                f"{_fmt(r.get('nme_interpupil'))} | " + " | ".join(_fmt(r.get(f)) for f in frs)
+                + f" | {_fmt(r.get(auc_k), 4)} | {_fmt(r.get(auca_k), 4)} |")
+
+    lines += [row(name, scores.get(name, {})) for name in subsets]
+    if mean_shape:
+        lines += ["", "The mean training shape (no model: the average training face placed in each "
+                      "test crop), the floor a trained model should beat:", "", *header]
+        lines += [row(name, mean_shape.get(name, {})) for name in subsets]
+    rows = [] if custom else PAPER_RESULTS.get(info.name, [])
     if rows:
         cols = [s for s in subsets if any(s in r.get("nme", {}) for r in rows)]
         lines += ["", "## Beside the published numbers (METHOD.md section 8)", "",

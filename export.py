@@ -9,7 +9,8 @@ time, read by inference.TFLitePredictor):
 * `float16`: weights stored as float16 (half the size), computed in float32 on CPU;
 * `dynamic_int8`: weights int8, activations float (dynamic range quantisation); no calibration data;
 * `int8`: full integer quantisation calibrated on a representative dataset of prepared training
-  crops (uint8 / 255, the model's input). Input/output type choice: **int8 I/O by default**
+  crops (uint8 / 255, the model's input), or, when no prepared data is found, on faces rendered by
+  synthetic_faces (`synthetic_calibration_images`; a note says so). Input/output type choice: **int8 I/O by default**
   (`int8_io="int8"`): the whole graph, its input and its output are int8, which is what
   microcontrollers and integer-only NPUs need; the input quantisation is exact for images (scale 1/255
   over [0, 1]) and the output step is about 1/255 of the coordinate range (~0.4% of the crop side),
@@ -32,7 +33,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from errors import ConfigError, ModelError, quiet_tensorflow
+from errors import ConfigError, ModelError
+from runtime import quiet_tensorflow
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 MAX_CALIBRATION_IMAGES = 200
@@ -84,6 +86,23 @@ def calibration_images_from_prepared(prepared_dir, input_size: Optional[int] = N
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(images), size=min(limit, len(images)), replace=False))
     return np.asarray(images[idx], dtype=np.float32) / 255.0
+
+
+def synthetic_calibration_images(input_size: int, count: int = 64, num_points: int = 68,
+                                 seed: int = 0) -> np.ndarray:
+    """`count` faces rendered by synthetic_faces.render_face and cropped like the training crops
+    (float32 [0, 1], (count, S, S, 3)): int8 calibration data when no prepared data is at hand.
+    The crop uses the rendered layout of `num_points` (68, 98 or 29), else the 68-point one."""
+    import inference
+    import synthetic_faces
+
+    out = []
+    for i in range(int(count)):
+        image, landmarks, _ = synthetic_faces.render_face(np.random.default_rng([seed, i, 7919]),
+                                                          image_size=256)
+        pts = landmarks.get(int(num_points), landmarks[68])
+        out.append(inference.crop_face(image, inference.landmark_crop_box(pts), int(input_size)))
+    return np.stack(out).astype(np.float32) / 255.0
 
 
 def configure_converter(conv, variant: str, calibration: Optional[np.ndarray], int8_io: str = "int8"):
@@ -194,10 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prepared data whose train/images.npy calibrates the int8 variant (default: "
                         "data/prepared/<dataset>[-synthetic]-<S> if --dataset is given and it exists)")
     p.add_argument("--dataset", default=None, help="dataset of the model, to find the default prepared dir")
+    p.add_argument("--custom-spec", default=None, metavar="FILE.json",
+                   help="JSON spec of the model's custom dataset, to find its default prepared dir")
     p.add_argument("--variants", nargs="+", default=None, choices=TFLITE_VARIANTS,
-                   help="TFLite variants (default: all four; int8 only when calibration data exist)")
+                   help="TFLite variants (default: all four; int8 is calibrated on prepared training "
+                        "crops, or on rendered synthetic faces when none are found)")
     p.add_argument("--int8-io", default="int8", choices=("int8", "float"),
                    help="input/output tensor type of the full-int8 model (default int8, for MCUs)")
+    p.add_argument("--calibration-faces", type=int, default=64, metavar="K",
+                   help="synthetic faces rendered for int8 calibration when no prepared data is "
+                        "found (default: 64)")
     p.add_argument("--savedmodel-only", action="store_true", help="write the SavedModel only")
     return p
 
@@ -213,22 +238,25 @@ def main(argv=None) -> int:
         return 0
     size = int(model.inputs[0].shape[1])
     prepared = args.prepared_dir
-    if prepared is None and args.dataset:
-        from configuration import PrepareConfig
+    if prepared is None and (args.dataset or args.custom_spec):
+        from configuration import PrepareConfig, register_custom_dataset
 
-        cand = PrepareConfig(dataset=args.dataset, input_size=size).resolved_out_dir()
+        dataset = register_custom_dataset(args.custom_spec).name if args.custom_spec else args.dataset
+        cand = PrepareConfig(dataset=dataset, input_size=size,
+                             custom_spec=args.custom_spec).resolved_out_dir()
         prepared = cand if (Path(cand) / "train" / "images.npy").is_file() else None
     variants = list(args.variants or TFLITE_VARIANTS)
     calib = None
     if prepared is not None:
         calib = calibration_images_from_prepared(prepared, size)
     elif "int8" in variants:
-        if args.variants:  # asked for explicitly
-            raise ConfigError("the int8 variant needs calibration images: pass --prepared-dir "
-                              "(prepared data with train/images.npy at the model's input size)")
-        variants.remove("int8")
-        print("note: no prepared data for int8 calibration (pass --prepared-dir); int8 skipped",
-              file=sys.stderr)
+        if args.calibration_faces < 1:
+            raise ConfigError(f"--calibration-faces {args.calibration_faces}: must be >= 1")
+        points = int(model.outputs[0].shape[-1]) // 2
+        print(f"note: no prepared data at the model's {size} px (pass --prepared-dir to calibrate "
+              f"on your own crops); int8 calibrated on {args.calibration_faces} rendered synthetic "
+              f"faces", file=sys.stderr, flush=True)
+        calib = synthetic_calibration_images(size, args.calibration_faces, points)
     paths = export_tflite(model, out, variants, calib, int8_io=args.int8_io, name=stem)
     for v, p in paths.items():
         print(f"{v:>13}: {p} ({p.stat().st_size / 1024:.0f} KiB)")

@@ -152,25 +152,45 @@ def affine_matrix(center, angle_rad: float = 0.0, scale: float = 1.0, shift=(0.0
     return m
 
 
+BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+
+
 def warp_affine(image: np.ndarray, landmarks_px: np.ndarray, matrix: np.ndarray,
-                size: Optional[tuple] = None):
-    """Apply one 2x3 matrix to the image (zeros outside) and to landmarks of shape (..., N, 2)."""
+                size: Optional[tuple] = None, border: str = "constant"):
+    """Apply one 2x3 matrix to the image and to landmarks of shape (..., N, 2). Outside the source
+    the image is `border`: "constant" (zeros) or "replicate" (the nearest edge pixel)."""
+    if border not in BORDERS:
+        raise ValueError(f"border {border!r}: choose one of {sorted(BORDERS)}")
     image = np.asarray(image)
     h, w = image.shape[:2]
     dsize = (w, h) if size is None else (int(size[0]), int(size[1]))
     out = cv2.warpAffine(np.ascontiguousarray(image), np.asarray(matrix, dtype=np.float64), dsize,
-                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                         flags=cv2.INTER_LINEAR, borderMode=BORDERS[border], borderValue=0)
     return out.reshape((dsize[1], dsize[0]) + image.shape[2:]), apply_affine(landmarks_px, matrix)
 
 
-def random_affine_matrix(rng: np.random.Generator, size_hw: tuple, max_rotation: float = 0.5,
-                         scale_range=(0.9, 1.1), max_shift: float = 0.05) -> np.ndarray:
-    """Rotation in [-max_rotation, max_rotation] rad, scale in scale_range, shift up to max_shift * size."""
-    h, w = size_hw
-    angle = rng.uniform(-max_rotation, max_rotation) if max_rotation > 0 else 0.0
-    scale = rng.uniform(*scale_range) if scale_range[1] > scale_range[0] else float(scale_range[0])
-    shift = rng.uniform(-max_shift, max_shift, size=2) * np.array([w, h]) if max_shift > 0 else (0, 0)
-    return affine_matrix(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale, shift)
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 matrix of `outer` applied after `inner`."""
+    outer, inner = np.asarray(outer, np.float64), np.asarray(inner, np.float64)
+    linear = outer[:, :2] @ inner[:, :2]
+    return np.concatenate([linear, (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]], axis=1)
+
+
+def recrop_matrix(points_before: np.ndarray, points_after: np.ndarray) -> np.ndarray:
+    """2x3 matrix that re-crops an image whose points moved from `points_before` (N, 2) to
+    `points_after` so that they sit in the new crop as they sat in the old one: their bounding box
+    keeps its centre and its larger extent (the plain crop around the landmarks, redone after a
+    rotation; the crop grows by the ratio of the extents)."""
+    b0, b1 = np.asarray(points_before, np.float64), np.asarray(points_after, np.float64)
+    ext0 = float((b0.max(axis=0) - b0.min(axis=0)).max())
+    ext1 = float((b1.max(axis=0) - b1.min(axis=0)).max())
+    if not (ext0 > 0 and ext1 > 0):
+        return np.eye(2, 3)
+    ratio = ext1 / ext0                                   # new crop side / old crop side
+    centre0 = (b0.min(axis=0) + b0.max(axis=0)) / 2.0
+    centre1 = (b1.min(axis=0) + b1.max(axis=0)) / 2.0
+    origin = centre1 - centre0 * ratio                    # new crop's corner in the current frame
+    return np.array([[1.0 / ratio, 0.0, -origin[0] / ratio], [0.0, 1.0 / ratio, -origin[1] / ratio]])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +199,8 @@ def random_affine_matrix(rng: np.random.Generator, size_hw: tuple, max_rotation:
 
 
 def adjust_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
-    """out = 255 * (in / 255) ** gamma (gamma < 1 brightens)."""
+    """out = 255 * (in / 255) ** gamma (gamma < 1 brightens). The original's gamma g is the
+    exponent 1 / g (augment_sample)."""
     lut = np.clip(255.0 * (np.arange(256) / 255.0) ** float(gamma) + 0.5, 0, 255).astype(np.uint8)
     return cv2.LUT(np.asarray(image, dtype=np.uint8), lut)
 
@@ -223,60 +244,106 @@ def random_occlusion(image: np.ndarray, rng: np.random.Generator, size_range=(0.
 
 @dataclass
 class AugmentConfig:
-    """Probabilities and ranges of the augmentation (METHOD.md section 6 for the published ones).
+    """Probabilities and ranges of the augmentation; the defaults are the published recipe
+    (METHOD.md section 6), applied to each augmented copy of a face:
 
-    The paper used flip, rotation within +-0.5 rad, gamma, salt-and-pepper noise and median blur;
-    Gaussian blur and synthetic occlusion are extras, off by default.
+    1. horizontal flip with landmark re-indexing: on every other offline copy (even copy index,
+       `flip_every_other`), with probability p_flip where there is no copy index (online);
+    2. rotation by a uniform angle in [-max_rotation, max_rotation] rad, edge-replicated border, then
+       the crop around the landmarks redone as for the plain crop (`recrop`); no scale or shift;
+    3. gamma with probability p_gamma: out = 255 (v / 255) ^ (1 / g), g drawn in gamma_darken with
+       probability p_gamma_darken, else in gamma_brighten;
+    4. salt-and-pepper noise with probability p_noise; median blur (kernel 5) with probability p_median.
+
+    Options that are not the published recipe: scale and shift jitter (`AugmentConfig.jitter()`:
+    scale 0.9-1.1, shift 5% of the side), Gaussian blur and synthetic occlusion (all off).
     """
 
-    p_flip: float = 0.5
-    p_affine: float = 0.8
+    p_flip: float = 0.5                   # online (no copy index) only
+    flip_every_other: bool = True         # offline copies: flip the even-indexed ones
+    p_affine: float = 1.0
     max_rotation: float = 0.5             # radians
-    scale_range: tuple = (0.9, 1.1)
-    max_shift: float = 0.05               # fraction of the image side
+    scale_range: tuple = (1.0, 1.0)       # jitter option: (0.9, 1.1)
+    max_shift: float = 0.0                # jitter option: 0.05 (fraction of the image side)
+    recrop: bool = True                   # re-crop around the rotated landmarks (the plain crop's framing)
+    border: str = "replicate"             # "replicate" (the original's edge mode) or "constant" (zeros)
     keep_inside: bool = True              # retry the affine draw so every point stays in the image
     p_gamma: float = 0.5
-    gamma_range: tuple = (0.6, 1.6)
-    p_noise: float = 0.3
-    noise_range: tuple = (0.005, 0.03)    # fraction of pixels set to 0 or 255
-    p_median: float = 0.2
-    median_ksizes: tuple = (3, 5)
+    p_gamma_darken: float = 2.0 / 3.0
+    gamma_darken: tuple = (0.3, 0.8)      # the original's g < 1: out = (v/255)^(1/g) darkens
+    gamma_brighten: tuple = (1.5, 3.5)
+    p_noise: float = 0.4
+    noise_range: tuple = (0.005, 0.03)    # fraction of pixels set to 0 or 255 (METHOD.md gives none)
+    p_median: float = 0.5
+    median_ksizes: tuple = (5,)
     p_gaussian: float = 0.0
     gaussian_sigma: tuple = (0.5, 1.5)
     p_occlusion: float = 0.0
     occlusion_size: tuple = (0.1, 0.4)
 
+    @classmethod
+    def jitter(cls, **changes) -> "AugmentConfig":
+        """The published recipe plus scale (0.9-1.1) and shift (up to 5% of the side) jitter."""
+        return cls(**{"scale_range": (0.9, 1.1), "max_shift": 0.05, **changes})
+
+
+def _draw_affine(rng: np.random.Generator, cfg: AugmentConfig, size_hw: tuple,
+                 reference: np.ndarray) -> np.ndarray:
+    """One random 2x3 matrix: rotation about the image centre, the re-crop around the rotated
+    `reference` points (N, 2) if cfg.recrop, then the scale / shift jitter."""
+    h, w = size_hw
+    centre = ((w - 1) / 2.0, (h - 1) / 2.0)
+    angle = rng.uniform(-cfg.max_rotation, cfg.max_rotation) if cfg.max_rotation > 0 else 0.0
+    m = affine_matrix(centre, angle)
+    if cfg.recrop:
+        m = compose_affine(recrop_matrix(reference, apply_affine(reference, m)), m)
+    lo, hi = cfg.scale_range
+    scale = rng.uniform(lo, hi) if hi > lo else float(lo)
+    if scale != 1.0 or cfg.max_shift > 0:
+        shift = (0.0, 0.0)
+        if cfg.max_shift > 0:
+            shift = rng.uniform(-cfg.max_shift, cfg.max_shift, size=2) * np.array([w, h])
+        m = compose_affine(affine_matrix(centre, 0.0, scale, shift), m)
+    return m
+
 
 def augment_sample(image: np.ndarray, landmarks_px: np.ndarray, rng: np.random.Generator,
                    cfg: Optional[AugmentConfig] = None, flip_permutation: Optional[Sequence[int]] = None,
-                   return_params: bool = False):
-    """Random flip, affine (rotation, scale, shift), gamma, noise, blurs and occlusion.
+                   return_params: bool = False, flip: Optional[bool] = None):
+    """Flip, affine (rotation, re-crop, optional scale / shift), gamma, noise, blurs and occlusion.
 
-    `landmarks_px` may be (N, 2) or (..., N, 2): every point set gets the same geometric transform.
+    `landmarks_px` may be (N, 2) or (..., N, 2): every point set gets the same geometric transform;
+    the first set (the ground truth by convention) frames the re-crop. `flip`: True / False forces
+    the flip (offline copies: every other one), None draws it with cfg.p_flip. Without a flip
+    permutation the flip is skipped (mirroring without re-indexing would swap sides).
     Returns (image, landmarks) or, with return_params, (image, landmarks, {"flipped", "matrix"}).
-    Without a flip permutation the flip is skipped (mirroring without re-indexing would swap sides).
     """
     cfg = cfg or AugmentConfig()
     img = np.asarray(image)
     pts = np.asarray(landmarks_px, dtype=np.float32)
     h, w = img.shape[:2]
     flipped = False
-    if flip_permutation is not None and cfg.p_flip > 0 and rng.random() < cfg.p_flip:
+    if flip is None:
+        flip = cfg.p_flip > 0 and rng.random() < cfg.p_flip
+    if flip_permutation is not None and flip:
         img, pts = flip_horizontal(img, pts, flip_permutation)
         flipped = True
     matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     if cfg.p_affine > 0 and rng.random() < cfg.p_affine:
+        reference = pts.reshape(-1, pts.shape[-2], 2)[0]
         for _ in range(10):
-            m = random_affine_matrix(rng, (h, w), cfg.max_rotation, cfg.scale_range, cfg.max_shift)
+            m = _draw_affine(rng, cfg, (h, w), reference)
             moved = apply_affine(pts, m)
             if not cfg.keep_inside or (np.all(moved >= 0) and np.all(moved[..., 0] <= w - 1)
                                        and np.all(moved[..., 1] <= h - 1)):
                 matrix = m
                 break
         if not np.allclose(matrix, np.eye(2, 3)):
-            img, pts = warp_affine(img, pts, matrix)
+            img, pts = warp_affine(img, pts, matrix, border=cfg.border)
     if cfg.p_gamma > 0 and rng.random() < cfg.p_gamma:
-        img = adjust_gamma(img, rng.uniform(*cfg.gamma_range))
+        darken = rng.random() < cfg.p_gamma_darken
+        g = rng.uniform(*(cfg.gamma_darken if darken else cfg.gamma_brighten))
+        img = adjust_gamma(img, 1.0 / g)          # the original's convention: (v/255)^(1/g)
     if cfg.p_noise > 0 and rng.random() < cfg.p_noise:
         img = salt_and_pepper(img, rng.uniform(*cfg.noise_range), rng)
     if cfg.p_median > 0 and rng.random() < cfg.p_median:

@@ -11,7 +11,10 @@ Pieces:
 * `crop_face`, `landmarks_norm_to_original`: crop with cv2.warpAffine (zero padding, aspect kept) and
   map predictions back to original-image pixels.
 * `run_on_image`, `run_on_folder`, `run_on_video`: the whole job, writing a picture (or video) with the
-  landmarks drawn and a JSON of the points in original-image pixels per face.
+  landmarks drawn and a JSON of the points in original-image pixels, the detector's pass and its
+  `detection_score` per face (`min_score` drops weak detections, `max_faces` keeps the largest and
+  says when it cut; a tqdm bar for folders and videos).
+* `LandmarkModel(path).predict(image, box=None)`: the Python API (README "Python API").
 
 Expected failures (unreadable file, no face found, wrong model file) raise `errors.LandmarkError`
 subclasses with one line; the CLI (`test.py --image/--folder/--video`) turns them into exit status 2.
@@ -53,6 +56,18 @@ DEFAULT_MARGIN = 0.25
 # Too few faces for precision; the 25% crop margin absorbs errors of this size.
 HAAR_FACTORS = {68: (0.909, 0.0, 0.146), 98: (0.886, 0.044, 0.121), 29: (0.878, -0.022, 0.147)}
 HAAR_EXTENT, HAAR_SHIFT_X, HAAR_SHIFT_Y = HAAR_FACTORS[68]   # default for other layouts
+
+
+# Detection scores: Haar's final-stage sums (cv2 detectMultiScale3 level weights), written to the
+# JSON as "detection_score". On the 15 real photos of tests/data/real_samples (17 annotated faces and
+# 16 unannotated real faces found; `python bench/detector_compare.py`, bench/results/
+# detector_compare.md) the frontal cascade's real faces scored 4.06 .. 11.4 and its 4 false positives
+# (a sweater, an arm, a shirt, a raised fist) -0.08, 0.20, 3.23, 4.61: a threshold of 3.5 removes three
+# of the four and no face. The profile cascade scores on a lower scale (its true faces 1.0 .. 4.1), so
+# the threshold applies to frontal detections; profile boxes (searched only when no frontal face
+# passes) are kept and marked "detector": "profile" in the JSON.
+DEFAULT_MIN_SCORE = 3.5
+DEFAULT_MAX_FACES = 20
 
 
 def haar_factors(num_points: int) -> tuple:
@@ -300,15 +315,22 @@ class FaceDetector:
     with glasses); for such cases pass your own box (`--box x y w h`).
 
     Only frontal boxes are calibrated against the training crop (HAAR_FACTORS); rotated and profile
-    boxes use the same factors, a cruder approximation.
+    boxes use the same factors, a cruder approximation. Frontal detections scoring below `min_score`
+    are dropped (DEFAULT_MIN_SCORE: why 3.5); `cascade` picks another frontal cascade file of
+    cv2.data (alt, alt2, alt_tree: measured worse, bench/detector_compare.py).
     """
 
     def __init__(self, max_side: int = 800, min_face_fraction: float = 0.06, use_profile: bool = True,
-                 rotations: Sequence[float] = (20.0, -20.0)):
+                 rotations: Sequence[float] = (20.0, -20.0), cascade: str = "default",
+                 min_score: float = DEFAULT_MIN_SCORE):
         import cv2
 
+        if not np.isfinite(float(min_score)):
+            raise LandmarkError(f"--min-score {min_score}: must be a finite number")
+
         root = Path(cv2.data.haarcascades)
-        self.frontal = cv2.CascadeClassifier(str(root / "haarcascade_frontalface_default.xml"))
+        self.cascade = cascade
+        self.frontal = cv2.CascadeClassifier(str(root / f"haarcascade_frontalface_{cascade}.xml"))
         self.profile = cv2.CascadeClassifier(str(root / "haarcascade_profileface.xml"))
         if self.frontal.empty():
             raise LandmarkError(f"{root}: OpenCV Haar cascades not found; install "
@@ -317,6 +339,7 @@ class FaceDetector:
         self.min_face_fraction = min_face_fraction
         self.use_profile = use_profile and not self.profile.empty()
         self.rotations = tuple(rotations)
+        self.min_score = float(min_score)
 
     @staticmethod
     def _run(cascade, gray, min_size):
@@ -356,6 +379,8 @@ class FaceDetector:
         for angle in self.rotations:
             b, s = self._rotated(gray, angle, min_size)
             boxes, scores, kinds = boxes + b, scores + s, kinds + [f"frontal-rot{angle:+.0f}"] * len(b)
+        keep = [i for i, sc in enumerate(scores) if sc >= self.min_score]   # frontal scale only
+        boxes, scores, kinds = [boxes[i] for i in keep], [scores[i] for i in keep], [kinds[i] for i in keep]
         if not boxes and self.use_profile:
             b, s = self._run(self.profile, gray, min_size)
             boxes, scores, kinds = boxes + b, scores + s, kinds + ["profile"] * len(b)
@@ -410,10 +435,9 @@ def read_image_rgb(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: image not found; check the path")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise DataFormatError(f"{path}: not a readable image; pass a JPEG/PNG/BMP/PPM file")
+    from dataset_formats import decode_image   # the pixel-count cap, one line for any failure
+
+    img = decode_image(path, path.read_bytes())
     if img.dtype != np.uint8:
         img = cv2.convertScaleAbs(img, alpha=255.0 / max(1.0, float(img.max())))
     if img.ndim == 2:
@@ -423,16 +447,34 @@ def read_image_rgb(path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def detect_faces(image_rgb: np.ndarray, detector: Optional[FaceDetector] = None,
+                 box_xywh: Optional[Sequence[float]] = None,
+                 max_faces: int = DEFAULT_MAX_FACES) -> tuple[list, int]:
+    """(the faces to landmark, how many the detector found): `box_xywh` alone when given, else the
+    detector's faces, largest first, cut to the `max_faces` largest."""
+    if int(max_faces) < 1:
+        raise LandmarkError(f"--max-faces {max_faces}: must be >= 1")
+    if box_xywh is not None:
+        box = np.asarray(box_xywh, np.float32)
+        if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+            shown = " ".join(f"{float(v):g}" for v in np.ravel(np.asarray(box_xywh, np.float64)))
+            raise LandmarkError(f"--box {shown}: needs four finite numbers x y w h with w, h > 0")
+        return [Detection(box, 1.0, "given")], 1
+    detector = detector or FaceDetector()
+    dets = detector.detect(image_rgb)
+    return dets[:int(max_faces)], len(dets)
+
+
 def predict_faces(predictor: Predictor, image_rgb: np.ndarray, detector: Optional[FaceDetector] = None,
                   box_xywh: Optional[Sequence[float]] = None, margin: float = DEFAULT_MARGIN,
-                  max_faces: int = 20) -> list[dict]:
-    """Detect (or take `box_xywh`), crop like training, predict; one dict per face with the points in
-    original-image pixels. An empty list when no face is found."""
-    if box_xywh is not None:
-        dets = [Detection(np.asarray(box_xywh, np.float32), 1.0, "given")]
-    else:
-        detector = detector or FaceDetector()
-        dets = detector.detect(image_rgb)[:max_faces]
+                  max_faces: int = DEFAULT_MAX_FACES, report: Optional[dict] = None) -> list[dict]:
+    """Detect (or take `box_xywh`), crop like training, predict; one dict per face with its box,
+    detector pass, `detection_score` (Haar's stage sum; 1.0 for a given box) and the points in
+    original-image pixels. An empty list when no face is found. `report`, when given, receives
+    {"faces_found", "faces_kept"} (they differ when max_faces cut)."""
+    dets, found = detect_faces(image_rgb, detector, box_xywh, max_faces)
+    if report is not None:
+        report.update(faces_found=found, faces_kept=len(dets))
     if not dets:
         return []
     size = predictor.input_size
@@ -446,13 +488,26 @@ def predict_faces(predictor: Predictor, image_rgb: np.ndarray, detector: Optiona
         boxes.append(cb)
         crops.append(crop_face(image_rgb, cb, size))
     norm = predictor.predict_norm(np.stack(crops).astype(np.float32) / 255.0)
+    if not np.all(np.isfinite(norm)):
+        raise ModelError(f"{predictor.path}: the model predicts NaN or infinite landmarks (are its "
+                         f"weights finite?); retrain it or pass another --model")
     faces = []
     for d, cb, nm in zip(dets, boxes, norm):
         pts = landmarks_norm_to_original(nm, cb, size)
         faces.append({"box_xywh": [round(float(v), 2) for v in d.box_xywh], "detector": d.kind,
+                      "detection_score": round(float(d.score), 3),
                       "crop_box": [round(float(v), 2) for v in cb],
                       "landmarks_px": [[round(float(x), 3), round(float(y), 3)] for x, y in pts]})
     return faces
+
+
+def cap_notice(where, report: dict, max_faces: int) -> Optional[str]:
+    """The line that says max_faces cut some faces (None when it did not)."""
+    found, kept = report.get("faces_found", 0), report.get("faces_kept", 0)
+    if found <= kept:
+        return None
+    return (f"{where}: {found} faces found, kept the {kept} largest (--max-faces {max_faces}; raise "
+            f"it to keep more, or --min-score to drop weak detections)")
 
 
 def draw_landmarks(image_rgb: np.ndarray, faces: list[dict], color=(0, 255, 0)) -> np.ndarray:
@@ -480,30 +535,57 @@ def _write_image(path: Path, image_rgb: np.ndarray) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
+def _say(line: Optional[str]) -> None:
+    if line:
+        import sys
+
+        print(f"note: {line}", file=sys.stderr, flush=True)
+
+
 def run_on_image(predictor: Predictor, image_path, out_dir, box_xywh=None,
-                 detector: Optional[FaceDetector] = None, margin: float = DEFAULT_MARGIN) -> dict:
+                 detector: Optional[FaceDetector] = None, margin: float = DEFAULT_MARGIN,
+                 max_faces: int = DEFAULT_MAX_FACES, quiet: bool = False) -> dict:
     """Landmarks of every face in one photo. Writes <stem>_landmarks.jpg and <stem>_landmarks.json
-    (points in original-image pixels) into out_dir; returns the JSON record.
-    No face found -> LandmarkError (suggesting --box)."""
+    (points in original-image pixels) into out_dir; returns the JSON record, whose "drawn" is the
+    picture's path and "faces_found" the detector's count before the max_faces cut (a note on
+    stderr says when it cut, unless quiet). No face found -> LandmarkError (suggesting --box)."""
     from safe_io import atomic_write_json
 
     image_path = Path(image_path)
     image = read_image_rgb(image_path)
-    faces = predict_faces(predictor, image, detector, box_xywh, margin)
+    report: dict = {}
+    faces = predict_faces(predictor, image, detector, box_xywh, margin, max_faces, report)
     if not faces:
-        raise LandmarkError(f"{image_path}: no face found by the Haar detector; pass the face box "
-                            f"with --box x y w h")
+        floor = detector.min_score if detector is not None else DEFAULT_MIN_SCORE
+        raise LandmarkError(f"{image_path}: no face found by the Haar detector (score >= {floor:g}); "
+                            f"pass the face box with --box x y w h, or a lower --min-score")
+    if not quiet:
+        _say(cap_notice(image_path, report, max_faces))
     out_dir = Path(out_dir)
+    drawn = out_dir / f"{image_path.stem}_landmarks.jpg"
     record = {"image": str(image_path), "width": int(image.shape[1]), "height": int(image.shape[0]),
-              "model": predictor.path, "faces": faces}
-    _write_image(out_dir / f"{image_path.stem}_landmarks.jpg", draw_landmarks(image, faces))
+              "model": predictor.path, "drawn": str(drawn), "faces_found": report["faces_found"],
+              "faces": faces}
+    _write_image(drawn, draw_landmarks(image, faces))
     atomic_write_json(out_dir / f"{image_path.stem}_landmarks.json", record)
     return record
 
 
-def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: float = DEFAULT_MARGIN) -> dict:
-    """run_on_image on every image of a folder (sorted). Files without a face or unreadable are listed
-    in the summary (`failed`) rather than stopping the run; all.json collects every record."""
+def _progress(iterable, total: Optional[int], desc: str, unit: str, enabled: bool):
+    """tqdm on stderr when enabled (the CLI: --folder / --video), else the iterable itself."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=True, dynamic_ncols=True)
+
+
+def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: float = DEFAULT_MARGIN,
+                  detector: Optional[FaceDetector] = None, max_faces: int = DEFAULT_MAX_FACES,
+                  progress: bool = False) -> dict:
+    """run_on_image on every image of a folder (sorted), with a tqdm bar when `progress`. Files
+    without a face or unreadable are listed in the summary (`failed`) rather than stopping the run;
+    images where max_faces cut are listed in `capped`; all.json collects every record."""
     from safe_io import atomic_write_json
 
     folder = Path(folder)
@@ -512,15 +594,25 @@ def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise DataFormatError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-    detector = FaceDetector()
-    records, failed = [], []
-    for p in files:
+    detector = detector or FaceDetector()
+    records, failed, capped = [], [], []
+    for p in _progress(files, len(files), folder.name, "image", progress):
         try:
-            records.append(run_on_image(predictor, p, out_dir, box_xywh, detector, margin))
+            rec = run_on_image(predictor, p, out_dir, box_xywh, detector, margin, max_faces, quiet=True)
+        except ModelError:      # the model's fault: every image would fail the same way
+            raise
         except LandmarkError as err:
             failed.append({"image": str(p), "error": str(err)})
-    summary = {"folder": str(folder), "model": predictor.path, "images": records, "failed": failed}
+            continue
+        records.append(rec)
+        if rec["faces_found"] > len(rec["faces"]):
+            capped.append(str(p))
+    summary = {"folder": str(folder), "model": predictor.path, "images": records, "failed": failed,
+               "capped": capped}
     atomic_write_json(Path(out_dir) / "all.json", summary)
+    if capped:
+        _say(f"{folder}: --max-faces {max_faces} cut faces in {len(capped)} image(s) (listed in "
+             f"all.json \"capped\")")
     if not records:
         raise LandmarkError(f"{folder}: no face found in any of {len(files)} images; pass --box or "
                             f"check the photos")
@@ -528,10 +620,12 @@ def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: 
 
 
 def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margin: float = DEFAULT_MARGIN,
-                 max_frames: Optional[int] = None) -> dict:
-    """Landmarks on every frame of a video (cv2.VideoCapture). Writes <stem>_landmarks.mp4 with the
-    points drawn and <stem>_landmarks.json: {"video", "fps", "frames": [{"frame": i, "faces": [...]}]}
-    (frames without a face have an empty list)."""
+                 max_frames: Optional[int] = None, detector: Optional[FaceDetector] = None,
+                 max_faces: int = DEFAULT_MAX_FACES, progress: bool = False) -> dict:
+    """Landmarks on every frame of a video (cv2.VideoCapture), with a tqdm bar when `progress`.
+    Writes <stem>_landmarks.mp4 with the points drawn and <stem>_landmarks.json: {"video", "fps",
+    "drawn", "frames": [{"frame": i, "faces": [...]}], "capped_frames"} (frames without a face have
+    an empty list)."""
     import cv2
 
     from safe_io import atomic_path, atomic_write_json
@@ -539,16 +633,23 @@ def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margi
     video_path = Path(video_path)
     if not video_path.is_file():
         raise DataFormatError(f"{video_path}: video not found; check the path")
+    # FFmpeg prints its own complaint ("moov atom not found") on stderr beside our one line;
+    # quiet (AV_LOG_QUIET) unless the user set a level. Read when the first capture opens.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cap = cv2.VideoCapture(str(video_path))
     ok, frame = cap.read() if cap.isOpened() else (False, None)
     if not ok:
         cap.release()
         raise DataFormatError(f"{video_path}: not a readable video; pass an .mp4/.avi file OpenCV can open")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+    if max_frames is not None:
+        total = min(total, int(max_frames)) if total else int(max_frames)
     out_dir = Path(out_dir)
-    detector = FaceDetector()
-    frames = []
+    detector = detector or FaceDetector()
+    frames, capped = [], []
     out_video = out_dir / f"{video_path.stem}_landmarks.mp4"
+    bar = _progress(None, total, video_path.name, "frame", progress) if progress else None
     with atomic_path(out_video, suffix=".mp4") as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                  (frame.shape[1], frame.shape[0]))
@@ -556,18 +657,98 @@ def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margi
         try:
             while ok and (max_frames is None or i < max_frames):
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                faces = predict_faces(predictor, rgb, detector, box_xywh, margin)
+                report: dict = {}
+                faces = predict_faces(predictor, rgb, detector, box_xywh, margin, max_faces, report)
                 frames.append({"frame": i, "faces": faces})
+                if report["faces_found"] > report["faces_kept"]:
+                    capped.append(i)
                 if writer.isOpened():
                     writer.write(cv2.cvtColor(draw_landmarks(rgb, faces), cv2.COLOR_RGB2BGR))
                 i += 1
+                if bar is not None:
+                    bar.update(1)
                 ok, frame = cap.read()
         finally:
             writer.release()
             cap.release()
-    record = {"video": str(video_path), "fps": fps, "model": predictor.path,
-              "frames_with_face": sum(1 for f in frames if f["faces"]), "frames": frames}
+            if bar is not None:
+                bar.close()
+    record = {"video": str(video_path), "fps": fps, "model": predictor.path, "drawn": str(out_video),
+              "frames_with_face": sum(1 for f in frames if f["faces"]), "capped_frames": capped,
+              "frames": frames}
     atomic_write_json(out_dir / f"{video_path.stem}_landmarks.json", record)
+    if capped:
+        _say(f"{video_path}: --max-faces {max_faces} cut faces in {len(capped)} frame(s) (listed in "
+             f"the JSON's \"capped_frames\")")
     if record["frames_with_face"] == 0:
         raise LandmarkError(f"{video_path}: no face found in any of {len(frames)} frames; pass --box x y w h")
     return record
+
+
+# ----------------------------------------------------------------------------------------------
+# Python API
+# ----------------------------------------------------------------------------------------------
+
+
+class LandmarkModel:
+    """Landmarks for image arrays from Python, with a Keras (.keras) or TFLite (.tflite) model.
+
+        model = LandmarkModel("models/students/300w_kd.keras")
+        points = model.predict(image_rgb)                  # (N, 2) of the largest face, image pixels
+        points = model.predict(image_rgb, box=(x, y, w, h))  # a face box you already have
+        faces = model.predict_all(image_rgb)               # every detected face, with its score
+
+    Images are RGB uint8 arrays (H, W, 3) (cv2.imread gives BGR: convert with cv2.cvtColor, or pass
+    a file path, read with read_image_rgb) or grey (H, W). A given box is taken as the box of the
+    landmarks (the training crop adds the margin around it); without a box the Haar detector runs
+    (min_score, max_faces as in test.py). No face found -> errors.LandmarkError.
+    """
+
+    def __init__(self, path, min_score: float = DEFAULT_MIN_SCORE, max_faces: int = DEFAULT_MAX_FACES,
+                 margin: float = DEFAULT_MARGIN):
+        self.predictor = load_predictor(path)
+        self.path = self.predictor.path
+        self.input_size = self.predictor.input_size
+        self.num_points = self.predictor.num_points
+        self.margin = float(margin)
+        self.max_faces = int(max_faces)
+        self._min_score = float(min_score)
+        self._detector: Optional[FaceDetector] = None
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:   # built on first use: a given box needs no cascade
+            self._detector = FaceDetector(min_score=self._min_score)
+        return self._detector
+
+    @staticmethod
+    def _image(image) -> np.ndarray:
+        import cv2
+
+        if isinstance(image, (str, Path)):
+            return read_image_rgb(image)
+        img = np.asarray(image)
+        if img.ndim == 2:
+            img = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_GRAY2RGB)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise DataFormatError(f"image of shape {img.shape} and type {img.dtype}: pass an RGB uint8 "
+                                  f"array (H, W, 3), a grey (H, W) one, or a file path")
+        return img
+
+    def predict_all(self, image, box=None) -> list[dict]:
+        """Every face (largest first, at most max_faces): dicts with "box_xywh", "detector",
+        "detection_score", "crop_box" and "landmarks" (float32 (N, 2), image pixels)."""
+        img = self._image(image)
+        faces = predict_faces(self.predictor, img, None if box is not None else self.detector, box,
+                              self.margin, self.max_faces)
+        for f in faces:
+            f["landmarks"] = np.asarray(f.pop("landmarks_px"), np.float32)
+        return faces
+
+    def predict(self, image, box=None) -> np.ndarray:
+        """Landmarks (N, 2) float32 in image pixels of the face in `box` (x, y, w, h), or of the
+        largest detected face when box is None."""
+        faces = self.predict_all(image, box)
+        if not faces:
+            raise LandmarkError("no face found by the Haar detector; pass box=(x, y, w, h)")
+        return faces[0]["landmarks"]

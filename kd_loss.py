@@ -1,4 +1,4 @@
-"""KD-Loss of Fard & Mahoor 2022 (METHOD.md section 5), vectorised TensorFlow.
+"""KD-Loss of Fard & Mahoor 2022 (METHOD.md section 5), in keras.ops (any Keras backend).
 
 Every function works per scalar coordinate on tensors of shape (B, 2N) and returns the mean over the
 batch and all 2N coordinates. Notation: G ground truth, P student prediction, T a teacher's
@@ -9,10 +9,11 @@ Reflection and boundary, per coordinate, with s = sign(P - G) and t = |T - G|:
     T' = G + s t                 (the teacher mirrored onto the student's side of G)
     B  = G + s beta t            (the boundary of the low-influence region)
 Assistive loss of one teacher, with e = |P - G|:
-    ALoss_T = mean(w * |T' - P|), w a constant (tf.stop_gradient) chosen by region:
+    ALoss_T = mean(w * |T' - P|), w a constant (ops.stop_gradient) chosen by region:
+      teacher exact   t = 0                : w = 0       (T = G: both weights vanish)
       positive        e > t                : w = alpha
-      negative        beta t < e <= t      : w = alpha_neg        (alpha_neg < 0)
-      low-influence   e <= beta t          : w = 0                       (preset "code")
+      negative        beta t <= e <= t     : w = alpha_neg        (alpha_neg < 0)
+      low-influence   e < beta t           : w = 0                       (preset "code")
                                              w = alpha_neg e / (beta t)  (preset "paper", a ramp
                                                                           from 0 at G to alpha_neg at B)
 Main loss, with e = |G - P| and d = |G - S|:
@@ -21,19 +22,19 @@ Total: KD = w_main main + w_tough ALoss_Tough + w_tol ALoss_Tol.
 
 Boundaries and edge cases (comparisons are exact, in the inputs' dtype):
   * P exactly on T' (e = t > 0): negative region, |T' - P| = 0, so the term is 0 (its gradient
-    there is 0 too: TensorFlow's |x| has gradient sign(0) = 0).
-  * P exactly on B (e = beta t > 0): low-influence region: w = 0 ("code") or w = alpha_neg
-    ("paper", the end of the ramp, so the paper's weight is continuous at B).
-  * T = G exactly (t = 0): B = T' = G. If P != G, e > 0 = t: positive region, w = alpha, the term is
-    alpha |P - G| (the teacher is perfect, so the student is simply pulled to G). If also P = G:
-    low region with weight 0 (the ramp's 0/0 is defined as 0).
-  * P = G (e = 0): s = 0, so T' = B = G and |T' - P| = 0: the term is 0 whatever the teacher;
-    the weight is that of the low region (0 in both presets).
+    there is 0 too: |x| has gradient sign(0) = 0).
+  * P exactly on B (e = beta t > 0): negative region, w = alpha_neg, in both presets (the authors'
+    code tests `>= 0` there; for "paper" it is also the end of the ramp, so the weight is continuous).
+  * T = G exactly (t = 0): B = T' = G; both weights vanish (w = 0 for any P): a teacher with no
+    error says nothing about which side to pull from, and the main loss already pulls P to G.
+  * P = G (e = 0) with t > 0: s = 0, so T' = B = G and |T' - P| = 0: the term is 0 whatever the
+    teacher; the weight is that of the low region (0 in both presets).
   * Main loss at e = d: the L1 branch, c d (both branches agree there). d = 0 gives e^2 for any e.
 Gradients: d|T' - P|/dP = sign(P - T'); with w = alpha > 0 beyond T' and w = alpha_neg < 0 between
 G and T', dALoss/dP always has the sign of P - G: every non-zero term pulls the student toward G.
 
-Student modes (`KDLoss(cfg, mode)`):
+Student modes (`KDLoss(cfg, mode)`; `MODES` is the one list of them, the trainers and the
+configuration read it from here):
   * "kd": the full loss above (the Tolerant teacher's error d in the main loss, both assistive terms).
   * "tough-only": only the Tough teacher is available, so it also supplies the main loss's d
     (d = |G - A|) and only its assistive term is added (w_main main + w_tough ALoss_Tough).
@@ -46,62 +47,66 @@ Teachers are trained with `l2_loss` (mean squared error, batch and coordinates a
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
-import tensorflow as tf
+import keras
+from keras import ops
 
-from configuration import LOSS_PRESETS, LossConfig, loss_config
+from configuration import DEFAULT_LOSS_PRESET, LOSS_PRESETS, LossConfig, loss_config
 from errors import ConfigError
 
-MODES = ("kd", "tough-only", "tolerant-only", "l2")
+# student mode -> (needs the Tough teacher, needs the Tolerant teacher)
+MODE_TEACHERS = {"kd": (True, True), "l2": (False, False), "tough-only": (True, False),
+                 "tolerant-only": (False, True)}
+MODES = tuple(MODE_TEACHERS)
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is a student mode, else ConfigError listing MODES."""
+    if mode not in MODE_TEACHERS:
+        raise ConfigError(f"--student-mode {mode!r}: choose one of {', '.join(MODES)}")
+    return mode
 
 
 def _cfg(cfg: Union[LossConfig, str, None]) -> LossConfig:
     if cfg is None:
-        from configuration import DEFAULT_LOSS_PRESET
         return LOSS_PRESETS[DEFAULT_LOSS_PRESET]
     if isinstance(cfg, str):
         return loss_config(cfg)
     return cfg
 
 
-def _as_tensor(x, dtype=None):
-    x = tf.convert_to_tensor(x)
-    if dtype is not None and x.dtype != dtype:
-        x = tf.cast(x, dtype)
-    return x
-
-
 def _prepare(G, P, *others):
     """Cast everything to P's float dtype; G and teachers are constants (stop_gradient)."""
-    P = _as_tensor(P)
-    if not P.dtype.is_floating:
-        P = tf.cast(P, tf.float32)
-    dt = P.dtype
-    G = tf.stop_gradient(_as_tensor(G, dt))
-    rest = [tf.stop_gradient(_as_tensor(o, dt)) for o in others]
+    P = ops.convert_to_tensor(P)
+    dt = keras.backend.standardize_dtype(P.dtype)
+    if not keras.backend.is_float_dtype(dt):
+        dt = "float32"
+        P = ops.cast(P, dt)
+    G = ops.stop_gradient(ops.cast(G, dt))
+    rest = [ops.stop_gradient(ops.cast(o, dt)) for o in others]
     return (G, P, *rest)
 
 
 def l2_loss(y_true, y_pred):
     """Mean squared error over the batch and all coordinates (teachers and the L2 baseline)."""
     y_true, y_pred = _prepare(y_true, y_pred)
-    return tf.reduce_mean(tf.square(y_pred - y_true))
+    return ops.mean(ops.square(y_pred - y_true))
 
 
 def main_loss_elementwise(G, P, S, cfg=None):
     """Per-coordinate main loss (same shape as P): c e for e <= d, e^2 + c d - d^2 beyond."""
     cfg = _cfg(cfg)
     G, P, S = _prepare(G, P, S)
-    c = tf.constant(cfg.main_slope, P.dtype)
-    e = tf.abs(G - P)
-    d = tf.abs(G - S)
-    return tf.where(e <= d, c * e, tf.square(e) + c * d - tf.square(d))
+    c = ops.convert_to_tensor(cfg.main_slope, P.dtype)
+    e = ops.abs(G - P)
+    d = ops.abs(G - S)
+    return ops.where(e <= d, c * e, ops.square(e) + c * d - ops.square(d))
 
 
 def main_loss(G, P, S, cfg=None):
     """Main loss averaged over batch and coordinates; S supplies d = |G - S|."""
-    return tf.reduce_mean(main_loss_elementwise(G, P, S, cfg))
+    return ops.mean(main_loss_elementwise(G, P, S, cfg))
 
 
 def assistive_weight(G, P, T, alpha, alpha_neg, cfg=None):
@@ -109,58 +114,52 @@ def assistive_weight(G, P, T, alpha, alpha_neg, cfg=None):
     cfg = _cfg(cfg)
     G, P, T = _prepare(G, P, T)
     dt = P.dtype
-    beta = tf.constant(cfg.beta, dt)
-    a = tf.constant(alpha, dt)
-    an = tf.constant(alpha_neg, dt)
-    e = tf.abs(P - G)
-    t = tf.abs(T - G)
+    beta = ops.convert_to_tensor(cfg.beta, dt)     # (ops.cast would round a Python float to float32)
+    a = ops.convert_to_tensor(alpha, dt)
+    an = ops.convert_to_tensor(alpha_neg, dt)
+    e = ops.abs(P - G)
+    t = ops.abs(T - G)
     bt = beta * t
-    zero = tf.zeros_like(e)
+    zero = ops.zeros_like(e)
     if cfg.low_region == "zero":
         low = zero
     elif cfg.low_region == "ramp":
-        low = an * tf.math.divide_no_nan(e, bt)     # 0 at G, alpha_neg at B; 0 when t = 0
+        low = an * ops.divide_no_nan(e, bt)     # 0 at G, alpha_neg at B
     else:
         raise ConfigError(f"low_region={cfg.low_region!r}: use 'zero' (code) or 'ramp' (paper)")
-    w = tf.where(e > t, a * tf.ones_like(e), tf.where(e > bt, an * tf.ones_like(e), low))
-    return tf.stop_gradient(w)
+    w = ops.where(e > t, a * ops.ones_like(e), ops.where(e >= bt, an * ops.ones_like(e), low))
+    return ops.stop_gradient(ops.where(t > 0, w, zero))     # T = G: both weights vanish
 
 
 def reflect(G, P, T):
     """T' = G + sign(P - G) |T - G|: the teacher mirrored onto the student's side (no gradient)."""
     G, P, T = _prepare(G, P, T)
-    return tf.stop_gradient(G + tf.sign(P - G) * tf.abs(T - G))
+    return ops.stop_gradient(G + ops.sign(P - G) * ops.abs(T - G))
 
 
 def boundary(G, P, T, cfg=None):
     """B = G + sign(P - G) beta |T - G|."""
     cfg = _cfg(cfg)
     G, P, T = _prepare(G, P, T)
-    return tf.stop_gradient(G + tf.sign(P - G) * tf.constant(cfg.beta, P.dtype) * tf.abs(T - G))
+    return ops.stop_gradient(G + ops.sign(P - G) * ops.convert_to_tensor(cfg.beta, P.dtype) * ops.abs(T - G))
 
 
 def assistive_loss_elementwise(G, P, T, alpha, alpha_neg, cfg=None):
     """Per-coordinate w * |T' - P| of one teacher."""
     cfg = _cfg(cfg)
     G, P, T = _prepare(G, P, T)
-    t_ref = tf.stop_gradient(G + tf.sign(P - G) * tf.abs(T - G))
     w = assistive_weight(G, P, T, alpha, alpha_neg, cfg)
-    return w * tf.abs(t_ref - P)
+    return w * ops.abs(reflect(G, P, T) - P)
 
 
 def assistive_loss(G, P, T, alpha, alpha_neg, cfg=None):
     """ALoss_T = mean(w * |T' - P|) over batch and coordinates."""
-    return tf.reduce_mean(assistive_loss_elementwise(G, P, T, alpha, alpha_neg, cfg))
+    return ops.mean(assistive_loss_elementwise(G, P, T, alpha, alpha_neg, cfg))
 
 
 def kd_loss_terms(G, P, A, S, cfg=None) -> dict:
     """All terms of the full KD-Loss: {"main", "tough", "tolerant", "total"} (scalars)."""
-    cfg = _cfg(cfg)
-    main = main_loss(G, P, S, cfg)
-    tough = assistive_loss(G, P, A, cfg.alpha_tough, cfg.alpha_neg_tough, cfg)
-    tolerant = assistive_loss(G, P, S, cfg.alpha_tol, cfg.alpha_neg_tol, cfg)
-    total = cfg.w_main * main + cfg.w_tough * tough + cfg.w_tol * tolerant
-    return {"main": main, "tough": tough, "tolerant": tolerant, "total": total}
+    return KDLoss(cfg, "kd").terms(G, P, A, S)
 
 
 class KDLoss:
@@ -169,41 +168,40 @@ class KDLoss:
     modes "kd", "tough-only", "tolerant-only" and "l2"."""
 
     def __init__(self, cfg: Union[LossConfig, str, None] = None, mode: str = "kd"):
-        if mode not in MODES:
-            raise ConfigError(f"student mode {mode!r}: choose one of {', '.join(MODES)}")
         self.cfg = _cfg(cfg)
-        self.mode = mode
+        self.mode = check_mode(mode)
 
     @property
     def needs_tough(self) -> bool:
-        return self.mode in ("kd", "tough-only")
+        return MODE_TEACHERS[self.mode][0]
 
     @property
     def needs_tolerant(self) -> bool:
-        return self.mode in ("kd", "tolerant-only")
+        return MODE_TEACHERS[self.mode][1]
 
-    def terms(self, G, P, A: Optional[tf.Tensor] = None, S: Optional[tf.Tensor] = None) -> dict:
+    def terms(self, G, P, A=None, S=None) -> dict:
         cfg = self.cfg
         if self.needs_tough and A is None:
             raise ConfigError(f"KD-Loss mode {self.mode!r} needs the Tough teacher's predictions")
         if self.needs_tolerant and S is None:
             raise ConfigError(f"KD-Loss mode {self.mode!r} needs the Tolerant teacher's predictions")
         G, P = _prepare(G, P)
-        zero = tf.zeros((), P.dtype)
+        zero = ops.zeros((), P.dtype)
         if self.mode == "l2":
             main = l2_loss(G, P)
             return {"main": main, "tough": zero, "tolerant": zero, "total": main}
-        if self.mode == "kd":
-            return kd_loss_terms(G, P, A, S, cfg)
-        if self.mode == "tough-only":
-            main = main_loss(G, P, A, cfg)
-            tough = assistive_loss(G, P, A, cfg.alpha_tough, cfg.alpha_neg_tough, cfg)
-            total = cfg.w_main * main + cfg.w_tough * tough
-            return {"main": main, "tough": tough, "tolerant": zero, "total": total}
-        main = main_loss(G, P, S, cfg)       # tolerant-only
-        tolerant = assistive_loss(G, P, S, cfg.alpha_tol, cfg.alpha_neg_tol, cfg)
-        total = cfg.w_main * main + cfg.w_tol * tolerant
-        return {"main": main, "tough": zero, "tolerant": tolerant, "total": total}
+        # the main loss's d comes from the Tolerant teacher, or from the only teacher present
+        main = main_loss(G, P, S if self.needs_tolerant else A, cfg)
+        tough = assistive_loss(G, P, A, cfg.alpha_tough, cfg.alpha_neg_tough, cfg) \
+            if self.needs_tough else zero
+        tolerant = assistive_loss(G, P, S, cfg.alpha_tol, cfg.alpha_neg_tol, cfg) \
+            if self.needs_tolerant else zero
+        total = cfg.w_main * main
+        if self.needs_tough:
+            total = total + cfg.w_tough * tough
+        if self.needs_tolerant:
+            total = total + cfg.w_tol * tolerant
+        return {"main": main, "tough": tough, "tolerant": tolerant, "total": total}
 
     def __call__(self, G, P, A=None, S=None):
         return self.terms(G, P, A, S)["total"]

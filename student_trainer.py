@@ -24,28 +24,34 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from errors import ConfigError, ModelError, quiet_tensorflow, run_cli
+from errors import ConfigError, ModelError, run_cli
+from runtime import quiet_tensorflow
 
 quiet_tensorflow()
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
+from keras import ops  # noqa: E402
+from keras.src.losses.loss import scale_loss_for_distribution  # noqa: E402  (what keras.losses.Loss applies)
 
 import configuration as C  # noqa: E402
+import data_util as du  # noqa: E402
 import training  # noqa: E402
-from kd_loss import KDLoss  # noqa: E402
+from kd_loss import MODE_TEACHERS, MODES, KDLoss, check_mode  # noqa: E402
 from safe_io import atomic_save_npy, atomic_write_json  # noqa: E402
 
-MODES = ("kd", "l2", "tough-only", "tolerant-only")
-TERMS = ("main", "tough", "tolerant")
 
 
 class Distiller(keras.Model):
-    """Student + frozen teachers; train_step applies KD-Loss gradients to the student only.
+    """The student and its frozen teachers, as keras-io's knowledge-distillation example writes it:
+    `call` is the student's, `compute_loss` applies KD-Loss, so a plain `fit` trains it after one
+    `compile` (with the student's optimizer); only the student's weights are trainable. Written in
+    keras.ops, so it runs on any Keras backend (TensorFlow here; JAX where TensorFlow is absent).
 
-    Batches are (x, y) with y a dict {"landmarks": G (B, 2N)} and optionally the cached teacher
-    predictions {"tough": A, "tolerant": S}; missing predictions are computed on the batch.
+    Batches are (x, y) with y the ground truth G (B, 2N) or a dict {"landmarks": G} that may carry
+    the cached teacher predictions {"tough": A, "tolerant": S}; missing predictions are computed on
+    the batch by the frozen teachers. Besides the total ("loss"), fit logs the KD-Loss terms
+    "main", "tough" and "tolerant". Saving a Distiller saves its student.
     """
 
     def __init__(self, student: keras.Model, tough: Optional[keras.Model] = None,
@@ -63,11 +69,9 @@ class Distiller(keras.Model):
         for teacher in (tough, tolerant):
             if teacher is not None:
                 teacher.trainable = False
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss",) + TERMS}
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
+        self.main_tracker = keras.metrics.Mean(name="main")
+        self.tough_tracker = keras.metrics.Mean(name="tough")
+        self.tolerant_tracker = keras.metrics.Mean(name="tolerant")
 
     def call(self, x, training=False):
         return self.student(x, training=training)
@@ -76,58 +80,29 @@ class Distiller(keras.Model):
         """Saving a Distiller saves its student only."""
         return self.student.save(filepath, *args, **kwargs)
 
-    # -- the loss --------------------------------------------------------------------------------
-    @staticmethod
-    def _split(y):
-        if isinstance(y, dict):
-            return y["landmarks"], y.get("tough"), y.get("tolerant")
-        return y, None, None
-
     def teacher_predictions(self, x, y):
-        """(A, S): the cached predictions in y if present, else the frozen teachers on x."""
-        _, a, s = self._split(y)
+        """(A, S) as float32 constants: the cached predictions in y, else the teachers on x."""
+        cached = y if isinstance(y, dict) else {}
+        a, s = cached.get("tough"), cached.get("tolerant")
         if self.kd_loss.needs_tough and a is None:
             a = self.tough(x, training=False)
         if self.kd_loss.needs_tolerant and s is None:
             s = self.tolerant(x, training=False)
-        a = None if a is None else tf.stop_gradient(tf.cast(a, tf.float32))
-        s = None if s is None else tf.stop_gradient(tf.cast(s, tf.float32))
-        return a, s
+        return tuple(None if p is None else ops.stop_gradient(ops.cast(p, "float32"))
+                     for p in (a, s))
 
-    def loss_terms(self, x, y, training: bool = False) -> dict:
-        """KD-Loss terms {"main", "tough", "tolerant", "total"} of the student on one batch."""
-        g, _, _ = self._split(y)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        g = y["landmarks"] if isinstance(y, dict) else y
         a, s = self.teacher_predictions(x, y)
-        p = self.student(x, training=training)
-        return self.kd_loss.terms(tf.cast(g, tf.float32), tf.cast(p, tf.float32), a, s)
-
-    def _update(self, terms):
-        self.trackers["loss"].update_state(terms["total"])
-        for name in TERMS:
-            self.trackers[name].update_state(terms[name])
-        return {name: m.result() for name, m in self.trackers.items()}
-
-    def train_step(self, data):
-        x, y = data[0], data[1]
-        g, _, _ = self._split(y)
-        a, s = self.teacher_predictions(x, y)
-        with tf.GradientTape() as tape:
-            p = self.student(x, training=True)
-            terms = self.kd_loss.terms(tf.cast(g, tf.float32), tf.cast(p, tf.float32), a, s)
-            loss = terms["total"]
-            if self.student.losses:
-                loss = loss + tf.add_n([tf.cast(v, loss.dtype) for v in self.student.losses])
-            # gradients are summed over replicas: scale so that their sum is the global mean
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
-        variables = self.student.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
-        return self._update(terms)
-
-    def test_step(self, data):
-        x, y = data[0], data[1]
-        return self._update(self.loss_terms(x, y, training=False))
+        terms = self.kd_loss.terms(ops.cast(g, "float32"), ops.cast(y_pred, "float32"), a, s)
+        batch = ops.shape(y_pred)[0]
+        for tracker in (self.main_tracker, self.tough_tracker, self.tolerant_tracker):
+            tracker.update_state(terms[tracker.name], sample_weight=batch)
+        loss = terms["total"]
+        for extra in self.student.losses:          # regularisation terms of the student, if any
+            loss = loss + ops.cast(ops.sum(extra), loss.dtype)
+        # fit sums the gradients of the replicas: each replica's loss is its share of the mean
+        return scale_loss_for_distribution(loss)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +115,8 @@ def default_teacher_path(dataset: str, kind: str) -> Path:
 
 
 def _teacher_command(cfg: C.TrainConfig, kind: str) -> str:
-    cmd = f"python teacher_trainer.py --dataset {cfg.dataset} --teacher {kind}"
+    data = f"--custom-spec {cfg.custom_spec}" if cfg.custom_spec else f"--dataset {cfg.dataset}"
+    cmd = f"python teacher_trainer.py {data} --teacher {kind}"   # runnable as printed, custom data too
     if cfg.input_size != 224:
         cmd += f" --input-size {cfg.input_size}"
     if cfg.root:
@@ -163,7 +139,7 @@ def load_teacher(cfg: C.TrainConfig, kind: str, path, num_points: int) -> keras.
 
 
 def _teacher_key(path: Optional[Path], data: training.TrainData) -> dict:
-    manifest = training._manifest(data.prepared_dir)
+    manifest = data.train.manifest
     key = {"pool": data.pool_key(), "prepared_dir": str(Path(data.prepared_dir).resolve()),
            "prepared": manifest.get("created"), "train_aug": manifest.get("train_aug"),
            "input_size": int(data.cfg.input_size)}
@@ -225,11 +201,9 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
 
     `tough` / `tolerant`: teacher paths (default models/teachers/...) or keras.Model objects.
     `builder(num_points, input_size)` replaces MobileNetV2 (tests use a tiny network)."""
-    mode = cfg.student_mode
-    if mode not in MODES:
-        raise ConfigError(f"--student-mode {mode!r}: choose one of {', '.join(MODES)}")
+    mode = check_mode(cfg.student_mode)
     info = C.dataset_info(cfg.dataset)
-    needs = {"tough": mode in ("kd", "tough-only"), "tolerant": mode in ("kd", "tolerant-only")}
+    needs = dict(zip(("tough", "tolerant"), MODE_TEACHERS[mode]))
     given = {"tough": tough, "tolerant": tolerant}
     paths = {}
     for kind in ("tough", "tolerant"):   # fail fast, before any data or model work
@@ -243,8 +217,14 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
     training.check_outputs(cfg, f"student-{mode}", out)
 
     strategy = training.setup_runtime(cfg)
-    data = training.load_training_data(cfg)
-    run = training.Run(cfg, f"student-{mode}", strategy)
+    # the run folder (lock, resume check: the teacher files are part of what is trained) first
+    run = training.Run(cfg, f"student-{mode}", strategy,
+                       identity={k: training.file_identity(paths.get(k)) for k in needs if needs[k]})
+    try:
+        data = training.load_training_data(cfg)
+    except BaseException:
+        run.release()
+        raise
     v = training.verbosity(verbose)
 
     def build():
@@ -255,47 +235,52 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
                                        width_multiplier=cfg.width_multiplier, weights=cfg.weights)
 
     teachers = {}
-    with strategy.scope():
-        for kind in ("tough", "tolerant"):
-            if not needs[kind]:
-                continue
-            teachers[kind] = given[kind] if isinstance(given[kind], keras.Model) else \
-                load_teacher(cfg, kind, paths[kind], info.num_points)
-            teachers[kind].trainable = False
+    try:
+        with strategy.scope():
+            for kind in ("tough", "tolerant"):
+                if not needs[kind]:
+                    continue
+                teachers[kind] = given[kind] if isinstance(given[kind], keras.Model) else \
+                    load_teacher(cfg, kind, paths[kind], info.num_points)
+                teachers[kind].trainable = False
+    except BaseException:
+        run.release()
+        raise
 
-    fit_wrapper = extra_targets = None
-    targets = "landmarks"
-    augment_fn = training.default_online_augment(info) if cfg.augment == "online" else None
-    if mode != "l2":
-        targets = "dict"
-
-        def fit_wrapper(student):
-            distiller = Distiller(student, teachers.get("tough"), teachers.get("tolerant"),
-                                  loss_config=C.loss_config(cfg.loss_preset), mode=mode)
-            distiller.compile(optimizer=student.optimizer, jit_compile=bool(cfg.jit_compile))
-            student.compile(optimizer=distiller.optimizer, loss="mse",
-                            jit_compile=bool(cfg.jit_compile))
-            return distiller
-
-        if cfg.cache_teacher_predictions and cfg.augment in ("offline", "none"):
-            def extra_targets(_distiller):
-                return {kind: cached_teacher_predictions(run.dir, kind, model, paths.get(kind), data,
-                                                         batch_size=max(int(cfg.batch_size), 32),
-                                                         verbose=v)
-                        for kind, model in teachers.items()}
-
-    result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, build=build,
-                                fit_wrapper=fit_wrapper, targets=targets,
-                                extra_targets=extra_targets, augment_fn=augment_fn, output=out,
-                                verbose=verbose, checkpoint_every=checkpoint_every)
+    augment_fn = du.default_online_augment(info) if cfg.augment == "online" else None
+    student = training.restore_or_build(cfg, run, strategy, build,
+                                       steps_per_epoch=data.steps_per_epoch())
+    fit_on, extra = student, None
+    try:
+        if mode != "l2":
+            with strategy.scope():
+                fit_on = Distiller(student, teachers.get("tough"), teachers.get("tolerant"),
+                                   loss_config=C.loss_config(cfg.loss_preset), mode=mode)
+                fit_on.compile(optimizer=student.optimizer, jit_compile=bool(cfg.jit_compile))
+            if cfg.cache_teacher_predictions and cfg.augment in ("offline", "none"):
+                extra = {kind: cached_teacher_predictions(run.dir, kind, model, paths.get(kind), data,
+                                                          batch_size=max(int(cfg.batch_size), 32),
+                                                          verbose=v)
+                         for kind, model in teachers.items()}
+    except BaseException:
+        run.release()
+        raise
+    result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, model=student,
+                                fit_on=fit_on, targets="landmarks" if mode == "l2" else "dict",
+                                extra=extra, augment_fn=augment_fn, output=out, verbose=verbose,
+                                checkpoint_every=checkpoint_every)
     if v:
         print(result.summary(f"student ({mode})"), flush=True)
+    warning = result.warning(f"student ({mode})")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return result
 
 
 def main(argv=None, builder: Optional[Callable] = None) -> int:
     parser = training.build_parser(__doc__.split("\n\n")[0],
-                                   skip=("teacher_dropout", "asm_variance"))
+                                   skip=("teacher_dropout", "asm_variance"),
+                                   choices={"student_mode": MODES})
     parser.add_argument("--tough", metavar="PATH", default=None,
                         help="Tough teacher (default models/teachers/<dataset>_tough.keras)")
     parser.add_argument("--tolerant", metavar="PATH", default=None,

@@ -36,8 +36,9 @@ API
 * `render_face(rng, image_size=None, difficulty="normal", clean=False, frontal=False,
   occluder=None, return_debug=False) -> (image RGB uint8, {68: (68,2), 98: (98,2), 29: (29,2)}, flags)`
 * `generate(dataset, root, num_train, num_test, seed=0, image_size=None, workers=None, progress=False)`
-* `generate_default(dataset, root=None)`: the embedded default sizes (`DEFAULT_SIZES`: 300W 600
-  train / 150 test, COFW 500 / 150, WFLW 600 / 200; seed 0), skipped when `root/SYNTHETIC.json`
+* `generate_default(dataset, root=None)`: the embedded default sizes (`DEFAULT_SIZES`: 300W 3000
+  train / 300 test (the demo's students learn from 3000 faces far better than from 600),
+  COFW 500 / 150, WFLW 600 / 200; seed 0), skipped when `root/SYNTHETIC.json`
   already records the same request. Cost: about 0.12-0.15 CPU-seconds per face (2 worker
   processes), i.e. about 1 minute per dataset on 2 free cores.
 * CLI: `python synthetic_faces.py --dataset 300w|cofw|wflw|all --out data/synthetic --train N
@@ -49,6 +50,8 @@ more occluders, blur, expressions) in the 554:135 proportion. WFLW: one face per
 WFLW_images/<event>/, 30% hard faces. COFW: images 200-320 px (a few grayscale, stored 2D as in the
 real file), occluders on about half of the faces; the occlusion flags mark points inside an occluder.
 
+The files are written by dataset_formats' writers (write_pts, write_wflw_list, write_cofw_mat; points
+with 3 decimals, as the official files), so the readers read back exactly what was rendered.
 Every dataset is written into a temporary sibling folder and renamed into place when complete;
 `SYNTHETIC.json` (seed, counts, version) marks a finished dataset.
 """
@@ -67,15 +70,12 @@ from typing import Optional
 import cv2
 import numpy as np
 
-try:  # the repository's error type when available
-    from errors import LandmarkError
-except Exception:  # pragma: no cover
-    class LandmarkError(Exception):
-        pass
+import dataset_formats as fmt
+from errors import LandmarkError, run_cli
 
 GENERATOR_VERSION = 1
 MARKER = "SYNTHETIC.json"
-DEFAULT_SIZES = {"300w": (600, 150), "cofw": (500, 150), "wflw": (600, 200)}
+DEFAULT_SIZES = {"300w": (3000, 300), "cofw": (500, 150), "wflw": (600, 200)}
 DATASET_NAMES = ("300w", "cofw", "wflw")
 
 cv2.setNumThreads(1)
@@ -700,10 +700,28 @@ def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "no
     return img, {n: v.astype(np.float32) for n, v in lm.items()}, flags
 
 
-def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, occluder):
-    info = {}
-    img = _background(rng, H, W)
+class _Scene:
+    """What the painting steps share: the face, the camera and the image frame, then the colours,
+    the lighting and the skin's shading maps as the steps produce them."""
 
+    def __init__(self, face, cam, lm, W, H, px, clean):
+        self.face, self.cam, self.lm, self.W, self.H, self.px, self.clean = face, cam, lm, W, H, px, clean
+
+    def P(self, p):
+        return self.cam.project(p)
+
+    def lw(self, f):
+        return max(1, int(round(self.px * f)))
+
+    def shade_at(self, p):
+        ij = np.clip(np.round(p).astype(int), 0, [self.W - 1, self.H - 1])
+        return float(self.shade_img[ij[1], ij[0]]) if self.face_m[ij[1], ij[0]] > 0 else \
+            self.amb * self.gain + 0.2
+
+
+def _paint_colours(rng, s, info):
+    """Skin, hair, brow and lip colours; make-up."""
+    clean = s.clean
     # ---- colours
     t = rng.uniform(0, len(_SKIN) - 1)
     i0 = int(t)
@@ -718,7 +736,12 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         lip_col = np.array(rng.choice([[170, 20, 40], [200, 40, 80], [120, 20, 30], [220, 90, 110]]),
                            float) * rng.uniform(0.8, 1.1)
     info.update(skin=skin, lip=lip_col, makeup=bool(makeup))
+    s.skin, s.hair, s.brow_col, s.makeup, s.lip_col = skin, hair, brow_col, makeup, lip_col
 
+
+def _paint_lighting(rng, s, d, info):
+    """Light direction, ambient / diffuse / specular strength, exposure gain."""
+    clean = s.clean
     # ---- lighting
     strong = (not clean) and rng.uniform() < d["light"]
     if clean:
@@ -735,7 +758,13 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
                               else rng.uniform(0.8, 1.15))
     info["light_attr"] = bool(strong)
     spec = 0.0 if clean else rng.uniform(0.0, 0.25)
+    s.ldir, s.amb, s.kd, s.gain, s.spec = ldir, amb, kd, gain, spec
 
+
+def _paint_head(rng, img, s):
+    """Hair behind the head, clothes, neck, the head (skin and hair) and the ears; returns the hair
+    that falls over the forehead (mask, colour) or None."""
+    face, cam, W, H, px, skin, hair, ldir, amb, kd, gain = s.face, s.cam, s.W, s.H, s.px, s.skin, s.hair, s.ldir, s.amb, s.kd, s.gain
     # ---- head (skin, hair), ears, neck, clothes (behind the face)
     head_c = np.array([0.0, -0.40 - 0.5 * (face.H - 1.1), -0.55])
     head_r = np.array([face.W * 1.16, 1.1, 1.1]) * rng.uniform(0.98, 1.04)
@@ -820,7 +849,12 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
                             -0.45 + 0.12 * np.cos(ang)], 1)
             ear[:, 0] += sx * 0.06 * (np.cos(ang) + 1)
             _fill(img, cam.project(ear), tuple(float(c) for c in skin * (0.5 + 0.3 * amb)))
+    return hair_over
 
+
+def _paint_skin(rng, img, s, hair_over, info):
+    """The face's skin: a painter-sorted quad mesh with Lambertian + specular shading and texture."""
+    face, cam, W, H, px, clean, skin, ldir, amb, kd, gain, spec = s.face, s.cam, s.W, s.H, s.px, s.clean, s.skin, s.ldir, s.amb, s.kd, s.gain, s.spec
     # ---- skin mesh, painter-sorted quads with Lambertian shading
     nphi, nt = 72, 16
     phis = np.linspace(-np.pi, np.pi, nphi, endpoint=False)
@@ -875,14 +909,13 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         _blend(img, hair_over[0], hair_over[1])
     info["skin_mask"] = face_m > 0.5
     info["nose_mask"] = nose_m > 0.5
+    (s.shade_img, s.face_m, s.nose_m, s.face_aa, s.skin_lit, s.face_pre) = \
+        (shade_img, face_m, nose_m, face_aa, skin_lit, face_pre)
 
-    P = lambda p: cam.project(p)  # noqa: E731
-    lw = lambda f: max(1, int(round(px * f)))  # noqa: E731
 
-    def shade_at(p):
-        ij = np.clip(np.round(p).astype(int), 0, [W - 1, H - 1])
-        return float(shade_img[ij[1], ij[0]]) if face_m[ij[1], ij[0]] > 0 else amb * gain + 0.2
-
+def _paint_facial_hair(rng, img, s):
+    """Stubble, moustache or beard (sometimes), under the lips."""
+    face, lm, W, H, px, clean, hair, shade_img, P = s.face, s.lm, s.W, s.H, s.px, s.clean, s.hair, s.shade_img, s.P
     # ---- facial hair (beard / moustache / stubble), under the lips
     if (not clean) and rng.uniform() < 0.15:
         p68 = lm[68]
@@ -907,8 +940,12 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
             alpha = (0.3 if kind == 0 else 0.7) * (0.4 + 0.6 * grain)
             _blend(img[sl], m * alpha, bcol * (0.7 + 0.3 * shade_img[sl][..., None].clip(0, 1.3)))
 
-    # ---- brows
+
+def _paint_brows(rng, img, s):
+    """Both brows, textured, over the shading."""
+    face, W, H, px, brow_col, shade_img, P = s.face, s.W, s.H, s.px, s.brow_col, s.shade_img, s.P
     f32 = np.float32
+    # ---- brows
     for sx in (-1, 1):
         u = np.linspace(0, 1, 16)
         poly = np.concatenate([P(face.lift(face.brow(sx, u, "up"))),
@@ -924,6 +961,11 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         c = brow_col.astype(f32) * (hair_tex * shade_img[sl].clip(0.3, 1.5))[..., None]
         _blend(img[sl], m, c, rng.uniform(0.75, 0.95))
 
+
+def _paint_eyes(rng, img, s, info):
+    """Both eyes: crease shadow, sclera, iris, pupil, lid shadow, lashes, canthi."""
+    face, W, H, px, clean, skin, makeup, shade_img, P, lw, shade_at = s.face, s.W, s.H, s.px, s.clean, s.skin, s.makeup, s.shade_img, s.P, s.lw, s.shade_at
+    f32 = np.float32
     # ---- eyes
     eye_col = np.array([236, 228, 222.0]) * rng.uniform(0.85, 1.0)
     iris_col = _IRIS[rng.integers(len(_IRIS))] * rng.uniform(0.7, 1.2)
@@ -983,6 +1025,11 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         for cpt, col in ((upper_o[0], lash), (upper_o[-1], (150.0, 80.0, 80.0))):   # outer, inner corner
             cv2.circle(sub, tuple(int(round(v)) for v in cpt), max(2, lw(0.012)), col, -1, cv2.LINE_AA)
 
+
+def _paint_nose(img, s):
+    """The nose over the far eye under yaw; nostrils and alar creases."""
+    face, W, H, skin, amb, gain, nose_m, face_m, face_pre, face_aa, skin_lit, P, lw = s.face, s.W, s.H, s.skin, s.amb, s.gain, s.nose_m, s.face_m, s.face_pre, s.face_aa, s.skin_lit, s.P, s.lw
+    f32 = np.float32
     # ---- nose overlays the far eye under yaw; nostrils and alar creases
     r = _box(np.argwhere(nose_m > 0.5)[:, ::-1], 3, W, H) if nose_m.any() else None
     if r is not None:
@@ -1013,6 +1060,11 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         cv2.polylines(cm, [_ipts(crease - o)], False, 1.0, lw(0.012), cv2.LINE_AA, _SHIFT)
         _blend(sub, cv2.GaussianBlur(cm, (3, 3), 0), skin * 0.45 * min(1.0, amb * gain + 0.3), 0.5)
 
+
+def _paint_mouth(rng, img, s, info):
+    """Lips, and the mouth cavity with teeth when open."""
+    face, W, H, lip_col, P, lw, shade_at = s.face, s.W, s.H, s.lip_col, s.P, s.lw, s.shade_at
+    f32 = np.float32
     # ---- mouth
     u = np.linspace(-1, 1, 25)
     uo = P(face.lift(face.lip(u, "uo")))
@@ -1047,6 +1099,10 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         cv2.polylines(sub, [_ipts(ui if face.open <= 0.01 else inner)], face.open > 0.01,
                       tuple(float(c) for c in lip_col * 0.35), lw(0.008), cv2.LINE_AA, _SHIFT)
 
+
+def _paint_eyeglasses(rng, img, s):
+    """Eyeglasses (sometimes): transparent frames, so the points stay visible and unflagged."""
+    face, cam, clean, P, lw = s.face, s.cam, s.clean, s.P, s.lw
     # ---- eyeglasses (transparent frames: the points stay visible, no occlusion flag)
     if (not clean) and rng.uniform() < 0.12:
         fcol = tuple(float(c) for c in rng.uniform(0, 80, 3))
@@ -1068,6 +1124,10 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
                            [(face.eye_out - face.eye_w / 2) - hw, -0.05, zb - 0.03]])
         cv2.polylines(img, [_ipts(P(bridge))], False, fcol, th, cv2.LINE_AA, _SHIFT)
 
+
+def _paint_occluder(rng, img, s, d, occluder):
+    """An occluder (at random, or as asked); returns the mask of its pixels."""
+    lm, W, H, px, clean, skin = s.lm, s.W, s.H, s.px, s.clean, s.skin
     # ---- occluders
     omask = np.zeros((H, W), np.uint8)
     want = (rng.uniform() < d["occl"]) if occluder is None else occluder
@@ -1075,8 +1135,12 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         want = False
     if want:
         _occluder(rng, img, omask, lm, px, skin, W, H)
-    info["occluder_mask"] = omask
+    return omask
 
+
+def _paint_camera(rng, img, s, d):
+    """Colour cast, (motion) blur, sensor noise, sometimes grey; returns (image, blur sigma)."""
+    px, clean = s.px, s.clean
     # ---- global colour, blur, noise
     blur = 0.0
     if not clean:
@@ -1100,7 +1164,27 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
         if rng.uniform() < 0.05:
             g = img @ np.array([0.299, 0.587, 0.114], np.float32)
             img = np.repeat(g[..., None], 3, axis=2)
-    info["blur"] = blur
+    return img, blur
+
+
+def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, occluder):
+    """Render the posed face into a W x H float image, one feature after the other (the order of
+    the random draws is the order of the steps); returns (RGB uint8, info)."""
+    info = {}
+    s = _Scene(face, cam, lm, W, H, px, clean)
+    img = _background(rng, H, W)
+    _paint_colours(rng, s, info)
+    _paint_lighting(rng, s, d, info)
+    hair_over = _paint_head(rng, img, s)
+    _paint_skin(rng, img, s, hair_over, info)
+    _paint_facial_hair(rng, img, s)
+    _paint_brows(rng, img, s)
+    _paint_eyes(rng, img, s, info)
+    _paint_nose(img, s)
+    _paint_mouth(rng, img, s, info)
+    _paint_eyeglasses(rng, img, s)
+    info["occluder_mask"] = _paint_occluder(rng, img, s, d, occluder)
+    img, info["blur"] = _paint_camera(rng, img, s, d)
     return np.clip(img, 0, 255).astype(np.uint8), info
 
 
@@ -1152,62 +1236,6 @@ def _occluder(rng, img, omask, lm, px, skin, W, H):
     mf = m.astype(np.float32)
     _blend(img, mf, layer.astype(np.float32))
     omask |= m
-
-
-# ================================================================================================
-# Writers (official layouts)
-# ================================================================================================
-
-def _fmt(v):
-    return f"{v:.3f}"
-
-
-def pts_text(points) -> str:
-    """300-W .pts text."""
-    lines = ["version: 1", f"n_points:  {len(points)}", "{"]
-    lines += [f"{_fmt(x)} {_fmt(y)}" for x, y in points]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def wflw_line(points, box, attrs, rel_path) -> str:
-    vals = [_fmt(v) for v in np.asarray(points, float).reshape(-1)]
-    vals += [str(int(v)) for v in box] + [str(int(a)) for a in attrs] + [rel_path]
-    return " ".join(vals)
-
-
-def _matlab_header() -> bytes:
-    text = (f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: "
-            f"{time.strftime('%a %b %d %H:%M:%S %Y', time.gmtime(0))} HDF5 schema 1.00 .")
-    head = text.encode("ascii").ljust(116, b" ")
-    head += b"\x00" * 8 + b"\x00\x02" + b"IM"
-    return head.ljust(512, b"\x00")
-
-
-def write_cofw_mat(path, images, phis, boxes, split: str) -> None:
-    """COFW colour .mat in MATLAB v7.3 (HDF5). split 'train' -> IsTr/phisTr/bboxesTr,
-    'test' -> IsT/phisT/bboxesT. images: list of HxWx3 (or HxW) uint8; phis (N, 87); boxes (N, 4)."""
-    import h5py
-
-    sfx = "Tr" if split == "train" else "T"
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w", userblock_size=512, libver="earliest") as f:
-        refs_group = f.create_group("#refs#")
-        refs = []
-        for k, img in enumerate(images):
-            dset = refs_group.create_dataset(f"i{k}", data=np.ascontiguousarray(np.asarray(img, np.uint8).T),
-                                             compression="gzip", compression_opts=4)
-            dset.attrs["MATLAB_class"] = np.bytes_("uint8")
-            refs.append(dset.ref)
-        cell = f.create_dataset(f"Is{sfx}", data=np.array(refs, dtype=h5py.ref_dtype).reshape(1, -1))
-        cell.attrs["MATLAB_class"] = np.bytes_("cell")
-        for name, arr in ((f"phis{sfx}", phis), (f"bboxes{sfx}", boxes)):
-            dset = f.create_dataset(name, data=np.ascontiguousarray(np.asarray(arr, np.float64).T))
-            dset.attrs["MATLAB_class"] = np.bytes_("double")
-    with open(tmp, "r+b") as fh:
-        fh.write(_matlab_header())
-    os.replace(tmp, path)
 
 
 # ================================================================================================
@@ -1315,10 +1343,14 @@ def _iter_results(tasks, workers, progress, desc):
         bar.close()
 
 
-def _box_xyxy(p, pad_frac=0.05):
+def _box_xywh(p, image_shape, pad_frac):
+    """The face box the annotation files carry: the points' extent padded by pad_frac, rounded
+    outwards to whole pixels and clipped to the image; (x, y, w, h)."""
     lo, hi = p.min(0), p.max(0)
     pad = (hi - lo) * pad_frac
-    return np.floor(lo - pad).astype(int), np.ceil(hi + pad).astype(int)
+    lo = np.maximum(np.floor(lo - pad).astype(int), 0)
+    hi = np.minimum(np.ceil(hi + pad).astype(int), [image_shape[1] - 1, image_shape[0] - 1])
+    return np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float64)
 
 
 def generate(dataset: str, root, num_train: int, num_test: int, seed: int = 0, image_size=None,
@@ -1390,12 +1422,12 @@ def _write_300w(tmp: Path, jobs, results):
         d = tmp / folder
         d.mkdir(parents=True, exist_ok=True)
         (d / (name + ext)).write_bytes(r["bytes"])
-        (d / (name + ".pts")).write_text(pts_text(r["lm"][68]))
+        fmt.write_pts(d / (name + ".pts"), r["lm"][68], decimals=3)
 
 
 def _write_wflw(tmp: Path, jobs, results):
-    lines = {"train": [], "test": []}
-    img_root = tmp / "WFLW_images"
+    samples = {"train": [], "test": []}
+    img_root = tmp / fmt.WFLW_IMAGE_DIR
     for r in results:
         split = jobs[r["index"]][1]
         k = r["index"]
@@ -1405,35 +1437,25 @@ def _write_wflw(tmp: Path, jobs, results):
         (img_root / ev).mkdir(parents=True, exist_ok=True)
         (img_root / rel).write_bytes(r["bytes"])
         p = r["lm"][98]
-        lo, hi = _box_xyxy(p)
-        h, w = r["shape"][:2]
-        lo = np.maximum(lo, 0)
-        hi = np.minimum(hi, [w - 1, h - 1])
-        lines[split].append(wflw_line(p, [lo[0], lo[1], hi[0], hi[1]], r["flags"]["attributes"], rel))
-    ann = tmp / "WFLW_annotations" / "list_98pt_rect_attr_train_test"
-    ann.mkdir(parents=True, exist_ok=True)
+        samples[split].append(fmt.Sample(id=rel, image_path=str(img_root / rel), landmarks_px=p,
+                                         box_xywh=_box_xywh(p, r["shape"], 0.05),
+                                         attributes=r["flags"]["attributes"]))
     for split in ("train", "test"):
-        (ann / f"list_98pt_rect_attr_{split}.txt").write_text("".join(l + "\n" for l in lines[split]))
+        path = fmt.wflw_list_path(tmp, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt.write_wflw_list(path, samples[split], img_root, decimals=3)
 
 
 def _write_cofw(tmp: Path, jobs, results, num_train):
-    data = {"train": ([], [], []), "test": ([], [], [])}
+    samples = {"train": [], "test": []}
     for r in results:
         split = jobs[r["index"]][1]
         p = r["lm"][29].astype(np.float64)
-        occ = r["flags"]["occluded"][29].astype(np.float64)
-        imgs, phis, boxes = data[split]
-        imgs.append(r["image"])
-        phis.append(np.concatenate([p[:, 0], p[:, 1], occ]))
-        lo, hi = _box_xyxy(p, 0.1)
-        h, w = r["image"].shape[:2]
-        lo = np.maximum(lo, 0)
-        hi = np.minimum(hi, [w - 1, h - 1])
-        boxes.append([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]])
-    for split, fname in (("train", "COFW_train_color.mat"), ("test", "COFW_test_color.mat")):
-        imgs, phis, boxes = data[split]
-        write_cofw_mat(tmp / fname, imgs, np.array(phis, float).reshape(-1, 87),
-                       np.array(boxes, float).reshape(-1, 4), split)
+        samples[split].append(fmt.Sample(id=str(r["index"]), image_path="", landmarks_px=p,
+                                         box_xywh=_box_xywh(p, r["image"].shape, 0.1),
+                                         occluded=r["flags"]["occluded"][29], image=r["image"]))
+    for split in ("train", "test"):
+        fmt.write_cofw_mat(tmp / fmt.COFW_FILES[split][0], samples[split], split)
 
 
 def is_complete(root, dataset=None, num_train=None, num_test=None, seed=None) -> bool:
@@ -1499,11 +1521,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        from errors import run_cli
-    except Exception:  # pragma: no cover
-        run_cli = None
-    if run_cli is not None:
-        sys.exit(run_cli(main))
-    else:
-        sys.exit(main())
+    sys.exit(run_cli(main))

@@ -3,7 +3,7 @@
 
     python teacher_trainer.py --dataset 300w --teacher tough      [TrainConfig options]
     python teacher_trainer.py --dataset 300w --teacher tolerant   [--asm-variance 0.9]
-    python teacher_trainer.py --preset quick                      (96 px, 12 epochs: a CPU try-out)
+    python teacher_trainer.py --preset quick                      (64 px, 3 epochs: a CPU try-out)
 
 With no arguments it trains the Tough teacher on the embedded synthetic 300W data (generated and
 prepared on first use). The run folder (runs/<dataset>-teacher-<kind>, or --run-dir) holds
@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from errors import ConfigError, quiet_tensorflow, run_cli
+from errors import ConfigError, run_cli
+from runtime import quiet_tensorflow
 
 quiet_tensorflow()
 
 import configuration as C  # noqa: E402
+import data_util as du  # noqa: E402
 import training  # noqa: E402
 
 TEACHERS = ("tough", "tolerant")
@@ -41,9 +43,14 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
     out = Path(output) if output else default_output(cfg.dataset, teacher)
     training.check_outputs(cfg, f"teacher-{teacher}", out)   # before any data or model work
     strategy = training.setup_runtime(cfg)
-    data = training.load_training_data(cfg, need_soft=(teacher == "tolerant"))
-    info = data.info
+    # the run folder (lock, resume check) before the data: a refused resume rewrites nothing
     run = training.Run(cfg, f"teacher-{teacher}", strategy)
+    try:
+        data = training.load_training_data(cfg, need_soft=(teacher == "tolerant"))
+    except BaseException:
+        run.release()
+        raise
+    info = data.info
 
     def build():
         if builder is not None:
@@ -52,13 +59,18 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
         return cnn_model.build_teacher(info.num_points, cfg.input_size, dropout=cfg.teacher_dropout,
                                        weights=cfg.weights)
 
-    augment_fn = training.default_online_augment(info) if cfg.augment == "online" else None
-    result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, build=build,
+    augment_fn = du.default_online_augment(info) if cfg.augment == "online" else None
+    model = training.restore_or_build(cfg, run, strategy, build,
+                                     steps_per_epoch=data.steps_per_epoch())
+    result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, model=model,
                                 targets="soft" if teacher == "tolerant" else "landmarks",
                                 augment_fn=augment_fn, output=out, verbose=verbose,
                                 checkpoint_every=checkpoint_every)
     if training.verbosity(verbose):
         print(result.summary(f"{teacher} teacher"), flush=True)
+    warning = result.warning(f"{teacher} teacher")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return result
 
 
@@ -69,7 +81,7 @@ def main(argv=None, builder: Optional[Callable] = None) -> int:
     parser.add_argument("--teacher", choices=TEACHERS, default="tough",
                         help="tough: L2 on the ground truth; tolerant: L2 on the soft landmarks")
     args = parser.parse_args(argv)
-    cfg = training.config_from_args(args)
+    cfg = training.config_from_args(args, trainer="teacher")
     train_teacher(cfg, args.teacher, output=args.output, builder=builder, verbose=args.verbose,
                   checkpoint_every=args.checkpoint_every)
     return 0

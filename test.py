@@ -1,11 +1,15 @@
 """Evaluate, run and export a landmark model (thin CLI over evaluation.py, inference.py, export.py).
 
+    python test.py                    the shipped 300W student on the embedded synthetic test faces
+                                      (generated and prepared on first use)
     python test.py --dataset 300w [--model models/students/300w_kd.keras] [--prepared-dir D]
         predicts the prepared test split, writes results/<name>/predictions.json, then scores it:
         scores.json, results.md (beside the paper's numbers), ced.png, samples.png
+    python test.py --custom-spec mine.json [--model M]      your own dataset, scored as itself
     python test.py --predictions FILE [--prepared-dir D]     score an existing predictions file
     python test.py --model M --image PHOTO | --folder DIR | --video FILE [--box x y w h]
-        landmarks on your own pictures (Haar face detector unless --box is given)
+        landmarks on your own pictures (Haar face detector unless --box is given;
+        --min-score, --max-faces)
     python test.py --model M.keras --export tflite|savedmodel [--prepared-dir D]
 
 A .tflite model works exactly like a .keras one for evaluation and inference. Expected failures
@@ -18,14 +22,21 @@ import sys
 import time
 from pathlib import Path
 
-from errors import quiet_tensorflow
+from runtime import quiet_tensorflow
 
 quiet_tensorflow()
 
-from configuration import MODELS_DIR, REPO_ROOT, PrepareConfig, dataset_info  # noqa: E402
+from configuration import (DATASETS, MODELS_DIR, REPO_ROOT, PrepareConfig, dataset_info,  # noqa: E402
+                           register_custom_dataset)
 from errors import ConfigError, ModelError, run_cli  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "results"
+
+
+def _default_min_score() -> float:
+    from inference import DEFAULT_MIN_SCORE
+
+    return DEFAULT_MIN_SCORE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default=None, help="300w, cofw or wflw (default: the predictions "
                                                    "file's dataset, else 300w)")
+    p.add_argument("--custom-spec", default=None, metavar="FILE.json",
+                   help="JSON spec of your own dataset (data/README.md): evaluates on it, named "
+                        "after it (default prepared dir data/prepared/<name>-<size>)")
     p.add_argument("--model", default=None, help="a .keras or .tflite model (default: "
                                                  "models/students/<dataset>_kd.keras)")
     p.add_argument("--prepared-dir", default=None, help="prepared data (default: data/prepared/"
-                                                        "<dataset>-synthetic-<model input size>)")
+                                                        "<dataset>-synthetic-<model input size>, "
+                                                        "prepared on first use)")
     p.add_argument("--predictions", default=None, help="score this predictions file (no model needed)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--image", default=None, help="run on one photo")
@@ -44,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video", default=None, help="run on every frame of a video")
     p.add_argument("--box", nargs=4, type=float, metavar=("X", "Y", "W", "H"), default=None,
                    help="face box in original-image pixels (skips the face detector)")
+    p.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="drop detections whose score (the JSON's detection_score) is below S "
+                        f"(default: {_default_min_score()})")
+    p.add_argument("--max-faces", type=int, default=20, metavar="K",
+                   help="keep the K largest faces of a picture and say when more were found "
+                        "(default: 20)")
     p.add_argument("--export", choices=("tflite", "savedmodel"), default=None,
                    help="export the .keras model (export.py) instead of evaluating")
     p.add_argument("--int8-io", choices=("int8", "float"), default="int8",
@@ -54,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, help="kd, l2, tough-only, tolerant-only or teacher: which "
                                                 "published row is the same setting (default: guessed "
                                                 "from the model's file name)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--samples", type=int, default=12, help="faces drawn in samples.png")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per prediction batch "
+                                                             "(default: 32)")
+    p.add_argument("--samples", type=int, default=12, help="faces drawn in samples.png (default: 12)")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after this many frames")
     return p
 
@@ -68,11 +90,27 @@ def _out_dir(args, model_path=None) -> Path:
     return RESULTS_DIR / name
 
 
-def _default_model(dataset: str) -> Path:
+def _dataset_of_prepared(prepared: Path) -> str:
+    """The dataset a prepared folder holds (its manifest); a custom one is registered from the spec
+    prepare recorded, so its results carry its own name and normalisers, never 300W's."""
+    from data_util import read_manifest
+
+    manifest = read_manifest(prepared)
+    spec = (manifest.get("config") or {}).get("custom_spec")
+    if spec:
+        if not Path(spec).is_file():
+            raise ConfigError(f"{prepared}: prepared from the custom spec {spec}, which is gone; pass "
+                              f"--custom-spec FILE.json")
+        return register_custom_dataset(spec).name
+    return str(manifest["dataset"]).lower()
+
+
+def _default_model(dataset: str, custom_spec=None) -> Path:
     path = MODELS_DIR / "students" / f"{dataset}_kd.keras"
     if not path.is_file():
+        data = f"--custom-spec {custom_spec}" if custom_spec else f"--dataset {dataset}"
         raise ModelError(f"{path}: no trained student; train one (python student_trainer.py "
-                         f"--dataset {dataset}) or pass --model PATH")
+                         f"{data}) or pass --model PATH")
     return path
 
 
@@ -97,6 +135,11 @@ def predict_split(predictor, split, batch_size: int = 32):
         imgs = np.asarray(split.images[i:i + batch_size], dtype=np.float32) / 255.0
         out.append(predictor.predict_norm(imgs, batch_size=batch_size))
     norm = np.concatenate(out) if out else np.zeros((0, split.num_points, 2), np.float32)
+    bad = int(np.sum(~np.all(np.isfinite(norm.reshape(len(norm), -1)), axis=1)))
+    if bad:     # the model's fault, not the predictions file's: say so before writing it
+        raise ModelError(f"{predictor.path}: the model predicts NaN or infinite landmarks for {bad} "
+                         f"of {len(norm)} faces (are its weights finite?); retrain it or pass "
+                         f"another --model")
     return predictions_from_norm(norm, np.asarray(split.crop_boxes), split.input_size)
 
 
@@ -105,6 +148,7 @@ def score_and_report(pred_path: Path, prepared_dir, out_dir: Path, dataset=None,
     """Score a predictions file and write scores.json, results.md, ced.png, samples.png."""
     import numpy as np
 
+    import data_util as du
     import evaluation as ev
     from safe_io import atomic_write_json, atomic_write_text
 
@@ -114,15 +158,25 @@ def score_and_report(pred_path: Path, prepared_dir, out_dir: Path, dataset=None,
         raise ConfigError(f"{pred_path}: predictions are for {preds.dataset!r}, --dataset says "
                           f"{dataset!r}; drop --dataset or pass the right file")
     info = dataset_info(dataset)
-    split = ev.load_test_split(prepared_dir)
+    split = du.load_prepared(prepared_dir, "test")
     scores = ev.score_predictions(preds, split, dataset)
+    baseline = ev.mean_shape_scores(prepared_dir, split, dataset)
     model_name = preds.model or pred_path.stem
     mode = mode or _guess_mode(model_name)
     atomic_write_json(out_dir / "scores.json", {"dataset": dataset, "model": preds.model,
                                                  "prepared_dir": str(prepared_dir),
-                                                 "predictions": str(pred_path), "scores": scores})
-    atomic_write_text(out_dir / "results.md",
-                      ev.markdown_report(scores, dataset, Path(model_name).name, mode))
+                                                 "predictions": str(pred_path), "scores": scores,
+                                                 "mean_shape_scores": baseline})
+    report = ev.markdown_report(scores, dataset, Path(model_name).name, mode, mean_shape=baseline)
+    if baseline is None:      # a predictions file is scored on test/ alone; the floor needs train/
+        note = (f"no mean-training-shape row: {Path(prepared_dir) / 'train'} is missing or "
+                f"incomplete (the floor is the average training face)")
+        print(f"note: {note}", flush=True)
+        report = report.rstrip("\n") + f"\n\nNote: {note}.\n"
+    atomic_write_text(out_dir / "results.md", report)
+    warning = ev.mean_shape_warning(scores, baseline, Path(model_name).name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     pred = ev.align_predictions(preds, split)
     gt = np.asarray(split.landmarks_px, dtype=np.float64)
     nme = ev.per_image_nme(pred, gt, dataset)
@@ -154,8 +208,31 @@ def _print_scores(scores: dict, out_dir: Path) -> None:
     print(f"results: {out_dir}")
 
 
+def check_options(args) -> None:
+    """Option values that would fail deep inside (a traceback, or every image of a folder) are
+    refused here, in one line, before any model or data work."""
+    import math
+
+    if args.box is not None:
+        x, y, w, h = args.box
+        if not all(math.isfinite(v) for v in args.box) or w <= 0 or h <= 0:
+            shown = " ".join(f"{v:g}" for v in args.box)
+            raise ConfigError(f"--box {shown}: needs four finite numbers x y w h (original-image "
+                              f"pixels) with w > 0 and h > 0")
+    for name, value, least in (("--batch-size", args.batch_size, 1), ("--samples", args.samples, 0),
+                               ("--max-frames", args.max_frames, 1)):
+        if value is not None and value < least:
+            raise ConfigError(f"{name} {value}: must be >= {least}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_options(args)
+
+    custom = register_custom_dataset(args.custom_spec) if args.custom_spec else None
+    if custom is not None and args.dataset and args.dataset.lower() != custom.name:
+        raise ConfigError(f"--dataset {args.dataset} does not match the name {custom.name!r} in "
+                          f"{args.custom_spec}; leave --dataset out")
 
     # 1. Score an existing predictions file.
     if args.predictions:
@@ -163,18 +240,27 @@ def main(argv=None) -> int:
 
         pred_path = Path(args.predictions)
         preds = ev.read_predictions(pred_path)
-        dataset = (args.dataset or preds.dataset).lower()
+        dataset = (custom.name if custom else args.dataset or preds.dataset).lower()
         prepared = args.prepared_dir or preds.prepared_dir
         if not prepared:
             raise ConfigError(f"{pred_path}: no prepared_dir in the file; pass --prepared-dir")
+        if dataset not in DATASETS:   # a custom dataset: its spec is recorded by prepare
+            _dataset_of_prepared(Path(prepared))
         out_dir = _out_dir(args, Path(preds.model or pred_path.stem))
         scores = score_and_report(pred_path, Path(prepared), out_dir, dataset, args.mode, args.samples)
         _print_scores(scores, out_dir)
         return 0
 
-    dataset = (args.dataset or "300w").lower()
+    if custom:
+        dataset = custom.name
+    elif args.dataset:
+        dataset = args.dataset.lower()
+    elif args.prepared_dir and not args.export:
+        dataset = _dataset_of_prepared(Path(args.prepared_dir))
+    else:
+        dataset = "300w"
     info = dataset_info(dataset)
-    model_path = Path(args.model) if args.model else _default_model(dataset)
+    model_path = Path(args.model) if args.model else _default_model(dataset, args.custom_spec)
 
     # 2. Export.
     if args.export:
@@ -187,6 +273,8 @@ def main(argv=None) -> int:
             return 0
         argv2 = ["--model", str(model_path), "--out", str(out), "--dataset", dataset,
                  "--int8-io", args.int8_io]
+        if args.custom_spec:
+            argv2 += ["--custom-spec", args.custom_spec]
         if args.prepared_dir:
             argv2 += ["--prepared-dir", args.prepared_dir]
         return export.main(argv2)
@@ -200,30 +288,46 @@ def main(argv=None) -> int:
         import inference
 
         out_dir = _out_dir(args, model_path)
+        detector = None if args.box else inference.FaceDetector(
+            min_score=_default_min_score() if args.min_score is None else args.min_score)
+        cap = {"detector": detector, "max_faces": args.max_faces}
         if args.image:
-            rec = inference.run_on_image(predictor, args.image, out_dir, args.box)
-            print(f"{len(rec['faces'])} face(s) in {args.image}: "
+            rec = inference.run_on_image(predictor, args.image, out_dir, args.box, **cap)
+            print(f"{len(rec['faces'])} face(s) in {args.image}: drawn {rec['drawn']}, points "
                   f"{out_dir / (Path(args.image).stem + '_landmarks.json')}")
         elif args.folder:
-            rec = inference.run_on_folder(predictor, args.folder, out_dir, args.box)
+            rec = inference.run_on_folder(predictor, args.folder, out_dir, args.box, progress=sys.stderr.isatty(),
+                                          **cap)
             print(f"{len(rec['images'])} image(s) with faces, {len(rec['failed'])} without: "
-                  f"{out_dir / 'all.json'}")
+                  f"drawn {out_dir}/<name>_landmarks.jpg, points {out_dir / 'all.json'}")
         else:
             rec = inference.run_on_video(predictor, args.video, out_dir, args.box,
-                                         max_frames=args.max_frames)
-            print(f"{rec['frames_with_face']}/{len(rec['frames'])} frames with a face: "
-                  f"{out_dir / (Path(args.video).stem + '_landmarks.json')}")
+                                         max_frames=args.max_frames, progress=sys.stderr.isatty(), **cap)
+            print(f"{rec['frames_with_face']}/{len(rec['frames'])} frames with a face: drawn "
+                  f"{rec['drawn']}, points {out_dir / (Path(args.video).stem + '_landmarks.json')}")
         return 0
 
     # 4. Evaluate on the prepared test split.
+    import data_util as du
     import evaluation as ev
 
     if predictor.num_points != info.num_points:
         raise ModelError(f"{model_path}: predicts {predictor.num_points} points, {dataset} has "
                          f"{info.num_points}; pass the model of this dataset")
-    prepared = Path(args.prepared_dir) if args.prepared_dir else \
-        PrepareConfig(dataset=dataset, input_size=predictor.input_size).resolved_out_dir()
-    split = ev.load_test_split(prepared)
+    if args.prepared_dir:
+        prepared = Path(args.prepared_dir)
+    else:   # the default folder: prepared on first use (the embedded synthetic faces, or your spec's data)
+        cfg = PrepareConfig(dataset=dataset, input_size=predictor.input_size,
+                            custom_spec=args.custom_spec)
+        prepared = cfg.resolved_out_dir()
+        if not du.prepared_complete(prepared, "test"):
+            print(f"preparing {dataset} at {cfg.input_size} px into {prepared} (first use) ...",
+                  file=sys.stderr, flush=True)
+            du.prepare(cfg, progress=sys.stderr.isatty())
+    split = du.load_prepared(prepared, "test")
+    if split.dataset.lower() != dataset:
+        raise ConfigError(f"{prepared}: holds {split.dataset} faces, not {dataset}; pass the matching "
+                          f"--dataset / --custom-spec, or leave both out to use the folder's own")
     if split.input_size != predictor.input_size:
         raise ModelError(f"{model_path}: input {predictor.input_size}px but {prepared} holds "
                          f"{split.input_size}px crops; pass the prepared dir of the model's size")

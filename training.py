@@ -1,7 +1,9 @@
 """Shared trainer machinery (docs/ARCHITECTURE.md): used by teacher_trainer.py and student_trainer.py.
 
-* Configuration: `parse_config(argv)` builds a `TrainConfig` from the published defaults, then a
-  preset (`--preset paper|quick`), then an optional `--config FILE.json`, then explicit options.
+* Configuration: `build_parser(description)` adds --preset, --config, --output and every
+  TrainConfig field; `config_from_args(args)` builds the `TrainConfig` from the published defaults,
+  then the preset (`--preset paper|quick`), then an optional `--config FILE.json`, then explicit
+  options.
 * Runtime: `setup_runtime(cfg)` seeds Python/NumPy/TensorFlow, turns on op determinism (bit-identical
   CPU runs for the same seed), sets the mixed-precision policy (GPUs only) and returns the
   `tf.distribute` strategy named by `cfg.strategy`.
@@ -28,7 +30,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -39,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from errors import ConfigError, DataFormatError, ModelError, TrainingError, quiet_tensorflow
+from errors import ConfigError, DataFormatError, ModelError, TrainingError
+from runtime import quiet_tensorflow
 
 quiet_tensorflow()
 
@@ -47,9 +49,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
+import cnn_model  # noqa: E402  (also registers the models' custom objects for load_model)
 import configuration as C  # noqa: E402
+import data_util as du  # noqa: E402
 from configuration import TrainConfig  # noqa: E402
-from metrics import nme_per_image  # noqa: E402
+from metrics import compare_to_mean_shape, nme_per_image  # noqa: E402
 from safe_io import atomic_path, atomic_write_json  # noqa: E402
 
 LAST = "last.keras"
@@ -58,10 +62,14 @@ STATE = "state.json"
 LOG = "log.csv"
 TB_DIR = "tensorboard"
 
-# Fields that must match between a run folder's config.json and the current config to resume.
+# Settings that change what is trained: they must match between a run folder's config.json and
+# the current config to resume (learning rate, decay, epochs and speed settings may change).
+# The run's kind (teacher-tough, student-kd, ...), the effective --aug-copies and the student's
+# teacher files are compared too (run_identity).
 RESUME_KEYS = ("dataset", "input_size", "batch_size", "seed", "val_fraction", "max_faces", "augment",
                "student_mode", "width_multiplier", "teacher_dropout", "prepared_dir", "root",
-               "loss_preset", "asm_variance")
+               "loss_preset", "asm_variance", "weights", "custom_spec", "bn_recalibration")
+LOCK = ".lock"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,11 +77,12 @@ RESUME_KEYS = ("dataset", "input_size", "batch_size", "seed", "val_fraction", "m
 # ----------------------------------------------------------------------------------------------
 
 
-def build_parser(description: str, skip=()) -> argparse.ArgumentParser:
+def build_parser(description: str, skip=(), choices: Optional[dict] = None) -> argparse.ArgumentParser:
     """A parser with --preset, --config, --output, --checkpoint-every and every TrainConfig field."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", choices=sorted(C.PRESETS), default="paper",
-                        help="published settings ('paper', default) or a quick CPU run ('quick')")
+                        help="published settings ('paper', default) or a quick CPU run ('quick': "
+                             f"{C.PRESETS['quick']['input_size']} px, no augmentation; demo.py's)")
     parser.add_argument("--config", metavar="FILE.json", default=None,
                         help="JSON experiment configuration (TrainConfig fields); explicit options win")
     parser.add_argument("--output", metavar="FILE.keras", default=None,
@@ -82,18 +91,20 @@ def build_parser(description: str, skip=()) -> argparse.ArgumentParser:
                         help="also write last.keras every K training steps (0: once per epoch)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal)")
-    C.add_dataclass_args(parser, TrainConfig, skip=skip)
+    C.add_dataclass_args(parser, TrainConfig, skip=skip, choices=choices)
     return parser
 
 
-def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
-    """Defaults < preset < --config file < explicit options (< `fixed`, e.g. the CLI's own choices)."""
-    base = dict(C.PRESETS[getattr(args, "preset", None) or "paper"])
+def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed) -> TrainConfig:
+    """Defaults < preset (configuration.PRESETS; the `trainer`'s epochs) < --config file < explicit
+    options (< `fixed`, e.g. the CLI's own choices)."""
+    base = C.preset_settings(getattr(args, "preset", None) or "paper", trainer)
     if getattr(args, "config", None):
         file_values = C.load_config_file(args.config)
         if not isinstance(file_values, dict):
             raise ConfigError(f"{args.config}: a configuration file holds one JSON object")
         file_values.pop("type", None)
+        file_values.pop("run", None)       # a run folder's config.json: its identity, not a setting
         base.update(file_values)
     cfg = C.dataclass_from_args(TrainConfig, args, base)
     for key, value in fixed.items():
@@ -131,12 +142,59 @@ def make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
+        _patch_keras_multiworker_logs()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"--strategy {name!r}: choose default, mirrored or multiworker")
 
 
-def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
-    """Adam with inverse-time decay per step: lr / (1 + lr_decay * step) (METHOD.md section 6)."""
+def _patch_keras_multiworker_logs() -> None:
+    """Keras 3 (3.15) averages each step's scalar logs over MultiWorkerMirroredStrategy replicas with
+    strategy.reduce("MEAN", v, axis=0), which fails on a scalar ("Invalid reduction dimension 0";
+    keras-team/keras#20585). Scalars are averaged with axis=None instead; everything else goes to
+    Keras's own function. Idempotent."""
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "kd_multiworker_patch", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not isinstance(
+                strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return original(values, strategy, reduction)
+
+        def mean(v):
+            if not isinstance(v, tf.distribute.DistributedValues):
+                return v
+            rank = strategy.experimental_local_results(v)[0].shape.rank
+            return strategy.reduce("MEAN", v, axis=None if rank == 0 else 0)
+
+        return keras.tree.map_structure(mean, values)
+
+    reduce_per_replica.kd_multiworker_patch = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def build_before_fit(model: keras.Model, strategy, element_spec) -> None:
+    """Build the compiled loss and metrics from the batch's shapes before fit, under the strategy.
+
+    Keras 3 (3.15) builds them in fit from a first batch that it averages across replicas with
+    strategy.reduce, which raises under MultiWorkerMirroredStrategy ("unsupported type PerReplica";
+    keras-team/keras#20585). Building from the dataset's element_spec first, then skipping that step,
+    lets fit run under MultiWorkerMirroredStrategy (tests/test_multiworker.py)."""
+    with strategy.scope():
+        model._symbolic_build(data_batch=element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+    """Adam with inverse-time decay per step: lr / (1 + lr_decay * step) (METHOD.md section 6), or
+    with --lr-schedule cosine a cosine decay to 0 over epochs x steps_per_epoch steps: for a fixed
+    budget of steps the annealed model is the better one (the published schedule barely decays in
+    a short run: lr x 0.91 after 1000 steps, and the validation NME swings by several points)."""
+    if cfg.lr_schedule == "cosine":
+        return keras.optimizers.Adam(learning_rate=keras.optimizers.schedules.CosineDecay(
+            float(cfg.learning_rate), decay_steps=max(1, int(cfg.epochs) * int(steps_per_epoch))))
     schedule = keras.optimizers.schedules.InverseTimeDecay(
         initial_learning_rate=float(cfg.learning_rate), decay_steps=1,
         decay_rate=float(cfg.lr_decay))
@@ -144,65 +202,30 @@ def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 # ----------------------------------------------------------------------------------------------
-# Prepared data
+# Prepared data (read by data_util.load_prepared, served by data_util.TrainData.dataset)
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SplitArrays:
-    """One prepared split (arrays read with mmap where possible)."""
-
-    images: np.ndarray                     # uint8 (M, S, S, 3)
-    landmarks: np.ndarray                  # float32 (M, N, 2) normalised
-    soft: Optional[np.ndarray] = None      # float32 (M, N, 2) soft landmarks, if written
-    source_index: Optional[np.ndarray] = None   # train_aug: row of train/ each copy comes from
-    ids: list = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-def _manifest_complete(prepared_dir: Path) -> bool:
-    try:
-        return bool(json.loads((prepared_dir / "manifest.json").read_text()).get("complete"))
-    except (OSError, ValueError):
-        return False
-
-
-def _data_util():
-    try:
-        import data_util  # noqa: PLC0415
-    except ImportError:
-        return None
-    return data_util
+def _prepare_command(cfg: TrainConfig) -> str:
+    data = f"--custom-spec {cfg.custom_spec}" if cfg.custom_spec else f"--dataset {cfg.dataset}"
+    return (f"python data_util.py prepare {data} --input-size {cfg.input_size}"
+            + (f" --root {cfg.root}" if cfg.root else ""))
 
 
 def ensure_prepared(cfg: TrainConfig) -> Path:
     """The prepared folder of cfg; prepare it (generating the embedded synthetic data) if missing."""
     out = cfg.resolved_prepared_dir()
-    if _manifest_complete(out):
+    if du.prepared_complete(out):
         return out
-    du = _data_util()
-    hint = (f"python data_util.py prepare --dataset {cfg.dataset} --input-size {cfg.input_size}"
-            + (f" --root {cfg.root}" if cfg.root else ""))
-    if du is None or not hasattr(du, "prepare"):
-        raise DataFormatError(f"{out}: prepared data not found; run `{hint}` first")
+    hint = _prepare_command(cfg)
     if cfg.prepared_dir and not cfg.root and Path(cfg.prepared_dir).exists():
         raise DataFormatError(f"{out}: not a complete prepared folder (manifest.json missing); "
                               f"run `{hint} --out-dir {cfg.prepared_dir}` again")
     print(f"preparing {cfg.dataset} at {cfg.input_size} px into {out} ...", flush=True)
-    import inspect  # noqa: PLC0415
-
-    kwargs = {"progress": sys.stderr.isatty()} if "progress" in inspect.signature(du.prepare).parameters else {}
-    du.prepare(cfg.prepare_config(), **kwargs)
-    if not _manifest_complete(out):
+    du.prepare(cfg.prepare_config(), progress=sys.stderr.isatty())
+    if not du.prepared_complete(out):
         raise DataFormatError(f"{out}: preparation did not complete; run `{hint}` and read its errors")
     return out
-
-
-def _split_complete(split_dir: Path) -> bool:
-    return (split_dir / "images.npy").is_file() and (split_dir / "landmarks.npy").is_file() and \
-        (split_dir / "meta.json").is_file()
 
 
 def ensure_augmented(cfg: TrainConfig, prepared_dir: Path) -> Optional[Path]:
@@ -213,264 +236,42 @@ def ensure_augmented(cfg: TrainConfig, prepared_dir: Path) -> Optional[Path]:
         return None
     aug_dir = prepared_dir / "train_aug"
     copies = cfg.aug_copies if cfg.aug_copies is not None else C.dataset_info(cfg.dataset).aug_copies
-    du = _data_util()
-    fn = None
-    if du is not None:
-        fn = getattr(du, "augment_prepared", None) or getattr(du, "augment", None)
-    if fn is None:
-        if _split_complete(aug_dir):
-            return aug_dir
-        raise DataFormatError(f"{aug_dir}: offline augmented copies not found; run `python "
-                              f"data_util.py augment --prepared-dir {prepared_dir} --copies {copies}` "
-                              f"or train with --augment online / none")
-    if not _aug_matches(prepared_dir, copies):
-        print(f"writing {copies} augmented copies per training face into {aug_dir} ...", flush=True)
-    _call_augment(fn, prepared_dir, copies)
-    if not _split_complete(aug_dir):
+    if int(copies) == 0:   # --aug-copies 0, or a custom spec's "aug_copies": 0: the faces as they are
+        return None
+    du.augment_prepared(prepared_dir, copies=copies, progress=sys.stderr.isatty())
+    if not du.prepared_complete(prepared_dir, "train_aug"):
         raise DataFormatError(f"{aug_dir}: augmentation did not complete; run `python data_util.py "
                               f"augment --prepared-dir {prepared_dir}` and read its errors")
     return aug_dir
 
 
-def _manifest(prepared_dir: Path) -> dict:
-    try:
-        return json.loads((Path(prepared_dir) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
-
-def _aug_matches(prepared_dir: Path, copies: int) -> bool:
-    done = _manifest(prepared_dir).get("train_aug") or {}
-    return (done.get("settings") or {}).get("copies") == copies and \
-        _split_complete(Path(prepared_dir) / "train_aug")
-
-
-def _call_augment(fn, prepared_dir: Path, copies: int):
-    """Call data_util.augment_prepared(prepared_dir, copies=...) (quietly where it allows)."""
-    import inspect  # noqa: PLC0415
-
-    params = inspect.signature(fn).parameters
-    kwargs = {"copies": copies} if "copies" in params else {}
-    if "progress" in params:
-        kwargs["progress"] = sys.stderr.isatty()
-    return fn(prepared_dir, **kwargs)
-
-
-def load_split(prepared_dir: Path, split: str) -> SplitArrays:
-    """Read one prepared split (data_util.load_prepared: memory-mapped, checked against the
-    manifest) as the trainers' SplitArrays."""
-    import data_util  # noqa: PLC0415
-
-    ps = data_util.load_prepared(prepared_dir, split)
-    soft, src = ps.soft_landmarks, ps.source_index
-    return SplitArrays(images=ps.images, landmarks=np.asarray(ps.landmarks, dtype=np.float32),
-                       soft=None if soft is None else np.asarray(soft, dtype=np.float32),
-                       source_index=src, ids=ps.ids)
-
-
-def split_faces(n_faces: int, val_fraction: float, seed: int, max_faces: Optional[int] = None):
-    """Seeded split of whole faces: (train_rows, val_rows), sorted indices into train/.
-
-    At least one face goes to validation when val_fraction > 0 and there are two or more faces.
-    """
-    n = int(n_faces if max_faces is None else min(n_faces, max(1, int(max_faces))))
-    n_val = int(round(float(val_fraction) * n))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(1, n_val), n - 1)
-    else:
-        n_val = 0
-    perm = np.random.default_rng([int(seed), 7919]).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-AugmentFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple]
-
-
-def default_online_augment(info) -> AugmentFn:
-    """Per-sample online augmentation: image_utility.augment_sample on crop pixels."""
-    import image_utility as iu  # noqa: PLC0415
-
-    perm = info.flip_permutation
-
-    def augment(image: np.ndarray, points_norm: np.ndarray, rng: np.random.Generator):
-        size = image.shape[0]
-        px = iu.denormalize_landmarks(points_norm, size)
-        img, px = iu.augment_sample(image, px, rng, flip_permutation=perm)
-        return img, iu.normalize_landmarks(px, size).astype(np.float32)
-
-    return augment
-
-
-class TrainData:
-    """The training pool (train faces + their offline copies) and the validation faces."""
-
-    def __init__(self, cfg: TrainConfig, prepared_dir: Path, train: SplitArrays,
-                 aug: Optional[SplitArrays] = None):
-        self.cfg = cfg
-        self.info = C.dataset_info(cfg.dataset)
-        self.prepared_dir = Path(prepared_dir)
-        self.train = train
-        self.aug = aug
-        if train.landmarks.shape[1] != self.info.num_points:
-            raise DataFormatError(f"{prepared_dir}: landmarks have {train.landmarks.shape[1]} points "
-                                  f"but {cfg.dataset} has {self.info.num_points}; prepare again")
-        if train.images.shape[1] != cfg.input_size:
-            raise DataFormatError(f"{prepared_dir}: images are {train.images.shape[1]} px but "
-                                  f"--input-size is {cfg.input_size}; use the matching prepared folder")
-        self.train_rows, self.val_rows = split_faces(len(train), cfg.val_fraction, cfg.seed,
-                                                     cfg.max_faces)
-        if aug is not None and len(aug):
-            if aug.source_index is None or len(aug.source_index) != len(aug):
-                raise DataFormatError(f"{prepared_dir}/train_aug: meta.json lacks source_index; "
-                                      f"write the augmented copies again (python data_util.py augment)")
-            self.aug_rows = np.flatnonzero(np.isin(aug.source_index, self.train_rows))
-        else:
-            self.aug_rows = np.zeros((0,), np.int64)
-        if len(self.train_rows) == 0:
-            raise DataFormatError(f"{prepared_dir}: no training faces left after the validation split")
-
-    # -- pool: index p < len(train_rows) -> train/ row, else a train_aug/ row -------------------
-    @property
-    def size(self) -> int:
-        return int(len(self.train_rows) + len(self.aug_rows))
-
-    def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(self.size / int(self.cfg.batch_size)))
-
-    def pool_key(self) -> str:
-        """A digest of which stored rows form the pool (for caches keyed on the data)."""
-        h = hashlib.sha1()
-        h.update(np.asarray(self.train_rows, np.int64).tobytes())
-        h.update(b"|")
-        h.update(np.asarray(self.aug_rows, np.int64).tobytes())
-        h.update(str((len(self.train), 0 if self.aug is None else len(self.aug))).encode())
-        return h.hexdigest()[:16]
-
-    def _gather(self, arrays_of, pool_idx: np.ndarray) -> np.ndarray:
-        pool_idx = np.asarray(pool_idx, np.int64)
-        n_tr = len(self.train_rows)
-        in_tr = pool_idx < n_tr
-        first = arrays_of(self.train)
-        out = np.empty((len(pool_idx),) + first.shape[1:], first.dtype)
-        if in_tr.any():
-            out[in_tr] = first[self.train_rows[pool_idx[in_tr]]]
-        if (~in_tr).any():
-            out[~in_tr] = arrays_of(self.aug)[self.aug_rows[pool_idx[~in_tr] - n_tr]]
-        return out
-
-    def pool_images(self, pool_idx) -> np.ndarray:
-        return self._gather(lambda s: s.images, pool_idx)
-
-    def pool_landmarks(self, pool_idx, soft: bool = False) -> np.ndarray:
-        def pick(s):
-            if soft and s.soft is None:
-                raise DataFormatError(f"{self.prepared_dir}: soft_landmarks.npy missing; run "
-                                      f"`python asm_soft_landmarks.py --prepared-dir "
-                                      f"{self.prepared_dir}`")
-            return s.soft if soft else s.landmarks
-        return self._gather(pick, pool_idx)
-
-    def val_images(self) -> np.ndarray:
-        return np.asarray(self.train.images[self.val_rows]) if len(self.val_rows) else \
-            np.zeros((0,) + self.train.images.shape[1:], np.uint8)
-
-    def val_landmarks(self) -> np.ndarray:
-        return np.asarray(self.train.landmarks[self.val_rows], np.float32)
-
-    def train_face_images(self) -> np.ndarray:
-        return np.asarray(self.train.images[self.train_rows])
-
-    def train_face_landmarks(self) -> np.ndarray:
-        return np.asarray(self.train.landmarks[self.train_rows], np.float32)
-
-    # -- tf.data --------------------------------------------------------------------------------
-    def epoch_batches(self, epoch: int) -> list:
-        """The pool indices of each batch of an epoch: a shuffle seeded by (seed, epoch)."""
-        perm = np.random.default_rng([int(self.cfg.seed), int(epoch), 104729]).permutation(self.size)
-        b = int(self.cfg.batch_size)
-        return [np.sort(perm[i:i + b]) for i in range(0, self.size, b)]
-
-    def dataset(self, initial_epoch: int, epochs: int, targets: str = "landmarks",
-                extra: Optional[dict] = None, augment_fn: Optional[AugmentFn] = None):
-        """Batches (x, y) for epochs initial_epoch..epochs-1 (then it ends).
-
-        targets: "landmarks" (y = hard landmarks (B, 2N)), "soft" (y = soft landmarks) or "dict"
-        (y = {"landmarks": ..., **extra}) where `extra` maps names to arrays aligned with the pool
-        (e.g. cached teacher predictions (P, 2N)). With `augment_fn` each sample is augmented
-        online (then `extra` must be empty: cached predictions would not match the new image).
-        """
-        n2 = 2 * self.info.num_points
-        s = int(self.cfg.input_size)
-        extra = dict(extra or {})
-        if augment_fn is not None and extra:
-            raise ConfigError("cached teacher predictions cannot be used with online augmentation")
-        soft = targets == "soft"
-
-        def gen():
-            for epoch in range(int(initial_epoch), int(epochs)):
-                rng = np.random.default_rng([int(self.cfg.seed), int(epoch), 15485863])
-                for idx in self.epoch_batches(epoch):
-                    images = self.pool_images(idx)
-                    pts = self.pool_landmarks(idx, soft=soft)
-                    if augment_fn is not None:
-                        images = images.copy()
-                        pts = pts.copy()
-                        for i in range(len(idx)):
-                            images[i], pts[i] = augment_fn(images[i], pts[i], rng)
-                    x = images.astype(np.float32) / np.float32(255.0)
-                    y = pts.reshape(len(idx), n2).astype(np.float32)
-                    if targets == "dict":
-                        yd = {"landmarks": y}
-                        for k, arr in extra.items():
-                            yd[k] = np.asarray(arr[idx], np.float32).reshape(len(idx), n2)
-                        yield x, yd
-                    else:
-                        yield x, y
-
-        x_spec = tf.TensorSpec((None, s, s, 3), tf.float32)
-        y_vec = tf.TensorSpec((None, n2), tf.float32)
-        if targets == "dict":
-            y_spec = {"landmarks": y_vec, **{k: y_vec for k in extra}}
-        else:
-            y_spec = y_vec
-        ds = tf.data.Dataset.from_generator(gen, output_signature=(x_spec, y_spec))
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return ds.with_options(options).prefetch(2)
-
-
-def load_training_data(cfg: TrainConfig, need_soft: bool = False) -> TrainData:
+def load_training_data(cfg: TrainConfig, need_soft: bool = False) -> du.TrainData:
     """Prepared (and, if asked, augmented) data with its validation split."""
     prepared = ensure_prepared(cfg)
     aug_dir = ensure_augmented(cfg, prepared)
     if need_soft:
         ensure_soft_landmarks(cfg, prepared)
-    train = load_split(prepared, "train")
-    aug = load_split(prepared, "train_aug") if aug_dir is not None else None
-    return TrainData(cfg, prepared, train, aug)
+    train = du.load_prepared(prepared, "train")
+    aug = du.load_prepared(prepared, "train_aug") if aug_dir is not None else None
+    return du.TrainData(cfg, prepared, train, aug)
 
 
 def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
-    """soft_landmarks.npy beside landmarks.npy (train, train_aug), fitted at cfg.asm_variance;
-    written (asm_soft_landmarks.make_soft_landmarks) when missing or fitted at another variance."""
+    """soft_landmarks.npy beside landmarks.npy (train, train_aug), fitted at cfg.asm_variance on
+    the training pool (asm_soft_landmarks: train + train_aug unless asm.npz records --fit-on plain);
+    written (asm_soft_landmarks.make_soft_landmarks) when missing, fitted at another variance or on
+    other data (asm_soft_landmarks.soft_landmarks_current). Soft files without an asm.npz are
+    taken as supplied."""
     prepared_dir = Path(prepared_dir)
-    splits = ["train"] + (["train_aug"] if _split_complete(prepared_dir / "train_aug") else [])
+    splits = ["train"] + (["train_aug"] if du.prepared_complete(prepared_dir, "train_aug") else [])
     have = all((prepared_dir / s / "soft_landmarks.npy").is_file() for s in splits)
-    if have:
-        variance = None
-        try:
-            with np.load(prepared_dir / "asm.npz") as z:
-                variance = float(z["variance"]) if "variance" in z.files else None
-        except (OSError, ValueError, KeyError):
-            pass
-        if variance is None or abs(variance - float(cfg.asm_variance)) < 1e-9:
-            return
-    try:
-        import asm_soft_landmarks as asm  # noqa: PLC0415
-    except ImportError:
-        raise DataFormatError(f"{prepared_dir}: soft_landmarks.npy missing and asm_soft_landmarks.py "
-                              f"is not available; write them with `python asm_soft_landmarks.py "
-                              f"--prepared-dir {prepared_dir}`") from None
+    if have and not (prepared_dir / "asm.npz").is_file():
+        return
+    import asm_soft_landmarks as asm  # noqa: PLC0415  (a module above data_util: imported when used)
+
+    if have and asm.soft_landmarks_current(prepared_dir, float(cfg.asm_variance)):
+        return
     print(f"fitting the shape model ({100 * cfg.asm_variance:.0f}% variance) and writing soft "
           f"landmarks into {prepared_dir} ...", flush=True)
     asm.make_soft_landmarks(prepared_dir, variance=float(cfg.asm_variance),
@@ -488,9 +289,7 @@ def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
 
 def predict_images(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Model outputs (M, 2N) float32 for uint8 images, in chunks (one traced function)."""
-    from cnn_model import traced_call  # noqa: PLC0415
-
-    fn = traced_call(model, training=False)   # one trace per model, any batch size
+    fn = cnn_model.traced_call(model, training=False)   # one trace per model, any batch size
     outs = []
     for i in range(0, len(images), int(batch_size)):
         x = np.asarray(images[i:i + int(batch_size)]).astype(np.float32) / np.float32(255.0)
@@ -603,13 +402,11 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if len(self.images):
-            from cnn_model import recalibrate_batchnorm  # noqa: PLC0415
-
-            recalibrate_batchnorm(self.target, self.images.astype(np.float32) / np.float32(255.0),
+            cnn_model.recalibrate_batchnorm(self.target, self.images.astype(np.float32) / np.float32(255.0),
                                   self.batch_size)
 
 
-def recalibration_faces(data: "TrainData", count: int) -> np.ndarray:
+def recalibration_faces(data: du.TrainData, count: int) -> np.ndarray:
     """`count` training faces (seeded draw; not augmented copies, not validation faces), uint8.
     Drawn rather than the first ones because official files are grouped by source (LFPW, HELEN...)."""
     if count <= 0 or len(data.train_rows) == 0:
@@ -646,6 +443,7 @@ class NaNGuard(keras.callbacks.Callback):
         self.run_dir = Path(run_dir)
         self.learning_rate = learning_rate
         self.epoch = 0
+        self.step_offset = 0      # batches of this epoch done before a mid-epoch resume
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -661,7 +459,7 @@ class NaNGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
-            self._fail(batch + 1)
+            self._fail(self.step_offset + batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
@@ -715,9 +513,12 @@ class Checkpointer(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and (batch + 1) < self.steps_per_epoch and \
-                self._iterations() % self.every_steps == 0:
-            self._write(self.epoch, dict(logs or {}), mid_epoch_step=batch + 1)
+        if not self.every_steps:
+            return
+        it = self._iterations()
+        in_epoch = it - self.epoch * self.steps_per_epoch   # also right after a mid-epoch resume
+        if 0 < in_epoch < self.steps_per_epoch and it % self.every_steps == 0:
+            self._write(self.epoch, dict(logs or {}), mid_epoch_step=in_epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -772,11 +573,33 @@ class TrainResult:
     elapsed_s: float
     initial_epoch: int = 0
     history: dict = field(default_factory=dict)
+    mean_shape_val_nme: Optional[float] = None   # the mean training shape on the validation faces
 
     def summary(self, what: str) -> str:
         nme = "n/a" if self.best_val_nme is None else f"{100 * self.best_val_nme:.2f}%"
-        return (f"{what}: best validation NME {nme} (inter-ocular) at epoch {self.best_epoch}, "
+        floor = "" if self.mean_shape_val_nme is None else \
+            f" (mean training shape: {100 * self.mean_shape_val_nme:.2f}%)"
+        return (f"{what}: best validation NME {nme} (inter-ocular){floor} at epoch {self.best_epoch}, "
                 f"{self.epochs_done} epochs, {self.elapsed_s:.0f} s; model -> {self.output}")
+
+    def warning(self, what: str) -> Optional[str]:
+        """A line when the best model is no better than the mean training shape (or not finite)."""
+        best, floor = self.best_val_nme, self.mean_shape_val_nme
+        how = compare_to_mean_shape(best, floor)
+        if how is None:
+            return None
+        return (f"{what}: best validation NME {100 * best:.4g}% is {how} the mean training shape's "
+                f"{100 * floor:.2f}% (no model at all); train longer, lower --learning-rate, or "
+                f"check the data")
+
+
+def mean_shape_nme(data) -> Optional[float]:
+    """Validation NME (fraction) of the mean training shape: the floor a trained model must beat."""
+    val = data.val_landmarks()
+    if len(val) == 0:
+        return None
+    mean = data.train_face_landmarks().mean(axis=0).reshape(1, -1)
+    return mean_nme(np.repeat(mean, len(val), axis=0), val, data.info)
 
 
 def is_chief(strategy) -> bool:
@@ -788,15 +611,97 @@ def is_chief(strategy) -> bool:
                                              int(resolver.task_id or 0) == 0)
 
 
+def run_identity(cfg: TrainConfig, what: str, extra: Optional[dict] = None) -> dict:
+    """What a run trains beyond RESUME_KEYS: its kind (teacher-tough, student-kd, ...), the
+    effective number of offline copies, and `extra` (e.g. the student's teacher files)."""
+    copies = None
+    if cfg.augment == "offline":
+        copies = cfg.aug_copies if cfg.aug_copies is not None else \
+            C.dataset_info(cfg.dataset).aug_copies
+    return {"what": str(what), "aug_copies": copies, **(extra or {})}
+
+
+def _identity_name(key: str) -> str:
+    return {"what": "kind", "aug_copies": "--aug-copies"}.get(key, f"--{key}")
+
+
+def file_identity(path) -> Optional[str]:
+    """'<absolute path> sha1:<first 16 hex digits>' of a file (None for None): a teacher's
+    identity in a student run (the same path holding another model is another teacher)."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{path} sha1:{h.hexdigest()[:16]}"
+
+
+_HELD_LOCKS: dict = {}   # lock key -> file descriptor held by this process
+
+
+def _lock_key(run_dir: Path) -> str:
+    return str((Path(run_dir) / LOCK).resolve())
+
+
+def lock_run_dir(run_dir: Path) -> Optional[int]:
+    """Take the run folder's lock (flock on <run>/.lock, released when the process ends, even on
+    kill -9) and write who holds it into the lock file; a held lock -> ConfigError naming the
+    holder. A lock this process took for an earlier run of the same folder is taken over.
+    Returns the descriptor (None where flock does not exist)."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:     # not POSIX: no lock
+        return None
+    path = Path(run_dir) / LOCK
+    key = _lock_key(run_dir)
+    previous = _HELD_LOCKS.pop(key, None)
+    if previous is not None:       # ours, from a run of this process that did not release it
+        try:
+            os.close(previous)
+        except OSError:
+            pass
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise ConfigError(run_dir_error(Path(run_dir), err.strerror or str(err))) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown process"
+        finally:
+            os.close(fd)
+        raise ConfigError(f"{run_dir}: another trainer is using this run folder ({holder}); wait "
+                          f"for it to finish, or pass --run-dir NEW_FOLDER") from None
+    import socket  # noqa: PLC0415
+
+    command = " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))
+    holder = (f"pid {os.getpid()} on {socket.gethostname()} since "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {command}")
+    holder = " ".join(holder.split())[:300]      # one line
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder.encode("utf-8"), 0)
+    _HELD_LOCKS[key] = fd
+    return fd
+
+
 class Run:
-    """A run folder: config check, resume state, logs.
+    """A run folder: lock, config check, resume state, logs.
+
+    The folder is locked (LOCK, flock) for as long as this process trains in it: a second trainer
+    on the same folder stops with one line naming the holder. A resume is refused when a setting
+    that changes what is trained differs (RESUME_KEYS and run_identity). `identity` adds entries
+    to the run's identity (the student's teacher files).
 
     Under MultiWorkerMirroredStrategy every worker must save (collective ops), so non-chief
     workers write into <run>/.worker-<id>/ and do not export the final model."""
 
-    def __init__(self, cfg: TrainConfig, what: str, strategy=None):
+    def __init__(self, cfg: TrainConfig, what: str, strategy=None, identity: Optional[dict] = None):
         self.cfg = cfg
         self.what = what
+        self.identity = run_identity(cfg, what, identity)
         self.dir = default_run_dir(cfg, what)
         self.chief = True if strategy is None else is_chief(strategy)
         if not self.chief:
@@ -805,32 +710,58 @@ class Run:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(run_dir_error(self.dir, _unwritable_reason(self.dir, err))) from None
+        self._lock_fd = lock_run_dir(self.dir)   # before touching anything another trainer owns
+        try:
+            self._open()
+        except BaseException:
+            self.release()
+            raise
+
+    def _open(self):
         for stale in self.dir.glob(".*.tmp*"):   # safe_io temporaries of a run killed mid-write
             if stale.is_file():
                 stale.unlink(missing_ok=True)
         self.state = None
         self.previous_config = None
-        if cfg.resume and (self.dir / LAST).is_file():
+        if self.cfg.resume and (self.dir / LAST).is_file():
             self._check_compatible()
             self.state = read_state(self.dir) or {}
         else:   # a fresh start: stale files of an earlier run must not mix with this one
             for name in (LAST, BEST, STATE, LOG):
                 if (self.dir / name).exists():
                     (self.dir / name).unlink()
-        C.save_config(cfg, self.dir)
+        C.save_config(self.cfg, self.dir, extra={"run": self.identity})
 
     def _check_compatible(self):
         try:
             old = json.loads((self.dir / "config.json").read_text())
         except (OSError, ValueError):
             return
+        if not isinstance(old, dict):
+            return
         self.previous_config = old
         new = dataclasses.asdict(self.cfg)
+        fix = "pass --run-dir NEW_FOLDER, or --no-resume to start this one again"
         diff = [k for k in RESUME_KEYS if k in old and old.get(k) != new.get(k)]
         if diff:
             k = diff[0]
-            raise ConfigError(f"{self.dir} holds a run with {k}={old.get(k)!r} (now {new.get(k)!r}); "
-                              f"pass --run-dir NEW_FOLDER, or --no-resume to start this one again")
+            raise ConfigError(f"{self.dir} holds a run with --{k.replace('_', '-')} {old.get(k)!r} "
+                              f"(now {new.get(k)!r}); {fix}")
+        old_id = old.get("run")
+        if not isinstance(old_id, dict):    # a folder written before the identity was recorded
+            return
+        for k in sorted(set(old_id) | set(self.identity)):
+            if old_id.get(k) != self.identity.get(k):
+                raise ConfigError(f"{self.dir} holds a run with {_identity_name(k)} "
+                                  f"{old_id.get(k)!r} (now {self.identity.get(k)!r}); {fix}")
+
+    def release(self) -> None:
+        """Give up the run folder's lock (also done by the system when the process ends)."""
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        key = _lock_key(self.dir)
+        if fd is not None and _HELD_LOCKS.get(key) == fd:   # not taken over by a later run
+            del _HELD_LOCKS[key]
+            os.close(fd)
 
     @property
     def resuming(self) -> bool:
@@ -848,10 +779,6 @@ class Run:
 def load_checkpoint(path: Path) -> keras.Model:
     """A compiled checkpoint (optimizer state included)."""
     try:
-        import cnn_model  # noqa: F401,PLC0415  (registers any custom objects)
-    except ImportError:
-        pass
-    try:
         return keras.models.load_model(path, compile=True)
     except Exception as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
@@ -859,35 +786,44 @@ def load_checkpoint(path: Path) -> keras.Model:
                          f"pass --no-resume to start again") from None
 
 
-def resumed_optimizer(model, cfg: TrainConfig, previous: Optional[dict]):
-    """The checkpoint's optimizer, or a new Adam with the current schedule carrying its state."""
+def resumed_optimizer(model, cfg: TrainConfig, previous: Optional[dict], steps_per_epoch: int = 1):
+    """The checkpoint's optimizer, or a new Adam with the current schedule carrying its state
+    (moments and iteration count: a new schedule continues from the same step)."""
     old = getattr(model, "optimizer", None)
-    changed = previous is not None and any(
+    changed = previous is not None and (any(
         float(previous.get(k, getattr(cfg, k))) != float(getattr(cfg, k))
         for k in ("learning_rate", "lr_decay"))
+        or previous.get("lr_schedule", "inverse-time") != cfg.lr_schedule
+        or (cfg.lr_schedule == "cosine" and int(previous.get("epochs", cfg.epochs)) != int(cfg.epochs)))
     if old is not None and not changed:
         return old
-    new = make_optimizer(cfg)
+    new = make_optimizer(cfg, steps_per_epoch)
     new.build(model.trainable_variables)
     if old is not None and getattr(old, "built", False) and len(old.variables) == len(new.variables):
         for dst, src in zip(new.variables, old.variables):
             dst.assign(src)
-        print(f"resuming with learning rate {cfg.learning_rate:g} (decay {cfg.lr_decay:g}) at step "
+        print(f"resuming with learning rate {cfg.learning_rate:g} ({cfg.lr_schedule}, decay "
+              f"{cfg.lr_decay:g}, {cfg.epochs} epochs) at step "
               f"{int(keras.ops.convert_to_numpy(new.iterations))}", flush=True)
     return new
 
 
-def initial_epoch_from(state: dict, model, steps_per_epoch: int) -> int:
-    """The epoch to start at: state.json's, cross-checked against the optimizer's iteration count."""
-    epoch = int(state.get("epoch", 0))
+def resume_position(state: dict, model, steps_per_epoch: int, run_dir: Path) -> tuple:
+    """(epoch, step in that epoch) to resume at: the checkpoint's optimizer iteration count split
+    into whole epochs and the steps done of the next one (a --checkpoint-every checkpoint written
+    in mid-epoch resumes at its step, not at the epoch start). The iteration count is the model
+    file's own, so a kill between writing last.keras and state.json changes nothing."""
+    steps = max(1, int(steps_per_epoch))
+    before = state.get("steps_per_epoch")
+    if before is not None and int(before) != steps:
+        raise ConfigError(f"{run_dir} holds a run of {int(before)} steps per epoch, the data now "
+                          f"gives {steps} (the prepared or augmented faces changed); pass --run-dir "
+                          f"NEW_FOLDER, or --no-resume to start this one again")
     try:
         it = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    except Exception:  # noqa: BLE001
-        return epoch
-    if state.get("optimizer_iterations") is None or it != int(state["optimizer_iterations"]):
-        # last.keras was renamed into place but state.json not yet: trust the model file.
-        epoch = it // max(1, int(steps_per_epoch))
-    return epoch
+    except Exception:  # noqa: BLE001 - no optimizer state: trust state.json
+        return int(state.get("epoch", 0)), int(state.get("step_in_epoch", 0))
+    return divmod(it, steps)
 
 
 def verbosity(verbose: Optional[int]) -> int:
@@ -896,94 +832,118 @@ def verbosity(verbose: Optional[int]) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def fit_model(*, cfg: TrainConfig, run: Run, data: TrainData, strategy,
-              build: Callable[[], keras.Model], loss="mse",
-              fit_wrapper: Optional[Callable] = None, targets: str = "landmarks",
-              extra_targets: Optional[Callable] = None, augment_fn: Optional[AugmentFn] = None,
+def restore_or_build(cfg: TrainConfig, run: Run, strategy, build: Callable[[], keras.Model],
+                     loss="mse", steps_per_epoch: int = 1) -> keras.Model:
+    """The model to train, compiled once, in the strategy's scope: the run's last.keras when
+    resuming (its optimizer state kept: moments and iteration count, the schedule position; a
+    changed --learning-rate / --lr-decay takes effect from here on), else build() with a new
+    optimizer. The run folder's lock is released if this fails."""
+    try:
+        with strategy.scope():
+            if run.resuming:
+                model = load_checkpoint(run.last)
+                optimizer = resumed_optimizer(model, cfg, run.previous_config, steps_per_epoch)
+            else:
+                model = build()
+                optimizer = make_optimizer(cfg, steps_per_epoch)
+            model.compile(optimizer=optimizer, loss=loss, jit_compile=bool(cfg.jit_compile))
+    except BaseException:
+        run.release()
+        raise
+    return model
+
+
+def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model: keras.Model,
+              fit_on: Optional[keras.Model] = None, targets: str = "landmarks",
+              extra: Optional[dict] = None, augment_fn: Optional[du.AugmentFn] = None,
               output: Optional[Path] = None, verbose: Optional[int] = None,
               checkpoint_every: int = 0, extra_callbacks=()) -> TrainResult:
-    """Train the model that `build()` makes (or resume it) and write checkpoints, logs and output.
+    """Train `model` (from restore_or_build) from where its run stands; write checkpoints, logs and
+    the output. Releases the run folder's lock when done.
 
-    fit_wrapper(model) -> keras.Model trained by fit (e.g. the Distiller around the student); it
-    must compile itself with model.optimizer. extra_targets(model_to_fit) -> dict of pool-aligned
-    arrays to add to the batch's target dict (e.g. cached teacher predictions).
+    fit_on: the keras.Model that fit() drives, compiled with model.optimizer (the student trainer's
+    Distiller around the student); default the model itself. Checkpoints, validation and BatchNorm
+    recalibration always use `model`. targets and extra: as data_util.TrainData.dataset (extra:
+    pool-aligned arrays added to the batch's target dict, e.g. cached teacher predictions).
     """
     t_start = time.time()
     steps = data.steps_per_epoch()
     epochs = int(cfg.epochs)
     state = run.state
-    with strategy.scope():
+    fit_on = model if fit_on is None else fit_on
+    try:
         if run.resuming:
-            model = load_checkpoint(run.last)
-            initial_epoch = initial_epoch_from(state, model, steps)
+            initial_epoch, start_step = resume_position(state, model, steps, run.dir)
         else:
-            model = build()
-            model.compile(optimizer=make_optimizer(cfg), loss=loss, jit_compile=bool(cfg.jit_compile))
-            initial_epoch = 0
-        if run.resuming:
-            # keep the saved optimizer state (moments, iteration count: the schedule position);
-            # a changed --learning-rate / --lr-decay takes effect from here on.
-            model.compile(optimizer=resumed_optimizer(model, cfg, run.previous_config), loss=loss,
-                          jit_compile=bool(cfg.jit_compile))
-        fit_on = fit_wrapper(model) if fit_wrapper is not None else model
+            initial_epoch, start_step = 0, 0
 
-    v = verbosity(verbose)
-    if v and strategy.num_replicas_in_sync > 1:
-        print(f"strategy {type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas",
-              flush=True)
-    if run.resuming and initial_epoch > 0 and v:
-        print(f"resuming {run.dir} at epoch {initial_epoch + 1}/{epochs}", flush=True)
+        v = verbosity(verbose)
+        if v and strategy.num_replicas_in_sync > 1:
+            print(f"strategy {type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas",
+                  flush=True)
+        if run.resuming and (initial_epoch > 0 or start_step > 0) and v:
+            at = f" step {start_step + 1}/{steps}" if start_step else ""
+            print(f"resuming {run.dir} at epoch {initial_epoch + 1}/{epochs}{at}", flush=True)
 
-    if initial_epoch < epochs:
-        extra = extra_targets(fit_on) if extra_targets is not None else None
-        ds = data.dataset(initial_epoch, epochs, targets=targets, extra=extra, augment_fn=augment_fn)
-        checkpointer = Checkpointer(model, run.dir, epochs, steps, state=state,
-                                    every_steps=checkpoint_every, started=t_start)
-        callbacks = [
-            # must run before ValidationNME and the Checkpointer (callbacks run in list order)
-            RecalibrateBatchNorm(model, recalibration_faces(data, cfg.bn_recalibration)),
-            ValidationNME(model, data.val_images(), data.val_landmarks(), data.info,
-                          batch_size=max(int(cfg.batch_size), 32)),
-            NaNGuard(run.dir, cfg.learning_rate),
-            checkpointer,
-            keras.callbacks.CSVLogger(str(run.dir / LOG), append=run.resuming and initial_epoch > 0),
-            keras.callbacks.TensorBoard(log_dir=str(run.dir / TB_DIR), write_graph=False,
-                                        profile_batch=0, update_freq="epoch"),
-            *extra_callbacks,
-        ]
-        if v == 2:
-            callbacks.append(EpochLine(epochs))
-        hist = fit_on.fit(ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                          callbacks=callbacks, verbose=1 if v == 1 else 0)
-        history = dict(hist.history)
-    else:
         history = {}
-        if v:
+        if initial_epoch < epochs:
+            checkpointer = Checkpointer(model, run.dir, epochs, steps, state=state,
+                                        every_steps=checkpoint_every, started=t_start)
+            nan_guard = NaNGuard(run.dir, cfg.learning_rate)
+            recalibration = recalibration_faces(data, cfg.bn_recalibration)
+            val_images, val_landmarks = data.val_images(), data.val_landmarks()
+            # A mid-epoch resume first finishes that epoch (its remaining batches), then goes on.
+            segments = [(initial_epoch, initial_epoch + 1, start_step)] if start_step else []
+            if initial_epoch + (1 if start_step else 0) < epochs:
+                segments.append((initial_epoch + (1 if start_step else 0), epochs, 0))
+            append = run.resuming and (initial_epoch > 0 or start_step > 0)
+            for first, end, skip in segments:
+                ds = data.dataset(first, end, targets=targets, extra=extra, augment_fn=augment_fn,
+                                  start_step=skip)
+                nan_guard.step_offset = skip
+                callbacks = [
+                    # must run before ValidationNME and the Checkpointer (list order)
+                    RecalibrateBatchNorm(model, recalibration),
+                    ValidationNME(model, val_images, val_landmarks, data.info,
+                                  batch_size=max(int(cfg.batch_size), 32)),
+                    nan_guard,
+                    checkpointer,
+                    keras.callbacks.CSVLogger(str(run.dir / LOG), append=append),
+                    keras.callbacks.TensorBoard(log_dir=str(run.dir / TB_DIR), write_graph=False,
+                                                profile_batch=0, update_freq="epoch"),
+                    *extra_callbacks,
+                ]
+                if v == 2:
+                    callbacks.append(EpochLine(epochs))
+                if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                    build_before_fit(fit_on, strategy, ds.element_spec)
+                hist = fit_on.fit(ds, epochs=end, initial_epoch=first,
+                                  steps_per_epoch=steps - skip, callbacks=callbacks,
+                                  verbose=1 if v == 1 else 0)
+                for k, values in hist.history.items():
+                    history.setdefault(k, []).extend(values)
+                append = True
+        elif v:
             print(f"{run.dir}: already trained for {epochs} epochs; writing the final model again "
                   f"(raise --epochs to train longer)", flush=True)
-
-    final_state = read_state(run.dir) or {}
-    out = None
-    if output is not None and run.chief and (run.best.is_file() or run.last.is_file()):
-        out = export_final(run.best if run.best.is_file() else run.last, Path(output))
+        final_state = read_state(run.dir) or {}
+        out = None
+        if output is not None and run.chief and (run.best.is_file() or run.last.is_file()):
+            out = export_final(run.best if run.best.is_file() else run.last, Path(output))
+    finally:
+        run.release()
     return TrainResult(run_dir=run.dir, output=out, best_val_nme=final_state.get("best_val_nme"),
                        best_epoch=final_state.get("best_epoch"),
                        epochs_done=int(final_state.get("epoch", 0)),
                        elapsed_s=float(final_state.get("elapsed_s", time.time() - t_start)),
-                       initial_epoch=initial_epoch, history=history)
+                       initial_epoch=initial_epoch, history=history,
+                       mean_shape_val_nme=mean_shape_nme(data))
 
 
 def export_final(checkpoint: Path, output: Path) -> Path:
     """Write the selected checkpoint's model (without optimizer state) to `output` atomically."""
     model = keras.models.load_model(checkpoint, compile=False)
-    try:
-        from cnn_model import save_model  # noqa: PLC0415
-    except ImportError:
-        save_model = None
     if output.suffix != ".keras":
         raise ConfigError(f"--output {output}: model files must end in .keras")
-    if save_model is not None:
-        save_model(model, output)
-    else:
-        save_checkpoint(model, output)
+    cnn_model.save_model(model, output)
     return output

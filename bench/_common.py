@@ -2,8 +2,11 @@
 
 Nothing here is imported by the project itself: bench/ depends on the project, never the reverse.
 Rules every script follows:
-* timings are medians over repeated runs after a warm-up; when two things are compared, they are
-  measured in the same run, interleaved round by round, so a change of machine load hits both;
+* timings are medians (and minima) over repeated runs after a warm-up; when two things are
+  compared, they are measured in the same run, interleaved round by round, so a change of machine
+  load hits both;
+* the load average is recorded before and after every run; a run refuses to start when the load
+  exceeds the core count unless --force, and its results are then flagged (check_load, load_note);
 * every table is printed as Markdown and also written to bench/results/<name>.md (a --quick run
   writes to bench/results/quick/<name>.md, ignored by git, unless --out says otherwise);
 * optional peers (dlib, MediaPipe) are skipped with a clear note when their package is missing.
@@ -14,6 +17,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -30,12 +34,10 @@ REAL_SAMPLES = REPO_ROOT / "tests" / "data" / "real_samples"
 
 
 def quiet_tf() -> None:
-    """Silence TensorFlow start-up noise (the project's helper when present)."""
-    try:
-        from errors import quiet_tensorflow
-        quiet_tensorflow()
-    except ImportError:  # pragma: no cover - the project always has errors.py
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Silence TensorFlow start-up noise (runtime.quiet_tensorflow)."""
+    from runtime import quiet_tensorflow  # noqa: PLC0415
+
+    quiet_tensorflow()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,7 +70,50 @@ def load_average() -> str:
         return "n/a"
 
 
+def load_1min() -> float:
+    """The 1-minute load average (runnable + running tasks), NaN where the OS has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:  # pragma: no cover
+        return float("nan")
+
+
 _LOAD_START = load_average()
+
+
+def overloaded(load: float) -> bool:
+    """True when more tasks want the CPU than it has cores: timings then measure the queue."""
+    return load == load and load > cpu_count()
+
+
+def check_load(force: bool, what: str = "this benchmark") -> str:
+    """Refuse to start on an overloaded machine unless `force`; returns the note for the results.
+
+    Timings taken while the 1-minute load exceeds the core count are dominated by waiting for a
+    core; with --force they are still taken, and every results file says so (load_note)."""
+    load = load_1min()
+    if overloaded(load) and not force:
+        raise SystemExit(f"{what}: the 1-minute load average is {load:.2f} on {cpu_count()} cores "
+                         f"(over the core count: timings would mostly measure the wait for a core); "
+                         f"wait for a quieter machine or pass --force to measure anyway (flagged)")
+    return load_note()
+
+
+def load_note(start: Optional[str] = None) -> str:
+    """One line: the load averages at the start and now, flagged when either exceeds the cores."""
+    start = start or _LOAD_START
+    now = load_average()
+
+    def first(text):
+        try:
+            return float(text.split(",")[0])
+        except ValueError:
+            return float("nan")
+
+    flag = (f" -- LOADED MACHINE: load above the {cpu_count()} cores, absolute times are inflated; "
+            f"compare only the ratios measured side by side in this run"
+            if overloaded(first(start)) or overloaded(first(now)) else "")
+    return f"load average (1, 5, 15 min) before: {start}; after: {now}{flag}"
 
 
 def versions() -> str:
@@ -96,6 +141,20 @@ def phase(msg: str) -> None:
 
 def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if len(xs) else float("nan")
+
+
+def minimum(xs: Sequence[float]) -> float:
+    """The fastest repeat: the closest a loaded machine gets to the uncontended time."""
+    return float(min(xs)) if len(xs) else float("nan")
+
+
+def pin_tensorflow_threads(threads: int) -> None:
+    """TensorFlow's intra- and inter-op pools to `threads` each. Call before TensorFlow runs any
+    op (it can be set once per process), so a benchmark pinned to N threads runs in its own process."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+    tf.config.threading.set_inter_op_parallelism_threads(int(threads))
 
 
 def interleaved_latency(fns: Dict[str, Callable[[int], object]], warmup: int, rounds: int,
@@ -149,11 +208,10 @@ def header_block(title: str, argv: Sequence[str], notes: Sequence[str] = ()) -> 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO_ROOT) if script.is_relative_to(REPO_ROOT) else script
-    cmd = "python " + " ".join([str(shown)] + list(argv))
+    cmd = "python " + shlex.join([str(shown)] + list(argv))
     lines = [f"## {title}", "",
              f"- command: `{cmd}`",
-             f"- when: {now}; machine: {cpu_model()}, {cpu_count()} cores; load average (1, 5, "
-             f"15 min) at the start: {_LOAD_START}, at the end: {load_average()}",
+             f"- when: {now}; machine: {cpu_model()}, {cpu_count()} cores; {load_note()}",
              f"- software: {versions()}"]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -171,6 +229,21 @@ def write_results(text: str, path: Path) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
     print(f"\n(written to {path})")
+
+
+def publish(title: str, body: str, name: str, out: Optional[str], notes: Sequence[str] = (),
+            built_with: Sequence[str] = (), quick: bool = False) -> str:
+    """A results section: header_block (the command, machine, software, the notes; first, when
+    given, the commands that built the data it read), then body; printed and written to
+    bench/results/<name>.md (or --out)."""
+    if built_with:
+        notes = ["the published table's prepared folder was built with: "
+                 + "; ".join(f"`{c}`" for c in built_with),
+                 *notes]
+    text = header_block(title, sys.argv[1:], notes) + "\n" + body + "\n"
+    print(text)
+    write_results(text, results_path(name, quick, out))
+    return text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,15 +274,9 @@ def _read_rgb(path: Path):
 
 
 def _read_pts(path: Path):
-    import numpy as np
+    from dataset_formats import read_pts  # noqa: PLC0415
 
-    try:
-        from data_util import read_pts
-        return read_pts(path, 68)
-    except ImportError:
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-        body = lines[lines.index("{") + 1:lines.index("}")]
-        return np.array([[float(v) for v in ln.split()] for ln in body], np.float32)
+    return read_pts(path, 68)
 
 
 def load_real_faces(root: Path = REAL_SAMPLES) -> List[Face]:
@@ -234,19 +301,13 @@ def load_real_faces(root: Path = REAL_SAMPLES) -> List[Face]:
 
 def nme_io_68(pred, gt):
     """Per-image inter-ocular NME (outer eye corners 36 and 45) as a fraction."""
-    import numpy as np
+    from metrics import nme_per_image  # noqa: PLC0415
 
-    try:
-        from metrics import nme_per_image
-        return nme_per_image(pred, gt, ((36,), (45,)))
-    except ImportError:
-        pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-        d = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=-1)
-        return np.linalg.norm(pred - gt, axis=-1).mean(axis=1) / d
+    return nme_per_image(pred, gt, ((36,), (45,)))
 
 
 # ----------------------------------------------------------------------------------------------
-# Crops (the project's image_utility when present, else the same protocol here)
+# Crops (the project's image_utility)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -260,18 +321,9 @@ def square_box(box_xyxy, margin: float = 0.25):
 
 def crop_square(image, box, size: int):
     """uint8 crop (size, size, 3) of the square box (x0, y0, side), zero padding outside."""
-    try:
-        from image_utility import crop_and_resize
-        return crop_and_resize(image, box, size)
-    except ImportError:
-        import cv2
-        import numpy as np
+    from image_utility import crop_and_resize  # noqa: PLC0415
 
-        x0, y0, side = box
-        s = size / side
-        m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float64)
-        return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return crop_and_resize(image, box, size)
 
 
 def crop_to_original(points_crop, box, size: int):

@@ -2,7 +2,7 @@
 
 300W-sized pool: 3148 training faces x 4 offline copies = 12,592 images at 224x224 (random pixels:
 the cost of a step does not depend on the content), batch 70 (the paper's), fed by
-data_util.build_dataset from memory. One configuration per process (the mixed-precision policy is
+the trainers' pipeline (data_util.TrainData.dataset) from memory. One configuration per process (the mixed-precision policy is
 global): --mixed-precision and --jit-compile (XLA) as in TrainConfig; --all runs the four
 combinations in subprocesses and prints one table. Each run trains --epochs epochs (default 2)
 and reports the last one, so tracing and XLA compilation are left out.
@@ -41,7 +41,7 @@ def run_one(args) -> dict:
     images = rng.integers(0, 256, (pool, size, size, 3), dtype=np.uint8)
     pts = (rng.random((pool, 68, 2), dtype=np.float32) - 0.5) * 0.8
     arch = "tiny" if args.quick else "paper"
-    targets = {"landmarks": pts}
+    extra = {}
     student, _ = C.build_student(68, size, 1.0, arch)
     opt = keras.optimizers.Adam(1e-3)
     if args.what == "teacher":
@@ -55,16 +55,16 @@ def run_one(args) -> dict:
         tough, _ = C.build_teacher(68, size, arch)
         tolerant, _ = C.build_teacher(68, size, arch)
         if args.what == "kd-cached":   # the cache's content does not change the step's cost
-            targets["tough"] = pts + 0.01
-            targets["tolerant"] = pts - 0.01
+            extra = {"tough": (pts + 0.01).reshape(pool, -1), "tolerant": (pts - 0.01).reshape(pool, -1)}
         model = Distiller(student, tough, tolerant, mode="kd")
         model.compile(optimizer=opt, jit_compile=args.jit_compile)
+    import configuration
     import data_util
-    ds = data_util.build_dataset(images, targets, batch, shuffle=True, repeat=True,
-                                 drop_remainder=True)
-    if args.what in ("l2", "teacher"):
-        ds = ds.map(lambda x, y: (x, y["landmarks"]))
-    steps = pool // batch
+    cfg = configuration.TrainConfig(input_size=size, batch_size=batch, val_fraction=0.0)
+    data = data_util.TrainData(cfg, C.REPO_ROOT, data_util.PreparedSplit.in_memory("300w", images, pts))
+    ds = data.dataset(0, args.epochs, targets="landmarks" if args.what in ("l2", "teacher") else "dict",
+                      extra=extra)   # the trainers' pipeline (data_util.TrainData.dataset)
+    steps = data.steps_per_epoch()
     times = []
 
     class EpochTimer(keras.callbacks.Callback):
@@ -77,8 +77,8 @@ def run_one(args) -> dict:
     model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=0, callbacks=[EpochTimer()])
     return {"what": args.what, "mixed_precision": bool(args.mixed_precision),
             "xla": bool(args.jit_compile), "device": gpus[0].name if gpus else "CPU",
-            "images": steps * batch, "epoch_s": times[-1], "first_epoch_s": times[0],
-            "images_per_s": steps * batch / times[-1]}
+            "images": pool, "epoch_s": times[-1], "first_epoch_s": times[0],
+            "images_per_s": pool / times[-1]}
 
 
 def main(argv=None) -> int:

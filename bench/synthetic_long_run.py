@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from errors import quiet_tensorflow  # noqa: E402
+from runtime import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 

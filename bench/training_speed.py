@@ -12,9 +12,8 @@ round by round; images/s = B / median step time.
 
 Input pipeline alone (iterated as fast as possible, nothing consuming it but the loop), on real
 face crops tiled to a pool of images:
-  data_util.build_dataset      tf.data, no augmentation / online augmentation (AugmentConfig())
-  training.TrainData.dataset   the generator the trainers feed to fit(), no augmentation / online
-                               augmentation (training.default_online_augment)
+  data_util.TrainData.dataset  the one tf.data pipeline the trainers feed to fit(), no augmentation /
+                               online augmentation (data_util.default_online_augment)
 Each is compared with what the student step consumes (KD cached, and KD with teachers run for the
 online-augmented pipelines, where cached predictions cannot be used).
 
@@ -67,13 +66,9 @@ def face_pool(size: int, count: int):
 
 
 def make_optimizer():
-    try:
-        import configuration
-        import training
-        return training.make_optimizer(configuration.TrainConfig()), "training.make_optimizer"
-    except (ImportError, AttributeError):
-        import keras
-        return keras.optimizers.Adam(1e-3), "keras Adam (training.py missing)"
+    import configuration
+    import training
+    return training.make_optimizer(configuration.TrainConfig()), "training.make_optimizer"
 
 
 def build_steps(size: int, batch: int, which=("l2", "kd-teachers", "kd-cached", "teacher"),
@@ -101,25 +96,16 @@ def build_steps(size: int, batch: int, which=("l2", "kd-teachers", "kd-cached", 
         tolerant, _ = C.build_teacher(n, size, arch)
         a = tf.constant(tough.predict(x, verbose=0))
         s = tf.constant(tolerant.predict(x, verbose=0))
-        try:
-            from student_trainer import Distiller
-            dsrc = "student_trainer.Distiller"
-        except ImportError:
-            Distiller = None
-            dsrc = None
+        from student_trainer import Distiller  # noqa: PLC0415
+        dsrc = "student_trainer.Distiller"
         for kind, y in (("kd-teachers", {"landmarks": g}),
                         ("kd-cached", {"landmarks": g, "tough": a, "tolerant": s})):
             if kind not in which:
                 continue
             student, _ = C.build_student(n, size, width, arch)
-            if Distiller is not None:
-                model = Distiller(student, tough, tolerant, mode="kd")
-                model.compile(optimizer=make_optimizer()[0], jit_compile=jit)
-                steps[kind] = lambda m=model, y=y: m.train_on_batch(x, y)
-            else:  # pragma: no cover - the project has student_trainer.py
-                steps[kind] = fallback_kd_step(student, tough, tolerant, x, g,
-                                               None if kind == "kd-teachers" else (a, s))
-                dsrc = "bench fallback KD step (student_trainer.py missing)"
+            model = Distiller(student, tough, tolerant, mode="kd")
+            model.compile(optimizer=make_optimizer()[0], jit_compile=jit)
+            steps[kind] = lambda m=model, y=y: m.train_on_batch(x, y)
         notes.append(f"KD step: {dsrc}, kd_loss.KDLoss (preset 'code'); teachers: {tsrc}")
     if "teacher" in which:
         teacher, tsrc = C.build_teacher(n, size, arch)
@@ -128,28 +114,6 @@ def build_steps(size: int, batch: int, which=("l2", "kd-teachers", "kd-cached", 
         notes.append(f"teacher: {tsrc}, {teacher.count_params() / 1e6:.2f} M parameters")
     notes.append(f"optimizer: {opt_src} (Adam, inverse-time decay); XLA jit_compile={jit}")
     return steps, notes
-
-
-def fallback_kd_step(student, tough, tolerant, x, g, cached):  # pragma: no cover
-    import tensorflow as tf
-    from kd_loss import KDLoss
-
-    loss_fn = KDLoss("code", "kd")
-    opt = make_optimizer()[0]
-
-    @tf.function
-    def step():
-        if cached is None:
-            a, s = tough(x, training=False), tolerant(x, training=False)
-        else:
-            a, s = cached
-        with tf.GradientTape() as tape:
-            loss = loss_fn(g, student(x, training=True), a, s)
-        grads = tape.gradient(loss, student.trainable_variables)
-        opt.apply(grads, student.trainable_variables)
-        return loss
-
-    return lambda: float(step())
 
 
 def time_steps(steps: Dict[str, callable], warmup: int, rounds: int, per_round: int):
@@ -176,37 +140,14 @@ def build_pipelines(size: int, batch: int, pool: int) -> tuple:
     """name -> infinite iterator of (x, y) batches; plus notes."""
     images, pts = face_pool(size, pool)
     out, notes = {}, []
-    try:
-        import configuration
-        flip = configuration.dataset_info("300w").flip_permutation
-    except ImportError:  # pragma: no cover
-        flip = None
-    try:
-        import data_util
-        import image_utility as iu
-        out["build_dataset, no augmentation"] = iter(data_util.build_dataset(
-            images, {"landmarks": pts}, batch, shuffle=True, repeat=True, drop_remainder=True))
-        out["build_dataset, online augmentation"] = iter(data_util.build_dataset(
-            images, {"landmarks": pts}, batch, shuffle=True, repeat=True, drop_remainder=True,
-            augment=iu.AugmentConfig(), flip_permutation=flip))
-    except (ImportError, AttributeError) as err:
-        notes.append(f"data_util.build_dataset not measured ({err})")
-    try:
-        import configuration
-        import training
-        cfg = configuration.TrainConfig(input_size=size, batch_size=batch, val_fraction=0.0)
-        split = training.SplitArrays(images=images, landmarks=pts)
-        data = training.TrainData(cfg, C.REPO_ROOT, split)
-        out["TrainData.dataset (trainers), no augmentation"] = iter(data.dataset(0, 10 ** 6))
-        out["TrainData.dataset (trainers), online augmentation"] = iter(data.dataset(
-            0, 10 ** 6, augment_fn=training.default_online_augment(data.info)))
-    except (ImportError, AttributeError, TypeError) as err:
-        notes.append(f"training.TrainData.dataset not measured ({err})")
-    if not out:  # pragma: no cover - the project has data_util.py
-        import tensorflow as tf
-        ds = tf.data.Dataset.from_tensor_slices((images, pts.reshape(pool, -1))).repeat()
-        ds = ds.shuffle(pool).batch(batch).map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, b))
-        out["bench fallback tf.data, no augmentation"] = iter(ds.prefetch(tf.data.AUTOTUNE))
+    import configuration
+    import data_util
+
+    cfg = configuration.TrainConfig(input_size=size, batch_size=batch, val_fraction=0.0)
+    data = data_util.TrainData(cfg, C.REPO_ROOT, data_util.PreparedSplit.in_memory("300w", images, pts))
+    out["TrainData.dataset, no augmentation"] = iter(data.dataset(0, 10 ** 6))
+    out["TrainData.dataset, online augmentation"] = iter(data.dataset(
+        0, 10 ** 6, augment_fn=data_util.default_online_augment(data.info)))
     notes.append(f"pipelines: pool of {pool} images ({size}x{size} crops of the 7 real faces with "
                  f"pixel noise), in memory, batch {batch}")
     return out, notes

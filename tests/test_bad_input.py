@@ -30,6 +30,7 @@ import scipy.io
 import asm_soft_landmarks
 import cnn_model
 import data_util as du
+import dataset_formats as fmt
 import fixtures as fx
 from errors import DataFormatError, LandmarkError, ModelError, run_cli
 
@@ -154,7 +155,7 @@ def test_empty_300w_subfolder(w300, tmp_path, capsys):
     for f in (w300 / "afw").iterdir():
         f.unlink()
     with pytest.raises(DataFormatError, match="no .pts annotations"):
-        du.read_300w(w300, "train")
+        fmt.read_300w(w300, "train")
     out = tmp_path / "out"
     run_main(du.main, prepare_argv(w300, out, "--strict"), capsys, w300 / "afw", "no .pts")
     assert leftovers(out) == []
@@ -166,7 +167,7 @@ def _pts_body(path: Path) -> list:
 
 def test_pts_with_too_few_points(w300, tmp_path, capsys):
     pts = w300 / "afw" / "134212_1.pts"
-    du.write_pts(pts, du.read_pts(pts)[:30])
+    fmt.write_pts(pts, fmt.read_pts(pts)[:30])
     out = tmp_path / "out"
     run_main(du.main, prepare_argv(w300, out, "--strict"), capsys, pts, "expected 68 points, found 30")
     assert leftovers(out) == []
@@ -213,14 +214,14 @@ def test_pts_number_with_underscore_is_not_a_number(tmp_path):
     pts = tmp_path / "x.pts"
     pts.write_text("version: 1\nn_points: 1\n{\n1_0 2\n}\n")
     with pytest.raises(DataFormatError, match="not two numbers"):
-        du.read_pts(pts)
+        fmt.read_pts(pts)
     pts.write_text("version: 1\nn_points: 0\n{\n}\n")
     with pytest.raises(DataFormatError, match="no points"):
-        du.read_pts(pts)
+        fmt.read_pts(pts)
 
 
 def test_wflw_line_with_a_missing_field(wflw, tmp_path, capsys):
-    lst = du.wflw_list_path(wflw, "train")
+    lst = fmt.wflw_list_path(wflw, "train")
     lines = lst.read_text().splitlines()
     tokens = lines[1].split()
     del tokens[100]
@@ -239,7 +240,7 @@ def test_wflw_line_with_a_missing_field(wflw, tmp_path, capsys):
     (196 + 2, "-5", "inverted"),                    # x_max left of x_min
 ])
 def test_wflw_bad_values(wflw, tmp_path, capsys, field, value, fragment):
-    lst = du.wflw_list_path(wflw, "train")
+    lst = fmt.wflw_list_path(wflw, "train")
     lines = lst.read_text().splitlines()
     tokens = lines[0].split()
     tokens[field] = value
@@ -305,7 +306,7 @@ def test_grey_and_four_channel_images_work(w300, tmp_path, capsys):
     assert cv2.imread(str(grey), cv2.IMREAD_UNCHANGED).ndim == 2
     assert cv2.imread(str(rgba), cv2.IMREAD_UNCHANGED).shape[2] == 4
     for path in (grey, rgba):
-        loaded = du.load_image(path)
+        loaded = fmt.load_image(path)
         assert loaded.dtype == np.uint8 and loaded.ndim == 3 and loaded.shape[2] == 3
     out = tmp_path / "out"
     assert run_cli(du.main, [str(a) for a in prepare_argv(w300, out, "--strict")]) == 0
@@ -320,7 +321,7 @@ def test_grey_and_four_channel_images_work(w300, tmp_path, capsys):
 
 def test_landmarks_far_outside_the_image(w300, tmp_path, capsys):
     pts = w300 / "afw" / "134212_1.pts"
-    du.write_pts(pts, du.read_pts(pts) + 5000.0)
+    fmt.write_pts(pts, fmt.read_pts(pts) + 5000.0)
     out = tmp_path / "out"
     run_main(du.main, prepare_argv(w300, out, "--strict"), capsys, w300 / "afw" / "134212.jpg",
              "far outside")
@@ -388,7 +389,7 @@ def test_augment_on_missing_prepared_folder(tmp_path, capsys):
     ("binary manifest", "manifest.json", "damaged manifest"),
     ("manifest is a list", "manifest.json", "damaged manifest"),
     ("manifest without sizes", "manifest.json", "damaged manifest"),
-    ("truncated images.npy", "train", "damaged prepared files"),
+    ("truncated images.npy", "train/images.npy", "not a valid .npy array"),
     ("landmarks of another face count", "train", "do not match"),
     ("meta.json is a list", "train/meta.json", "not a JSON object"),
 ])
@@ -449,9 +450,11 @@ def test_asm_on_incomplete_prepared_folder(prepared_copy, capsys):
 
 @pytest.mark.parametrize("damage,fragment", [
     ("nan", "NaN or infinite"), ("text", "not a .npy file"), ("truncated", "not a valid .npy"),
-    ("one face", "at least 2"), ("no faces", "at least 2"),
+    ("one face", "landmarks.npy (1, 68, 2)"), ("no faces", "landmarks.npy (0, 68, 2)"),
 ])
 def test_asm_on_damaged_landmarks(prepared_copy, capsys, damage, fragment):
+    """The ASM reads through du.load_prepared: the line names the file (or, for landmarks that do
+    not match the images, the split folder and the file's shape)."""
     path = prepared_copy / "train" / "landmarks.npy"
     lm = np.load(path)
     if damage == "nan":
@@ -465,17 +468,26 @@ def test_asm_on_damaged_landmarks(prepared_copy, capsys, damage, fragment):
         np.save(path, lm[:1])
     else:
         np.save(path, lm[:0])
-    run_main(asm_soft_landmarks.main, ["--prepared-dir", prepared_copy], capsys, path, fragment)
+    named = path.parent if damage in ("one face", "no faces") else path
+    run_main(asm_soft_landmarks.main, ["--prepared-dir", prepared_copy], capsys, named, fragment)
     _no_soft(prepared_copy)
 
 
 def test_asm_wrong_point_count_and_bad_train_aug(prepared_copy, capsys):
     run_main(asm_soft_landmarks.main, ["--dataset", "wflw", "--prepared-dir", prepared_copy], capsys,
              prepared_copy, "68 points but wflw has 98")
-    (prepared_copy / "train_aug").mkdir()
-    np.save(prepared_copy / "train_aug" / "landmarks.npy", np.zeros((3, 5, 2), np.float32))
-    run_main(asm_soft_landmarks.main, ["--prepared-dir", prepared_copy], capsys,
-             prepared_copy / "train_aug", "5 points")
+    # a train_aug/ that manifest.json does not list (an interrupted augment): augment again
+    aug = prepared_copy / "train_aug"
+    shutil.copytree(prepared_copy / "train", aug)
+    run_main(asm_soft_landmarks.main, ["--prepared-dir", prepared_copy], capsys, aug,
+             "data_util.py augment")
+    # a listed train_aug/ whose landmarks have another point count
+    manifest = json.loads((prepared_copy / "manifest.json").read_text())
+    manifest["train_aug"] = {"count": manifest["counts"]["train"], "settings": {}}
+    (prepared_copy / "manifest.json").write_text(json.dumps(manifest))
+    np.save(aug / "landmarks.npy", np.load(aug / "landmarks.npy")[:, :5])
+    run_main(asm_soft_landmarks.main, ["--prepared-dir", prepared_copy], capsys, aug,
+             "landmarks.npy (", ", 5, 2)")
     _no_soft(prepared_copy)          # nothing written for train/ either: all checked first
 
 
@@ -784,7 +796,7 @@ def test_readers_start_without_tensorflow():
 
 
 def test_tune_malloc_respects_user_malloc_settings(monkeypatch):
-    import errors
+    import runtime
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
-    assert errors.tune_malloc() is False
+    assert runtime.tune_malloc() is False

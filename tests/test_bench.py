@@ -153,3 +153,34 @@ def test_synthetic_long_run_smoke(tmp_path):
 
     model = cnn_model.load_model(tmp_path / "student_l2_long.keras", expect_points=68, expect_input_size=32)
     assert getattr(model, "optimizer", None) is None
+
+
+def test_load_check_refuses_an_overloaded_machine_unless_forced(monkeypatch):
+    """bench/_common.check_load: a 1-minute load above the core count stops the run (SystemExit
+    naming --force); with force=True it goes on and the note flags the load; at or under the core
+    count nothing is flagged."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _common as C
+
+    cores = C.cpu_count()
+    monkeypatch.setattr(C, "_LOAD_START", f"{cores + 0.5:.2f}, 1.00, 1.00")
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 0.5, 1.0, 1.0))
+    with pytest.raises(SystemExit, match="--force"):
+        C.check_load(False)
+    note = C.check_load(True)
+    assert "LOADED MACHINE" in note and f"{cores + 0.5:.2f}" in note
+    monkeypatch.setattr(C, "_LOAD_START", f"{cores:.2f}, 1.00, 1.00")
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 1.0, 1.0))
+    assert "LOADED" not in C.check_load(False)
+
+
+def test_inference_speed_child_gets_its_own_thread_count_and_output(monkeypatch, tmp_path):
+    """The per-thread-count child process sees the user's options, not the parent's --threads/--out."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from inference_speed import _child_argv
+
+    argv = ["--threads", "1", "2", "--input-size", "112", "--out", "x.md", "--force"]
+    child = _child_argv(argv, 2, tmp_path / "t.json")
+    assert child[:2] == ["--input-size", "112"]
+    assert child.count("--threads") == 1 and child[child.index("--threads") + 1] == "2"
+    assert "--out" not in child and "x.md" not in child

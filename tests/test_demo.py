@@ -16,13 +16,19 @@ def _write_scores(folder, name, nmes):
     (folder / name / "scores.json").write_text(json.dumps({"scores": scores}))
 
 
-def test_summarize_seeds_mean_sample_std_and_range(tmp_path):
+def _three_seeds(tmp_path):
+    """Three seed folders: KD 10, 12, 14 and L2 12, 12, 15 (full-set NME)."""
     outs = []
     for seed, (kd, l2) in enumerate([(10.0, 12.0), (12.0, 12.0), (14.0, 15.0)]):
         out = tmp_path / f"demo-300w-seed{seed}"
         _write_scores(out, "student-kd", {"full": kd})
         _write_scores(out, "student-l2", {"full": l2})
         outs.append(out)
+    return outs
+
+
+def test_summarize_seeds_mean_sample_std_and_range(tmp_path):
+    outs = _three_seeds(tmp_path)
     text = demo.summarize_seeds(outs, "300w", tmp_path / "seeds")
     summary = json.loads((tmp_path / "seeds" / "summary.json").read_text())
     assert summary["student-kd"]["full"]["mean"] == pytest.approx(12.0)
@@ -37,26 +43,72 @@ def test_summarize_seeds_without_scores_is_one_line_error(tmp_path):
         demo.summarize_seeds([tmp_path], "300w", tmp_path / "seeds")
 
 
-def test_seeds_rejects_out(tmp_path):
-    with pytest.raises(ConfigError, match="--seeds"):
-        demo.main(["--seeds", "0", "1", "--out", str(tmp_path)])
+def test_seeds_reject_models_dir(tmp_path):
+    with pytest.raises(ConfigError, match="--models-dir"):
+        demo.main(["--seeds", "0", "1", "--models-dir", str(tmp_path)])
+
+
+def test_seeds_with_out_run_each_seed_in_its_own_folder(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(demo, "run_one", lambda args: seen.append((args.seed, args.out)) or 0)
+    monkeypatch.setattr(demo, "summarize_seeds", lambda outs, ds, folder: seen.append(("summary", str(folder))) or "")
+    assert demo.main(["--seeds", "2", "5", "2", "--out", str(tmp_path)]) == 0
+    assert seen == [(2, str(tmp_path / "seed2")), (5, str(tmp_path / "seed5")), ("summary", str(tmp_path / "seeds"))]
 
 
 def test_step_sequence_and_seed(tmp_path, monkeypatch):
-    """Every step is a repo command; the seed and the quick settings reach each trainer."""
+    """By default the students distil from the shipped teachers: prepare, the students, then test.py
+    on each; the seed and the quick settings (cosine schedule included) reach each trainer."""
     calls = []
     monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
     monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
     assert demo.main(["--seed", "3", "--ablations", "--out", str(tmp_path)]) == 0
     scripts = [c[0] for c in calls]
-    assert scripts[:4] == ["data_util.py", "asm_soft_landmarks.py", "teacher_trainer.py", "teacher_trainer.py"]
-    assert scripts[4:8] == ["student_trainer.py"] * 4 and scripts[8:] == ["test.py"] * 6
+    assert scripts == ["data_util.py"] + ["student_trainer.py"] * 4 + ["test.py"] * 6
     modes = [c[c.index("--student-mode") + 1] for c in calls if c[0] == "student_trainer.py"]
     assert modes == ["kd", "l2", "tough-only", "tolerant-only"]
-    for c in calls[2:8]:
+    tough, tolerant = demo.shipped_teachers("300w")
+    for c in calls[1:5]:
         assert c[c.index("--seed") + 1] == "3"
         assert c[c.index("--input-size") + 1] == str(demo.QUICK["input_size"])
+        assert c[c.index("--epochs") + 1] == str(demo.QUICK["student_epochs"])
+        assert c[c.index("--lr-schedule") + 1] == demo.QUICK["lr_schedule"]
+        assert c[c.index("--tough") + 1] == str(tough) and c[c.index("--tolerant") + 1] == str(tolerant)
     assert json.loads((tmp_path / "timings.json").read_text())["seed"] == 3
+
+
+def test_train_teachers_adds_the_asm_and_both_teachers(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
+    monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
+    assert demo.main(["--train-teachers", "--out", str(tmp_path)]) == 0
+    scripts = [c[0] for c in calls]
+    assert scripts == ["data_util.py", "asm_soft_landmarks.py", "teacher_trainer.py", "teacher_trainer.py",
+                       "student_trainer.py", "student_trainer.py"] + ["test.py"] * 4
+    trained = [c[c.index("--output") + 1] for c in calls if c[0] == "teacher_trainer.py"]
+    kd = next(c for c in calls if c[0] == "student_trainer.py")
+    assert kd[kd.index("--tough") + 1] == trained[0] and kd[kd.index("--tolerant") + 1] == trained[1]
+    assert str(tmp_path) in trained[0]            # not the shipped models/teachers
+
+
+def test_missing_shipped_teachers_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "MODELS_DIR", tmp_path / "none")
+    with pytest.raises(ConfigError, match="--train-teachers"):
+        demo.main(["--out", str(tmp_path / "out")])
+
+
+def test_paired_difference_and_its_confidence_interval_by_hand(tmp_path):
+    # KD - L2 per seed: -2, 0, -1 -> mean -1, sd 1, t(0.975, 2) = 4.302653 -> half width 2.484138
+    diff = demo.paired_difference([10.0, 12.0, 14.0], [12.0, 12.0, 15.0])
+    assert diff["mean"] == pytest.approx(-1.0) and diff["std"] == pytest.approx(1.0)
+    assert diff["ci95"][0] == pytest.approx(-1.0 - 2.484138, abs=1e-5)
+    assert diff["ci95"][1] == pytest.approx(-1.0 + 2.484138, abs=1e-5)
+    assert "not distinguishable" in demo.verdict("student-kd", "student-l2", diff)
+    clear = demo.paired_difference([10.0, 11.0, 10.5, 10.2], [12.0, 12.9, 12.6, 12.1])
+    assert clear["ci95"][1] < 0 and "beats" in demo.verdict("student-kd", "student-l2", clear)
+    outs = _three_seeds(tmp_path)
+    text = demo.summarize_seeds(outs, "300w", tmp_path / "seeds")
+    assert "| student-kd - student-l2 | 3 | -1.00 | 1.00 | -3.48 to +1.48 | -2.00, +0.00, -1.00 |" in text
 
 
 def test_steps_get_the_allocator_settings_unless_the_user_chose(monkeypatch):

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import data_util as du
 import evaluation as ev
+import fixtures as fx
 from configuration import WFLW_ATTRIBUTES
 from errors import DataFormatError
 
@@ -57,7 +59,9 @@ def make_prepared(root: Path, dataset="300w", m=6, io=(100.0, 50.0), seed=0) -> 
         meta["subsets"] = ["test"] * m
         meta["attributes"] = attrs.tolist()
     (d / "meta.json").write_text(json.dumps(meta))
-    (root / "manifest.json").write_text(json.dumps({"complete": True, "counts": {"test": m}}))
+    (root / "manifest.json").write_text(json.dumps({"complete": True, "dataset": dataset,
+                                                    "num_points": int(px.shape[1]), "input_size": S,
+                                                    "counts": {"test": m}}))
     return root
 
 
@@ -67,12 +71,12 @@ def prepared300(tmp_path):
 
 
 def _write(tmp_path, prepared, pts, ids=None, dataset="300w", name="pred.json"):
-    split = ev.load_test_split(prepared)
+    split = du.load_prepared(prepared, "test")
     return ev.write_predictions(tmp_path / name, dataset, prepared, "hand-made", ids or split.ids, pts)
 
 
 def test_perfect_predictions(tmp_path, prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     p = _write(tmp_path, prepared300, np.asarray(split.landmarks_px))
     scores = ev.score_predictions(p, split)
     assert set(scores) == {"common", "challenging", "full"}
@@ -82,11 +86,11 @@ def test_perfect_predictions(tmp_path, prepared300):
         assert r["nme_interpupil"] == pytest.approx(0, abs=1e-3)
         assert r["fr@0.1"] == 0 and r["fr@0.08"] == 0
         assert r["auc@0.1"] == pytest.approx(1.0, abs=1e-3)
-        assert r["auc_authors@0.1"] == pytest.approx(1.0)
+        assert r["auc_authors@0.1"] == pytest.approx(0.95)   # their trapz: a perfect set gives 0.95
 
 
 def test_constant_offset_gives_known_nme(tmp_path, prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     gt = np.asarray(split.landmarks_px, dtype=np.float64)
     p = _write(tmp_path, prepared300, gt + np.array([3.0, 4.0]))          # 5 px everywhere
     s = ev.score_predictions(ev.read_predictions(p), prepared300)
@@ -101,7 +105,7 @@ def test_constant_offset_gives_known_nme(tmp_path, prepared300):
 
 
 def test_predictions_from_norm_round_trip(prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     px = ev.predictions_from_norm(split.landmarks, split.crop_boxes, S)
     np.testing.assert_allclose(px, split.landmarks_px, atol=1e-3)
 
@@ -111,7 +115,7 @@ def test_to_crop_px_inverts_predictions_from_norm(prepared300):
     predictions_from_norm: the stored ground truth lands on the stored normalised landmarks."""
     import image_utility as iu
 
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     crop = ev.to_crop_px(split.landmarks_px, split.crop_boxes, S)
     assert crop.shape == split.landmarks_px.shape
     np.testing.assert_allclose(crop, iu.denormalize_landmarks(split.landmarks, S), atol=1e-3)
@@ -120,7 +124,7 @@ def test_to_crop_px_inverts_predictions_from_norm(prepared300):
 
 
 def test_order_of_items_does_not_matter(tmp_path, prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     order = [5, 3, 1, 0, 2, 4]
     p = _write(tmp_path, prepared300, np.asarray(split.landmarks_px)[order], [split.ids[i] for i in order])
     assert ev.score_predictions(p, split)["full"]["nme_interocular"] == pytest.approx(0, abs=1e-3)
@@ -135,7 +139,7 @@ def test_order_of_items_does_not_matter(tmp_path, prepared300):
     (lambda o: {**o, "items": [{"id": "a"}]}, "needs"),
 ])
 def test_malformed_files(tmp_path, prepared300, mutate, match):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     p = _write(tmp_path, prepared300, np.asarray(split.landmarks_px))
     obj = mutate(json.loads(p.read_text()))
     p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
@@ -145,7 +149,7 @@ def test_malformed_files(tmp_path, prepared300, mutate, match):
 
 
 def test_unknown_missing_ids_and_point_count(tmp_path, prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     gt = np.asarray(split.landmarks_px)
     p = _write(tmp_path, prepared300, gt, ["nobody"] + split.ids[1:])
     with pytest.raises(DataFormatError, match="not in the test split"):
@@ -157,12 +161,12 @@ def test_unknown_missing_ids_and_point_count(tmp_path, prepared300):
     with pytest.raises(DataFormatError, match="29 points"):
         ev.score_predictions(p, split)
     with pytest.raises(DataFormatError, match="manifest"):
-        ev.load_test_split(tmp_path / "nowhere")
+        du.load_prepared(tmp_path / "nowhere", "test")
 
 
 def test_wflw_attribute_subsets(tmp_path):
     prepared = make_prepared(tmp_path / "wflw", dataset="wflw", m=5, io=(100.0,))
-    split = ev.load_test_split(prepared)
+    split = du.load_prepared(prepared, "test")
     p = ev.write_predictions(tmp_path / "p.json", "wflw", prepared, "m", split.ids,
                              np.asarray(split.landmarks_px) + np.array([0.0, 2.0]))
     s = ev.score_predictions(p, split)
@@ -175,7 +179,7 @@ def test_wflw_attribute_subsets(tmp_path):
 
 
 def test_markdown_report_has_paper_numbers(tmp_path, prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     p = _write(tmp_path, prepared300, np.asarray(split.landmarks_px) + 1.0)
     md = ev.markdown_report(ev.score_predictions(p, split), "300w", "student", "kd")
     for number in ("3.56", "6.13", "4.06", "3.93", "4.50", "3.82", "3.40", "2.87", "3.32"):
@@ -186,7 +190,7 @@ def test_markdown_report_has_paper_numbers(tmp_path, prepared300):
 
 
 def test_figures(tmp_path, prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     ced = ev.save_ced_plot({"a": [0.01, 0.05], "b": np.array([0.02, np.nan, 0.2])}, tmp_path / "ced.png")
     crop = (S / 2 - S * np.asarray(split.landmarks))
     grid = ev.save_sample_grid(np.asarray(split.images[:5]), crop[:5], crop[:5] + 2, tmp_path / "g.png")
@@ -200,7 +204,7 @@ def _run_test_py(*args):
 
 
 def test_cli_scores_predictions_file(tmp_path, prepared300):
-    split = ev.load_test_split(prepared300)
+    split = du.load_prepared(prepared300, "test")
     p = _write(tmp_path, prepared300, np.asarray(split.landmarks_px) + np.array([3.0, 4.0]))
     out = tmp_path / "res"
     r = _run_test_py("--predictions", p, "--out-dir", out)
@@ -210,6 +214,39 @@ def test_cli_scores_predictions_file(tmp_path, prepared300):
     assert "4.06" in (out / "results.md").read_text()
     assert (out / "ced.png").stat().st_size > 1000 and (out / "samples.png").stat().st_size > 1000
     assert "full" in r.stdout
+    # the fixture holds test/ only: scored all the same, with no mean-shape row and a note saying why
+    saved = json.loads((out / "scores.json").read_text())
+    assert saved["mean_shape_scores"] is None
+    md = (out / "results.md").read_text()
+    assert "mean training shape (no model" not in md
+    assert f"no mean-training-shape row: {prepared300 / 'train'} is missing" in md
+    assert "note: no mean-training-shape row" in r.stdout
+
+
+def test_cli_mean_shape_row_with_a_train_split(tmp_path, prepared300):
+    """With train/ present the report carries the mean training shape's row: the test faces' own
+    mean shape, here written as the training split, scored like a model."""
+    test = du.load_prepared(prepared300, "test")
+    fx.write_prepared_split(prepared300 / "train", np.asarray(test.landmarks), test.input_size)
+    manifest = json.loads((prepared300 / "manifest.json").read_text())
+    manifest["counts"]["train"] = len(test)
+    (prepared300 / "manifest.json").write_text(json.dumps(manifest))
+    p = _write(tmp_path, prepared300, np.asarray(test.landmarks_px))
+    r = _run_test_py("--predictions", p, "--out-dir", tmp_path / "res")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "res" / "scores.json").read_text())
+    # by hand: the mean normalised shape mapped back into each test crop (norm = (S/2 - crop)/S,
+    # crop = (px - box corner) * S / side), inter-ocular NME over the outer eye corners 36, 45
+    mean = np.asarray(test.landmarks, np.float64).mean(axis=0)
+    boxes = np.asarray(test.crop_boxes, np.float64)
+    gt = np.asarray(test.landmarks_px, np.float64)
+    pred = boxes[:, None, :2] + (S / 2 - S * mean)[None] * boxes[:, None, 2:3] / S
+    io = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1)
+    expected = 100 * np.mean(np.linalg.norm(pred - gt, axis=2).mean(axis=1) / io)
+    assert saved["mean_shape_scores"]["full"]["nme_interocular"] == pytest.approx(expected, rel=1e-6)
+    assert expected > 1.0                          # the faces differ from their mean
+    md = (tmp_path / "res" / "results.md").read_text()
+    assert "mean training shape (no model" in md and "no mean-training-shape row" not in md
 
 
 def test_cli_bad_predictions_one_line(tmp_path, prepared300):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import data_util as du
+import dataset_formats as fmt
 import fixtures as fx
 from errors import LandmarkError
 
@@ -51,24 +51,24 @@ def workdir():
 
 
 def _valid_pts(workdir: Path) -> bytes:
-    du.write_pts(workdir / "valid.pts", PTS_68)
+    fmt.write_pts(workdir / "valid.pts", PTS_68)
     return (workdir / "valid.pts").read_bytes()
 
 
 def _valid_wflw(workdir: Path) -> bytes:
     root = workdir / "wflw_valid"
-    img = root / du.WFLW_IMAGE_DIR / "0--Parade" / "0_Parade_1.jpg"
-    samples = [du.Sample(id="", image_path=str(img), landmarks_px=WFLW_98 + k,
+    img = root / fmt.WFLW_IMAGE_DIR / "0--Parade" / "0_Parade_1.jpg"
+    samples = [fmt.Sample(id="", image_path=str(img), landmarks_px=WFLW_98 + k,
                          box_xywh=np.array([40, 40, 320, 320], np.float32), subset="train",
                          attributes=np.array([0, 1, 0, 0, 1, 0], np.int8)) for k in range(2)]
-    du.write_wflw_list(du.wflw_list_path(root, "train"), samples, root / du.WFLW_IMAGE_DIR)
-    return du.wflw_list_path(root, "train").read_bytes()
+    fmt.write_wflw_list(fmt.wflw_list_path(root, "train"), samples, root / fmt.WFLW_IMAGE_DIR)
+    return fmt.wflw_list_path(root, "train").read_bytes()
 
 
 def _valid_custom(workdir: Path) -> bytes:
-    samples = [du.Sample(id="", image_path=str(workdir / "images" / f"face {k}.jpg"),
+    samples = [fmt.Sample(id="", image_path=str(workdir / "images" / f"face {k}.jpg"),
                          landmarks_px=CUSTOM_5[k], box_xywh=None) for k in range(3)]
-    du.write_custom_list(workdir / "valid.txt", samples)
+    fmt.write_custom_list(workdir / "valid.txt", samples)
     return (workdir / "valid.txt").read_bytes()
 
 
@@ -154,7 +154,7 @@ def _parse(fn, path, n, strict):
 def _pts_case(workdir, data, expected):
     path = workdir / "fuzz.pts"
     path.write_bytes(data)
-    return _parse(lambda strict, skipped: du.read_pts(path, expected), path, expected or 68, True)
+    return _parse(lambda strict, skipped: fmt.read_pts(path, expected), path, expected or 68, True)
 
 
 def test_pts_valid_start(workdir):
@@ -176,7 +176,7 @@ def test_pts_random(workdir, blob):
     path = workdir / "rand.pts"
     path.write_bytes(blob)
     try:
-        out = du.read_pts(path)
+        out = fmt.read_pts(path)
     except Exception as err:   # noqa: BLE001
         _check_error(err, path)
         return
@@ -191,10 +191,10 @@ def test_pts_random(workdir, blob):
 
 def _wflw_case(workdir, data, strict):
     root = workdir / "wflw_fuzz"
-    path = du.wflw_list_path(root, "train")
+    path = fmt.wflw_list_path(root, "train")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return _parse(lambda st_, sk: du.read_wflw(root, "train", strict=st_, skipped=sk), path, 98,
+    return _parse(lambda st_, sk: fmt.read_wflw(root, "train", strict=st_, skipped=sk), path, 98,
                   strict)
 
 
@@ -230,7 +230,7 @@ def _custom_case(workdir, data, strict):
     (d / "spec.json").write_text(json.dumps(SPEC))
     path = d / "train.txt"
     path.write_bytes(data)
-    return _parse(lambda st_, sk: du.read_custom(d / "spec.json", "train", strict=st_, skipped=sk),
+    return _parse(lambda st_, sk: fmt.read_custom(d / "spec.json", "train", strict=st_, skipped=sk),
                   path, 5, strict)
 
 
@@ -273,7 +273,7 @@ def _cofw_case(workdir, data: bytes, strict=True):
     root.mkdir(exist_ok=True)
     path = root / "COFW_train_color.mat"
     path.write_bytes(data)
-    return _parse(lambda st_, sk: du.read_cofw(root, "train", strict=st_, skipped=sk), path, 29,
+    return _parse(lambda st_, sk: fmt.read_cofw(root, "train", strict=st_, skipped=sk), path, 29,
                   strict)
 
 

@@ -202,6 +202,99 @@ def test_augment_is_deterministic_and_moves_all_targets_together():
     np.testing.assert_allclose(q1[2], q1[0][::-1], atol=1e-4)
 
 
+# ----------------------------------------------------------------------------------------------
+# The published augmentation recipe (METHOD.md section 6)
+# ----------------------------------------------------------------------------------------------
+
+
+def _recorded_ops(monkeypatch, cfg, draws=3000, flip=None):
+    """Run augment_sample `draws` times on a small image, recording each photometric call."""
+    calls = {"gamma": [], "noise": [], "median": [], "flip": 0}
+    monkeypatch.setattr(iu, "adjust_gamma", lambda img, g: calls["gamma"].append(g) or img)
+    monkeypatch.setattr(iu, "salt_and_pepper", lambda img, a, rng: calls["noise"].append(a) or img)
+    monkeypatch.setattr(iu, "median_blur", lambda img, k=3: calls["median"].append(k) or img)
+    img = np.full((16, 16, 3), 100, np.uint8)
+    pts = np.array([[4.0, 5.0], [11.0, 5.0], [8.0, 12.0]], np.float32)
+    for seed in range(draws):
+        calls["flip"] += iu.augment_sample(img, pts, np.random.default_rng(seed), cfg, [1, 0, 2],
+                                           return_params=True, flip=flip)[2]["flipped"]
+    return calls
+
+
+def test_published_photometric_probabilities_and_ranges(monkeypatch):
+    n = 3000
+    calls = _recorded_ops(monkeypatch, iu.AugmentConfig(), n)
+    tol = 4 * np.sqrt(0.25 / n)                          # 4 binomial standard deviations
+    assert len(calls["gamma"]) / n == pytest.approx(0.5, abs=tol)
+    assert len(calls["noise"]) / n == pytest.approx(0.4, abs=tol)
+    assert len(calls["median"]) / n == pytest.approx(0.5, abs=tol)
+    assert set(calls["median"]) == {5}
+    # adjust_gamma gets the exponent 1/g: g in [0.3, 0.8] darkens (exponent 1.25..3.33), about two
+    # thirds of the draws; g in [1.5, 3.5] brightens (exponent 0.29..0.67)
+    e = np.array(calls["gamma"])
+    dark, bright = e[e > 1], e[e < 1]
+    assert len(dark) + len(bright) == len(e)
+    assert dark.min() >= 1 / 0.8 - 1e-9 and dark.max() <= 1 / 0.3 + 1e-9
+    assert bright.min() >= 1 / 3.5 - 1e-9 and bright.max() <= 1 / 1.5 + 1e-9
+    assert len(dark) / len(e) == pytest.approx(2 / 3, abs=4 * np.sqrt(2 / 9 / len(e)))
+    # online (no copy index): flips with probability 0.5; a forced flip is always / never taken
+    assert calls["flip"] / n == pytest.approx(0.5, abs=tol)
+    assert _recorded_ops(monkeypatch, iu.AugmentConfig(), 20, flip=True)["flip"] == 20
+    assert _recorded_ops(monkeypatch, iu.AugmentConfig(), 20, flip=False)["flip"] == 0
+
+
+def test_published_rotation_has_no_scale_or_shift_and_jitter_is_an_option():
+    img = np.zeros((64, 64, 3), np.uint8)
+    pts = np.array([[20.0, 24.0], [44.0, 24.0], [32.0, 46.0]], np.float32)
+    angles, dets = [], {"published": [], "jitter": []}
+    for name, cfg in (("published", iu.AugmentConfig(recrop=False, keep_inside=False)),
+                      ("jitter", iu.AugmentConfig.jitter(recrop=False, keep_inside=False))):
+        for seed in range(300):
+            m = iu.augment_sample(img, pts, np.random.default_rng(seed), cfg, None,
+                                  return_params=True)[2]["matrix"]
+            lin = m[:, :2]
+            np.testing.assert_allclose(lin[0, 0], lin[1, 1], atol=1e-9)      # a similarity, no shear
+            np.testing.assert_allclose(lin[0, 1], -lin[1, 0], atol=1e-9)
+            dets[name].append(np.linalg.det(lin))
+            if name == "published":
+                angles.append(np.arctan2(lin[1, 0], lin[0, 0]))
+                # rotation about the image centre: the centre stays put (no shift)
+                np.testing.assert_allclose(iu.apply_affine(np.array([[31.5, 31.5]]), m), [[31.5, 31.5]],
+                                           atol=1e-9)
+    angles = np.abs(angles)
+    assert angles.max() <= 0.5 + 1e-9 and angles.max() > 0.45          # uniform in +-0.5 rad
+    np.testing.assert_allclose(dets["published"], 1.0, atol=1e-9)      # no scale
+    d = np.sqrt(dets["jitter"])
+    assert d.min() >= 0.9 - 1e-9 and d.max() <= 1.1 + 1e-9 and d.max() - d.min() > 0.1
+
+
+def test_recrop_frames_the_rotated_face_as_the_plain_crop():
+    # the rotated points' box lands where the plain crop had it, with the same extent
+    s = 64
+    pts = np.array([[12.8, 20.0], [51.2, 20.0], [32.0, 51.2], [20.0, 40.0]], np.float32)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    img = np.zeros((s, s, 3), np.uint8)
+    cfg = iu.AugmentConfig(p_gamma=0, p_noise=0, p_median=0)
+    for seed in range(20):
+        _, q, params = iu.augment_sample(img, pts, np.random.default_rng(seed), cfg, None,
+                                         return_params=True)
+        qlo, qhi = q.min(axis=0), q.max(axis=0)
+        np.testing.assert_allclose((qlo + qhi) / 2, (lo + hi) / 2, atol=1e-3)   # same place
+        assert (qhi - qlo).max() == pytest.approx((hi - lo).max(), abs=1e-3)
+        assert np.all(q >= 0) and np.all(q <= s - 1)
+
+
+def test_offline_copies_use_edge_replicated_borders():
+    img = np.full((32, 32, 3), 200, np.uint8)
+    pts = np.array([[8.0, 10.0], [24.0, 10.0], [16.0, 24.0]], np.float32)
+    cfg = iu.AugmentConfig(p_gamma=0, p_noise=0, p_median=0)
+    out, _ = iu.augment_sample(img, pts, np.random.default_rng(3), cfg, None)
+    assert out.min() == 200                          # no black corners from a rotation
+    zeros, _ = iu.augment_sample(img, pts, np.random.default_rng(3), iu.AugmentConfig(
+        p_gamma=0, p_noise=0, p_median=0, border="constant"), None)
+    assert zeros.min() == 0
+
+
 def test_photometric_ops_keep_shape_and_dtype():
     img = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
     rng = np.random.default_rng(0)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+import fixtures as fx
 import inference as inf
 from errors import DataFormatError, LandmarkError, ModelError
 
@@ -37,18 +38,8 @@ def landmark_box(pts):
 @pytest.fixture(scope="module")
 def keras_model_path(tmp_path_factory):
     """A tiny untrained landmark model saved as .keras (inference plumbing, not accuracy)."""
-    import keras
-    from keras import layers as L
-
-    keras.utils.set_random_seed(0)
-    x_in = keras.Input((S, S, 3))
-    x = L.Conv2D(8, 3, strides=4, activation="relu")(x_in)
-    x = L.GlobalAveragePooling2D()(x)
-    out = L.Dense(2 * N, kernel_initializer="zeros",
-                  bias_initializer=keras.initializers.RandomUniform(-0.4, 0.4, seed=1))(x)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    keras.Model(x_in, out).save(path)
-    return path
+    return fx.save_tiny_landmark_model(tmp_path_factory.mktemp("model") / "tiny.keras", S, N,
+                                       constant=True)
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,14 @@ PRESETS = ("code", "paper")
 def ref_weight(g, p, t, alpha, alpha_neg, cfg):
     e = abs(p - g)
     dist_t = abs(t - g)
+    if dist_t == 0.0:                    # T = G exactly: both weights vanish (METHOD.md 5)
+        return 0.0
     if e > dist_t:                       # positive region: beyond T'
         return alpha
-    if e > cfg.beta * dist_t:            # negative region: between B and T'
+    if e >= cfg.beta * dist_t:           # negative region: from B (included, as `>= 0`) to T'
         return alpha_neg
-    # low-influence region: between G and B (includes P = G and T = G with P = G)
-    if cfg.low_region == "zero" or dist_t == 0.0:
+    # low-influence region: between G and B (includes P = G)
+    if cfg.low_region == "zero":
         return 0.0
     return alpha_neg * e / (cfg.beta * dist_t)
 
@@ -146,21 +148,52 @@ def test_edge_cases_defined(preset):
 
     # P = G: term 0, weight 0 (low region), whatever the teacher
     assert one(0.25, 0.25, 0.5) == (0.0, 0.0)
-    # T = G and P = G: low region, weight 0, term 0
-    assert one(0.25, 0.25, 0.25) == (0.0, 0.0)
-    # T = G exactly, P != G: positive region, alpha |P - G|
-    w, v = one(0.25, 0.375, 0.25)
-    assert w == a and v == pytest.approx(a * 0.125)
     # P exactly on T' (either side of G, teacher on either side): negative region, term 0
     for p, t in ((0.375, 0.375), (0.375, 0.125), (0.125, 0.375), (0.125, 0.125)):
         w, v = one(0.25, p, t)
         assert w == an and v == 0.0
-    # P exactly on B: low region; 0 for "code", alpha_neg (end of the ramp) for "paper"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_teacher_exactly_on_ground_truth_gives_no_weight(preset):
+    """METHOD.md section 5: T = G exactly, both weights vanish (alpha and alpha_neg), in both presets,
+    wherever the student is."""
+    cfg = LOSS_PRESETS[preset]
+    g = np.full((1, 5), 0.25)
+    p = g + np.array([[0.125, -0.5, 1e-9, 0.0, 3.0]])
+    for alpha, alpha_neg in ((cfg.alpha_tough, cfg.alpha_neg_tough), (cfg.alpha_tol, cfg.alpha_neg_tol)):
+        w = kd_loss.assistive_weight(g, p, g, alpha, alpha_neg, cfg).numpy()
+        v = kd_loss.assistive_loss(g, p, g, alpha, alpha_neg, cfg).numpy()
+        np.testing.assert_array_equal(w, np.zeros_like(g))
+        assert v == 0.0
+    # the full loss then is the main loss alone: w_main * c * |P - G| wherever e <= d = 0 fails,
+    # i.e. the L2 tail e^2 (d = 0): hand-computed mean of 2 e^2
+    total = kd_loss.kd_loss_terms(g, p, g, g, cfg)["total"].numpy()
+    assert total == pytest.approx(cfg.w_main * np.mean((p - g) ** 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_student_exactly_on_boundary_is_in_the_negative_region(preset):
+    """METHOD.md section 5 / the authors' code (`>= 0`): P exactly on B gets alpha_neg, in both
+    presets (for "paper" it is also the end of the ramp); just inside B the "code" weight is 0."""
+    cfg = LOSS_PRESETS[preset]
+    a, an = cfg.alpha_tough, cfg.alpha_neg_tough
     t = 0.5
-    w, v = one(0.0, cfg.beta * t, t)
-    expected_w = 0.0 if cfg.low_region == "zero" else an
-    assert w == pytest.approx(expected_w, rel=1e-12)
-    assert v == pytest.approx(expected_w * (1 - cfg.beta) * t, rel=1e-12)
+    for side in (1.0, -1.0):
+        for tside in (1.0, -1.0):
+            g = np.array([[0.0]])
+            p = np.array([[side * cfg.beta * t]])            # |P - G| = beta |T - G| exactly
+            T = np.array([[tside * t]])
+            assert abs(p.item()) == cfg.beta * t
+            w = kd_loss.assistive_weight(g, p, T, a, an, cfg).numpy().item()
+            v = kd_loss.assistive_loss(g, p, T, a, an, cfg).numpy().item()
+            assert w == an
+            assert v == pytest.approx(an * (1 - cfg.beta) * t, rel=1e-12)   # |T' - P| = (1 - beta) t
+            inside = kd_loss.assistive_weight(g, p * (1 - 1e-9), T, a, an, cfg).numpy().item()
+            if cfg.low_region == "zero":
+                assert inside == 0.0
+            else:
+                assert inside == pytest.approx(an, rel=1e-8) and inside != an
 
 
 # ---------------------------------------------------------------------------------------------

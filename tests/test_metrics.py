@@ -69,15 +69,32 @@ def test_auc_uniform_errors_is_half():
     assert metrics.auc(nmes, 0.1) == pytest.approx(0.5, abs=2e-3)
 
 
-def test_auc_authors_definition():
-    # mean of the CED at 0.005, 0.010, ..., 0.100
-    assert metrics.auc_authors([0.0] * 4, 0.1) == pytest.approx(1.0)
-    assert metrics.auc_authors([0.05] * 4, 0.1) == pytest.approx(11 / 20)
-    assert metrics.auc_authors([0.2] * 4, 0.1) == pytest.approx(0.0)
-    # always >= the standard AUC (right Riemann sum of a non-decreasing curve)
-    rng = np.random.default_rng(1)
-    n = rng.uniform(0, 0.15, 500)
-    assert metrics.auc_authors(n) >= metrics.auc(n)
+def test_auc_authors_hand_computed():
+    # t_k = k * 0.1 / 19 (linspace(0, 0.1, 20)); each image counts (t_k + t_(k-1)) / 2 = (2k - 1) / 380
+    # for every k >= 1 with NME <= t_k, and sum_(k=a..19) (2k - 1) = 361 - (a - 1)^2.
+    # 0.0 counts from k = 1 (361), 0.02 from k = 4 (352), 0.05 from k = 10 (280), 0.2 never.
+    assert metrics.auc_authors([0.0, 0.02, 0.05, 0.2], 0.1) == pytest.approx(993 / 1520, abs=1e-12)
+    assert metrics.auc_authors([0.0] * 4, 0.1) == pytest.approx(361 / 380, abs=1e-12)   # 0.95, not 1
+    assert metrics.auc_authors([0.1], 0.1) == pytest.approx(37 / 380, abs=1e-12)        # NME <= t_19
+    assert metrics.auc_authors([0.2] * 4, 0.1) == 0.0
+    assert np.isnan(metrics.auc_authors([], 0.1))
+
+
+def test_auc_authors_matches_numpy_trapz_of_the_running_sum():
+    nmes = np.random.default_rng(3).lognormal(np.log(0.04), 0.5, 300)
+    t = np.linspace(0, 0.1, 20)
+    running = np.cumsum((nmes[:, None] <= t).mean(axis=0))
+    reference = np.sum(np.diff(running) * (t[1:] + t[:-1]) / 2)       # numpy trapz(t, running)
+    assert metrics.auc_authors(nmes, 0.1) == pytest.approx(reference, abs=1e-12)
+
+
+def test_auc_authors_on_the_papers_error_level():
+    # log-normal errors with mean NME 4.06% (the 300W student): the paper publishes 0.79
+    sigma = 0.45
+    nmes = np.random.default_rng(0).lognormal(np.log(0.0406) - sigma ** 2 / 2, sigma, 20000)
+    assert nmes.mean() == pytest.approx(0.0406, abs=5e-4)
+    assert metrics.auc_authors(nmes, 0.1) == pytest.approx(0.79, abs=0.02)
+    assert metrics.auc(nmes, 0.1) == pytest.approx(0.60, abs=0.03)
 
 
 def test_ced_curve():

@@ -1,103 +1,130 @@
-"""tf.data pipeline (data_util.build_dataset): shapes, dtypes, order, and that online augmentation
-keeps every target array on the image's dots (one transform for all targets of a face)."""
+"""The one tf.data pipeline (data_util.TrainData.dataset) over a prepared folder read by the one
+reader (data_util.load_prepared): every pool face once per epoch with its own landmarks, a seeded
+per-epoch shuffle that a resume (later epoch, or mid-epoch start_step) reproduces, pool-aligned extra
+targets (cached teacher predictions), and online augmentation that keeps the landmarks on the dots."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+import configuration as C  # noqa: E402
 import data_util as du  # noqa: E402
 import image_utility as iu  # noqa: E402
 from test_geometry import blob_centroids  # noqa: E402
 
-S, N = 48, 3
+S, N, M = 48, 3, 10
 
 
 @pytest.fixture(scope="module")
-def dots():
-    """M images with N white dots each at the ground-truth landmarks."""
+def dots(tmp_path_factory):
+    """A prepared folder (ARCHITECTURE.md layout) of a 3-point custom dataset: M images with a white
+    dot at each landmark."""
+    root = tmp_path_factory.mktemp("dots")
+    spec = root / "dots3.json"
+    spec.write_text(json.dumps({"name": "dots3", "num_points": N, "flip_pairs": [[0, 1]],
+                                "interocular": [[0], [1]]}))
+    C.register_custom_dataset(spec)
     rng = np.random.default_rng(0)
-    m = 6
-    px = rng.uniform(12, 36, (m, N, 2)).astype(np.float32)
-    # keep the dots apart
-    px[:, 0] = [14, 16]
-    px[:, 1] = [34, 15]
-    px[:, 2] += [0, 10]
-    px[:, 2] = np.clip(px[:, 2], 12, 38)
-    images = np.zeros((m, S, S, 3), np.uint8)
-    for i in range(m):
+    px = np.zeros((M, N, 2), np.float32)
+    px[:, 0] = rng.uniform(12, 18, (M, 2))
+    px[:, 1] = rng.uniform(30, 36, (M, 2)) * [1, 0] + rng.uniform(12, 18, (M, 2)) * [0, 1]
+    px[:, 2] = rng.uniform(21, 27, (M, 2)) * [1, 0] + rng.uniform(30, 36, (M, 2)) * [0, 1]
+    images = np.zeros((M, S, S, 3), np.uint8)
+    for i in range(M):
         images[i] = iu.draw_landmarks(images[i], px[i], color=(255, 255, 255), radius=2)
-    gt = iu.normalize_landmarks(px, S)
-    return images, gt, px
+    prepared = root / "prepared"
+    for split in ("train", "test"):
+        d = prepared / split
+        d.mkdir(parents=True)
+        np.save(d / "images.npy", images)
+        np.save(d / "landmarks.npy", iu.normalize_landmarks(px, S).astype(np.float32))
+        np.save(d / "landmarks_px.npy", px)
+        np.save(d / "crop_boxes.npy", np.tile(np.array([0, 0, S], np.float32), (M, 1)))
+        (d / "meta.json").write_text(json.dumps({"ids": [f"{split}/{i}" for i in range(M)]}))
+    (prepared / "manifest.json").write_text(json.dumps(
+        {"complete": True, "dataset": "dots3", "num_points": N, "input_size": S,
+         "counts": {"train": M, "test": M}, "config": {"custom_spec": str(spec)}}))
+    return prepared, spec, images, px
 
 
-def test_shapes_dtypes_and_order_without_augmentation(dots):
-    images, gt, _ = dots
-    soft = gt * 0.9
-    ds = du.build_dataset(images, {"gt": gt, "soft": soft}, batch_size=4, shuffle=False)
-    batches = list(ds)
-    assert [b[0].shape[0] for b in batches] == [4, 2]
-    x, y = batches[0]
-    assert x.dtype == tf.float32 and x.shape == (4, S, S, 3)
-    assert y["gt"].dtype == tf.float32 and y["gt"].shape == (4, 2 * N)
-    np.testing.assert_allclose(x.numpy(), images[:4] / 255.0, atol=1e-6)
-    np.testing.assert_array_equal(y["gt"].numpy(), gt[:4].reshape(4, 2 * N))
-    np.testing.assert_array_equal(y["soft"].numpy(), soft[:4].reshape(4, 2 * N))
-    assert ds.element_spec[0].shape.as_list() == [None, S, S, 3]
+def pool(dots, **kw) -> du.TrainData:
+    prepared, spec, _, _ = dots
+    values = dict(dataset="dots3", custom_spec=str(spec), input_size=S, batch_size=4,
+                  val_fraction=0.0, augment="none", seed=5)
+    values.update(kw)
+    cfg = C.TrainConfig(**values).validate()
+    return du.TrainData(cfg, prepared, du.load_prepared(prepared, "train"))
 
 
-def test_indices_shuffle_repeat_drop_remainder(dots):
-    images, gt, _ = dots
-    ds = du.build_dataset(images, {"gt": gt}, batch_size=2, shuffle=True, seed=3, indices=[5, 1, 3],
-                          drop_remainder=True)
-    got = [b[1]["gt"].numpy() for b in ds]
-    assert len(got) == 1 and got[0].shape == (2, 2 * N)
-    rows = {tuple(r) for r in got[0]}
-    assert rows <= {tuple(gt[i].reshape(-1)) for i in (5, 1, 3)}
-    # shuffling covers every index once per epoch and is reproducible for a seed
-    def order(seed):
-        ds = du.build_dataset(images, {"gt": gt}, batch_size=6, shuffle=True, seed=seed)
-        first = next(iter(ds))[1]["gt"].numpy()
-        return [int(np.argmin(np.abs(gt.reshape(6, -1) - r).sum(1))) for r in first]
-
-    assert sorted(order(1)) == list(range(6)) and order(1) == order(1)
-    ds = du.build_dataset(images, {"gt": gt}, batch_size=4, repeat=True)
-    assert len(list(ds.take(5))) == 5
+def batches(ds):
+    return [(x.numpy(), {k: v.numpy() for k, v in y.items()} if isinstance(y, dict) else y.numpy())
+            for x, y in ds]
 
 
-def test_memmap_input(dots, tmp_path):
-    images, gt, _ = dots
-    np.save(tmp_path / "i.npy", images)
-    mm = np.load(tmp_path / "i.npy", mmap_mode="r")
-    x, _ = next(iter(du.build_dataset(mm, {"gt": gt}, batch_size=3, shuffle=True, seed=0)))
-    assert x.shape == (3, S, S, 3)
+def test_an_epoch_serves_every_pool_face_once_with_its_own_landmarks(dots):
+    _, _, images, px = dots
+    data = pool(dots)
+    got = batches(data.dataset(0, 1))
+    assert [len(x) for x, _ in got] == [4, 4, 2]
+    rows = np.concatenate(data.epoch_batches(0))
+    assert sorted(rows.tolist()) == list(range(M))              # each face once
+    x = np.concatenate([b[0] for b in got])
+    y = np.concatenate([b[1] for b in got])
+    assert x.dtype == np.float32 and y.shape == (M, 2 * N)
+    np.testing.assert_array_equal(x, images[rows].astype(np.float32) / np.float32(255.0))
+    np.testing.assert_array_equal(y, iu.normalize_landmarks(px[rows], S).reshape(M, 2 * N))
 
 
-def test_augmentation_keeps_every_target_on_the_dots(dots):
-    images, gt, _ = dots
-    other = gt[:, ::-1]                                   # a second target: same points, reversed
-    cfg = iu.AugmentConfig(p_flip=0.5, p_affine=1.0, max_rotation=0.5, p_noise=0.0, p_median=0.0,
-                           p_gamma=0.5)
-    perm = [1, 0, 2]
-    ds = du.build_dataset(images, {"gt": gt, "rev": other}, batch_size=6, shuffle=False, seed=1,
-                          augment=cfg, flip_permutation=perm)
-    x, y = next(iter(ds))
-    assert x.shape == (6, S, S, 3) and x.dtype == tf.float32 and y["gt"].shape == (6, 2 * N)
+def test_shuffle_is_per_epoch_and_a_resume_sees_the_same_batches(dots):
+    data = pool(dots)
+    assert not all(np.array_equal(a, b) for a, b in zip(data.epoch_batches(0),
+                                                          data.epoch_batches(1)))
+    whole = batches(data.dataset(0, 3))
+    resumed = batches(data.dataset(1, 3))
+    mid = batches(data.dataset(1, 3, start_step=2))
+    assert len(whole) == 9 and len(resumed) == 6 and len(mid) == 4
+    for (xa, ya), (xb, yb) in zip(whole[3:], resumed):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    for (xa, _), (xb, _) in zip(whole[5:], mid):
+        np.testing.assert_array_equal(xa, xb)
+    again = batches(pool(dots).dataset(0, 3))                     # same seed, same order
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(whole, again))
+
+
+def test_dict_targets_carry_the_extra_rows_of_the_same_faces(dots):
+    data = pool(dots)
+    code = np.repeat(np.arange(data.size, dtype=np.float32)[:, None], 2 * N, axis=1)
+    got = batches(data.dataset(0, 1, targets="dict", extra={"tough": code}))
+    for (x, y), idx in zip(got, data.epoch_batches(0)):
+        assert set(y) == {"landmarks", "tough"}
+        np.testing.assert_array_equal(y["tough"][:, 0], idx.astype(np.float32))
+    with pytest.raises(C.ConfigError):
+        data.dataset(0, 1, targets="dict", extra={"tough": code},
+                     augment_fn=du.default_online_augment(data.info))
+
+
+def test_online_augmentation_keeps_the_landmarks_on_the_dots(dots):
+    _, _, images, _ = dots
+    data = pool(dots)
+    # flips, rotations and gamma; no salt-and-pepper noise or blur, which would add or blur dots
+    cfg = iu.AugmentConfig(p_noise=0.0, p_median=0.0)
+    augment = du.default_online_augment(data.info, cfg)
+    got = batches(data.dataset(0, 1, augment_fn=augment))
     changed = 0
-    for i in range(6):
-        img = (x[i].numpy() * 255).round().astype(np.uint8)
-        pts = iu.denormalize_landmarks(y["gt"][i].numpy().reshape(N, 2), S)
-        rev = iu.denormalize_landmarks(y["rev"][i].numpy().reshape(N, 2), S)
-        found = blob_centroids(img, thresh=40)
-        assert len(found) == N
-        d = np.linalg.norm(found[:, None] - pts[None], axis=2)
-        assert d.min(axis=1).max() < 1.5, f"face {i}: landmarks left their dots"
-        # the same transform moved the second target: its points are the same set
-        np.testing.assert_allclose(np.sort(rev, axis=0), np.sort(pts, axis=0), atol=1e-4)
-        changed += not np.array_equal(img, images[i])
-    assert changed == 6
-    # reproducible for a seed
-    x2, _ = next(iter(du.build_dataset(images, {"gt": gt, "rev": other}, batch_size=6, shuffle=False,
-                                       seed=1, augment=cfg, flip_permutation=perm)))
-    np.testing.assert_array_equal(x.numpy(), x2.numpy())
+    for (x, y), idx in zip(got, data.epoch_batches(0)):
+        for i in range(len(x)):
+            img = (x[i] * 255).round().astype(np.uint8)
+            pts = iu.denormalize_landmarks(y[i].reshape(N, 2), S)
+            found = blob_centroids(img, thresh=40)
+            assert len(found) == N
+            d = np.linalg.norm(found[:, None] - pts[None], axis=2)
+            assert d.min(axis=1).max() < 1.5, "landmarks left their dots"
+            changed += not np.array_equal(img, images[idx[i]])
+    assert changed >= M // 2
+    again = batches(pool(dots).dataset(0, 1, augment_fn=augment))   # reproducible for a seed
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(got, again))

@@ -16,6 +16,7 @@ import pytest
 
 import configuration
 import data_util as du
+import dataset_formats as fmt
 import fixtures as fx
 import image_utility as iu
 from configuration import PrepareConfig
@@ -72,7 +73,7 @@ def test_prepared_crop_matches_image(prepared_300w):
     """The stored crop equals crop_and_resize of the original image with the stored box."""
     p = du.load_prepared(prepared_300w, "train")
     for i in range(len(p)):
-        img = du.load_image(p.meta["image_paths"][i])
+        img = fmt.load_image(p.meta["image_paths"][i])
         again = iu.crop_and_resize(img, p.crop_boxes[i], 64)
         np.testing.assert_array_equal(again, p.images[i])
 
@@ -125,8 +126,8 @@ def test_bad_sample_is_skipped_and_counted(tmp_path):
     root = tmp_path / "d"
     fx.make_300w_tree(root)
     (root / "helen" / "trainset" / "232194_1.jpg").write_bytes(b"")        # zero-byte image
-    good = du.read_pts(root / "lfpw" / "trainset" / "image_0001.pts")
-    du.write_pts(root / "lfpw" / "trainset" / "image_0001.pts", good * 50)  # far outside
+    good = fmt.read_pts(root / "lfpw" / "trainset" / "image_0001.pts")
+    fmt.write_pts(root / "lfpw" / "trainset" / "image_0001.pts", good * 50)  # far outside
     with pytest.warns(UserWarning):
         out = du.prepare(PrepareConfig(dataset="300w", root=str(root), input_size=32,
                                        out_dir=str(tmp_path / "o")), progress=False)
@@ -162,7 +163,7 @@ def test_prepare_wflw_and_custom(tmp_path):
     p = du.load_prepared(out, "train")
     assert p.images.shape == (3, 33, 33, 3) and len(p.meta["attributes"][0]) == 6
     spec = fx.make_custom(tmp_path / "c")
-    out = du.prepare(PrepareConfig(custom_spec=str(spec), input_size=24,
+    out = du.prepare(PrepareConfig(custom_spec=str(spec), input_size=32,
                                    out_dir=str(tmp_path / "oc")), progress=False)
     p = du.load_prepared(out, "test")
     assert p.dataset == "five" and p.landmarks.shape[1:] == (5, 2)
@@ -188,19 +189,30 @@ def test_default_root_generates_synthetic_data(tmp_path, monkeypatch):
     monkeypatch.setattr(configuration, "SYNTHETIC_DIR", tmp_path / "synthetic")
     calls = []
 
+    sizes = {"300w": (4, 2)}
+
     def generate_default(dataset, root):
         calls.append(dataset)
         fx.make_300w_tree(Path(root))
+        (Path(root) / "SIZES").write_text(repr(sizes[dataset]))
 
-    monkeypatch.setitem(sys.modules, "synthetic_faces",
-                        types.SimpleNamespace(generate_default=generate_default))
-    out = du.prepare(PrepareConfig(dataset="300w", input_size=32, out_dir=str(tmp_path / "o")),
-                     progress=False)
+    def is_complete(root, dataset, num_train, num_test, seed):
+        marker = Path(root) / "SIZES"
+        return marker.is_file() and marker.read_text() == repr((num_train, num_test))
+
+    fake = types.SimpleNamespace(generate_default=generate_default, is_complete=is_complete,
+                                 DEFAULT_SIZES=sizes)
+    monkeypatch.setitem(sys.modules, "synthetic_faces", fake)
+    cfg = PrepareConfig(dataset="300w", input_size=32, out_dir=str(tmp_path / "o"))
+    out = du.prepare(cfg, progress=False)
     assert calls == ["300w"] and du.load_prepared(out, "train").images.shape[0] == 4
-    monkeypatch.setitem(sys.modules, "synthetic_faces", None)      # module absent
-    with pytest.raises(DataFormatError, match="synthetic_faces"):
-        du.prepare(PrepareConfig(dataset="wflw", input_size=32, out_dir=str(tmp_path / "o2")),
-                   progress=False)
+    assert du.read_manifest(out)["config"]["synthetic_sizes"] == [4, 2]
+    du.prepare(cfg, progress=False)                  # same default sizes: data and crops reused
+    assert calls == ["300w"]
+    sizes["300w"] = (5, 2)                           # a new default set: regenerated, crops rebuilt
+    du.prepare(cfg, progress=False)
+    assert calls == ["300w", "300w"]
+    assert du.read_manifest(out)["config"]["synthetic_sizes"] == [5, 2]
 
 
 def test_offline_augment(prepared_300w, capsys):
@@ -220,6 +232,26 @@ def test_offline_augment(prepared_300w, capsys):
     again = np.array(a.images)
     du.augment_prepared(prepared_300w, copies=1, seed=5, progress=False)
     np.testing.assert_array_equal(du.load_prepared(prepared_300w, "train_aug").images, again[:4])
+
+
+def test_offline_copies_flip_every_other(prepared_300w, tmp_path):
+    import shutil
+
+    out = tmp_path / "p"
+    shutil.copytree(prepared_300w, out)
+    shutil.rmtree(out / "train_aug", ignore_errors=True)
+    cfg = iu.AugmentConfig(p_affine=0, p_gamma=0, p_noise=0, p_median=0)   # the flip alone
+    du.augment_prepared(out, copies=4, seed=0, cfg=cfg, progress=False)
+    a, t = du.load_prepared(out, "train_aug"), du.load_prepared(out, "train")
+    perm = configuration.dataset_info("300w").flip_permutation
+    for k, (i, c) in enumerate(zip(a.meta["source_index"], a.meta["copy"])):
+        img = np.asarray(t.images[i])
+        crop = iu.denormalize_landmarks(t.landmarks[i], 64)
+        if c % 2 == 0:                                           # copies 0 and 2: mirrored
+            img, crop = iu.flip_horizontal(img, crop, perm)
+        np.testing.assert_array_equal(a.images[k], img)
+        np.testing.assert_allclose(a.landmarks[k], iu.normalize_landmarks(crop, 64), atol=1e-6)
+    assert sorted(set(a.meta["copy"])) == [0, 1, 2, 3]
 
 
 def test_augment_permutes_cofw_occlusion_on_flip(tmp_path):

@@ -24,7 +24,7 @@ import keras
 import teacher_trainer
 import training
 from conftest import ROOT
-from errors import TrainingError
+from errors import DataFormatError, TrainingError
 from test_trainers import SIZE, make_prepared, tiny_builder, tiny_cfg
 
 
@@ -155,12 +155,21 @@ def test_nan_targets_keep_the_last_good_checkpoint(tmp_path):
                                   output=tmp_path / "m.keras", builder=tiny_builder, verbose=0)
     good = (run / "last.keras").read_bytes()
     lm = np.load(prepared / "train" / "landmarks.npy")
-    lm[:] = np.nan                                   # every batch now has NaN targets
-    np.save(prepared / "train" / "landmarks.npy", lm)
-    with pytest.raises(TrainingError, match=r"loss became NaN at epoch 3 step 1; the last good "
-                                            r"checkpoint .*last.keras is kept"):
+    nan = lm.copy()
+    nan[:] = np.nan                                  # every face now has NaN targets
+    np.save(prepared / "train" / "landmarks.npy", nan)
+    # the reader refuses them before any training step, naming the file and the face
+    with pytest.raises(DataFormatError, match=r"train/landmarks.npy: face 0 \(train/0\) has NaN"):
         teacher_trainer.train_teacher(tiny_cfg(prepared, run, epochs=4), "tough",
                                       output=tmp_path / "m.keras", builder=tiny_builder, verbose=0)
+    assert (run / "last.keras").read_bytes() == good
+    np.save(prepared / "train" / "landmarks.npy", lm)
+    # a loss that becomes NaN/inf in training (a learning rate far too high) stops the run
+    with pytest.raises(TrainingError, match=r"loss became NaN at epoch 3 step \d+; the last good "
+                                            r"checkpoint .*last.keras is kept"):
+        teacher_trainer.train_teacher(tiny_cfg(prepared, run, epochs=4, learning_rate=1e30),
+                                      "tough", output=tmp_path / "m.keras", builder=tiny_builder,
+                                      verbose=0)
     assert (run / "last.keras").read_bytes() == good
     model = keras.models.load_model(run / "last.keras", compile=True)
     assert all(np.all(np.isfinite(np.array(w))) for w in model.weights)

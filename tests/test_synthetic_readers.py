@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import data_util as du
+import dataset_formats as fmt
 import synthetic_faces as sf
 from configuration import PrepareConfig, WFLW_ATTRIBUTES, dataset_info
 
@@ -51,7 +52,7 @@ def generated(request, tmp_path_factory):
                        seed=SEED, image_size=IMAGE_SIZE, workers=1)
     jobs = sf._job_list(dataset, NUM_TRAIN, NUM_TEST)
     faces = [expected_face(dataset, k, job) for k, job in enumerate(jobs)]
-    samples = {split: du.read_dataset(dataset, root, split) for split in ("train", "test")}
+    samples = {split: fmt.read_dataset(dataset, root, split) for split in ("train", "test")}
     return dataset, root, jobs, faces, samples
 
 
@@ -103,7 +104,7 @@ def test_subsets_flags_and_images(generated):
     for split, smp, k in _matched(generated):
         img, _, flags = faces[k]
         w, h = flags["image_size"]
-        image = du.load_image(smp)
+        image = fmt.load_image(smp)
         assert image.shape == (h, w, 3) and image.dtype == np.uint8, smp.id
         assert image.shape[:2] == img.shape[:2]
         if dataset == "300w":
@@ -160,6 +161,45 @@ def test_prepare_the_generated_300w(generated, tmp_path):
         assert subsets[i] == by_id[sid].subset
 
 
+# METHOD.md section 6: extra augmented copies per hard-attribute flag, written out here on purpose
+# (not read from configuration) so that a wrong table there fails this test.
+WFLW_EXTRA = {"pose": 20, "expression": 7, "illumination": 2, "makeup": 2, "occlusion": 8, "blur": 2}
+
+
+@pytest.mark.parametrize("generated", ["wflw"], indirect=True)
+def test_wflw_hard_attribute_oversampling(generated, tmp_path):
+    import image_utility as iu
+
+    dataset, root, jobs, faces, samples = generated
+    out = tmp_path / "prepared"
+    du.prepare(PrepareConfig(dataset="wflw", root=str(root), input_size=32, out_dir=str(out)),
+               strict=True, progress=False)
+    train = du.load_prepared(out, "train")
+    flags = {s.id: np.asarray(s.attributes, int) for s in samples["train"]}
+    attrs = np.array([flags[i] for i in train.ids])                 # (faces, 6) in train/ order
+    assert attrs.any(), "the generated training faces carry no attribute flag: the test says nothing"
+    extra = np.array([WFLW_EXTRA[a] for a in WFLW_ATTRIBUTES])
+    want = 1 + attrs @ extra                                        # base copies 1, plus the extras
+    cheap = iu.AugmentConfig(p_affine=0, p_gamma=0, p_noise=0, p_median=0)
+    du.augment_prepared(out, copies=1, seed=0, cfg=cheap, progress=False)
+    aug = du.load_prepared(out, "train_aug")
+    src = np.asarray(aug.meta["source_index"])
+    np.testing.assert_array_equal(np.bincount(src, minlength=len(train)), want)
+    for col, name in enumerate(WFLW_ATTRIBUTES):                   # per attribute, in the pool
+        assert int(attrs[src, col].sum()) == int(attrs[:, col] @ want), name
+    # each face's copies are numbered 0..k-1, and the even ones are mirrored
+    for i in range(len(train)):
+        copies = np.asarray(aug.meta["copy"])[src == i]
+        np.testing.assert_array_equal(np.sort(copies), np.arange(want[i]))
+    # the table itself, one flag at a time (the faces above need not carry every attribute)
+    one_hot = [list(row) for row in np.eye(6, dtype=int)]
+    np.testing.assert_array_equal(du.copies_per_face(dataset_info("wflw"), one_hot, 3), 3 + extra)
+    np.testing.assert_array_equal(du.copies_per_face(dataset_info("300w"), one_hot, 3), [3] * 6)
+    # --no-oversample: the base copies only
+    du.augment_prepared(out, copies=1, seed=0, cfg=cheap, progress=False, oversample=False)
+    assert du.load_prepared(out, "train_aug").meta["source_index"] == list(range(len(train)))
+
+
 @pytest.mark.parametrize("dataset", ["300w", "wflw", "cofw"])
 def test_default_image_sizes_read_back(dataset, tmp_path):
     """As generate_default writes them (no image_size: the sizes are drawn from the same rng).
@@ -169,9 +209,9 @@ def test_default_image_sizes_read_back(dataset, tmp_path):
     jobs = sf._job_list(dataset, 3, 3)
     faces = [expected_face(dataset, k, job, image_size=None) for k, job in enumerate(jobs)]
     for split, first in (("train", 0), ("test", 3)):
-        items = du.read_dataset(dataset, root, split)
+        items = fmt.read_dataset(dataset, root, split)
         assert len(items) == 3
         for smp in items:
             k = _match(smp, range(first, first + 3), faces)
             w, h = faces[k][2]["image_size"]
-            assert du.load_image(smp).shape == (h, w, 3)
+            assert fmt.load_image(smp).shape == (h, w, 3)

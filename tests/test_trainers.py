@@ -283,8 +283,9 @@ def test_cached_and_on_the_batch_predictions_give_the_same_loss(teachers, prepar
     assert (tmp_path / "teacher_cache" / "tough.json").is_file()
     ds = data.dataset(0, 1, targets="dict", extra=cache)
     x, y = next(iter(ds))
-    on_batch = d.loss_terms(x, {"landmarks": y["landmarks"]})
-    cached = d.loss_terms(x, y)
+    p = d(x, training=False)
+    on_batch = d.kd_loss.terms(y["landmarks"], p, *d.teacher_predictions(x, {"landmarks": y["landmarks"]}))
+    cached = d.kd_loss.terms(y["landmarks"], p, *d.teacher_predictions(x, y))
     for k in ("total", "main", "tough", "tolerant"):
         np.testing.assert_allclose(float(cached[k]), float(on_batch[k]), rtol=1e-5, atol=1e-7)
     # the cache is reused for the same teacher file, recomputed when the file changes
@@ -371,7 +372,11 @@ def test_config_precedence_defaults_preset_file_options(tmp_path):
     args = parser.parse_args(["--preset", "quick", "--config", str(tmp_path / "exp.json"),
                               "--seed", "11", "--no-cache-teacher-predictions"])
     cfg = training.config_from_args(args)
-    assert cfg.input_size == 96                       # from the preset
+    assert (cfg.input_size, cfg.augment) == (64, "none")   # from the preset (demo.py's quick run)
+    teacher = training.config_from_args(args, trainer="teacher")
+    assert teacher.epochs == 7                        # the file beats the preset's teacher epochs
+    assert training.config_from_args(parser.parse_args(["--preset", "quick"]), trainer="teacher").epochs == \
+        C.PRESETS["quick"]["teacher_epochs"] != C.PRESETS["quick"]["student_epochs"]
     assert (cfg.epochs, cfg.batch_size) == (7, 5)     # the file beats the preset
     assert cfg.seed == 11                             # an explicit option beats the file
     assert cfg.cache_teacher_predictions is False

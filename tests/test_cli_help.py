@@ -1,0 +1,92 @@
+"""Every command-line option of the trainers, prepare, test.py, export.py and demo.py explains itself:
+a one-line description in --help (not only its default), and the options with a fixed set of values
+list them (issue 13 item 2)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+
+import pytest
+
+import configuration as C
+
+
+def _parsers():
+    import data_util
+    import demo
+    import export
+    import test as test_cli
+    import training
+
+    out = {"teacher_trainer": training.build_parser("t"), "student_trainer": training.build_parser("s"),
+           "test.py": test_cli.build_parser(), "export.py": export.build_parser(),
+           "demo.py": demo.build_parser()}
+    prep = argparse.ArgumentParser()
+    C.add_dataclass_args(prep, C.PrepareConfig)
+    out["prepare"] = prep
+    # data_util's own subcommands, as `python data_util.py prepare|augment --help` prints them
+    sub_parsers = {}
+    orig = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub_parsers.update(action.choices)
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        with pytest.raises(SystemExit):
+            data_util.main(["prepare"])
+    finally:
+        argparse.ArgumentParser.parse_args = orig
+    out.update({f"data_util {k}": v for k, v in sub_parsers.items()})
+    return out
+
+
+def _undescribed(parser: argparse.ArgumentParser) -> list:
+    bad = []
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        text = re.sub(r"\(default:[^)]*\)", "", action.help or "").strip()
+        if len(text) < 8:
+            bad.append("/".join(action.option_strings) or action.dest)
+    return bad
+
+
+def test_every_option_has_a_description():
+    parsers = _parsers()
+    assert {"data_util prepare", "data_util augment"} <= set(parsers)
+    missing = {name: _undescribed(p) for name, p in parsers.items()}
+    assert not any(missing.values()), {k: v for k, v in missing.items() if v}
+
+
+def test_every_config_field_is_described():
+    fields = {f.name for cls in (C.PrepareConfig, C.TrainConfig) for f in dataclasses.fields(cls)}
+    assert not fields - set(C.FIELD_HELP), sorted(fields - set(C.FIELD_HELP))
+
+
+def test_student_help_lists_choices(capsys):
+    import student_trainer
+
+    with pytest.raises(SystemExit):
+        student_trainer.main(["--help"])
+    text = capsys.readouterr().out
+    assert "{kd,l2,tough-only,tolerant-only}" in text
+    assert "{offline,online,none}" in text
+    assert "{default,mirrored,multiworker}" in text
+    assert "{" + ",".join(C.LOSS_PRESETS) + "}" in text
+    assert "--preset {" in text
+
+
+def test_choice_metavars_match_validation():
+    """The listed values are exactly the ones TrainConfig.validate accepts."""
+    for field, values in C.FIELD_CHOICES.items():
+        if field == "box":
+            continue   # PrepareConfig: checked by prepare
+        for v in values:
+            C.TrainConfig(**{field: v}).validate()
+        with pytest.raises(Exception):
+            C.TrainConfig(**{field: "not-a-choice"}).validate()
