@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                      fmt(nmes.mean()), fmt(np.median(nmes)), " ".join(f"{v:.1f}" for v in nmes)])
     table = md_table(["model", "input px", "mean NME %", "median NME %",
                       "per face (" + ", ".join(f.name for f in faces) + ")"], rows)
-    text = header_block("Synthetic to real: NME on the real 68-point faces", sys.argv if argv is None else argv,
+    text = header_block("Synthetic to real: NME on the real 68-point faces", sys.argv[1:] if argv is None else argv,
                         [f"{len(faces)} real faces; crop from the ground-truth landmarks (margin 0.25); "
                          "inter-ocular NME (outer eye corners)"]) + "\n" + table + "\n"
     print(text)
