@@ -648,10 +648,8 @@ def _looks_truncated(data: bytes) -> bool:
 
 
 def _pil_verify(path: Path) -> Optional[str]:
-    try:
-        from PIL import Image
-    except ImportError:   # pragma: no cover
-        return None
+    from PIL import Image  # noqa: PLC0415  (pillow is in requirements.txt)
+
     try:
         with Image.open(path) as im:
             im.load()
@@ -663,11 +661,9 @@ def _pil_verify(path: Path) -> Optional[str]:
 def check_image_size(path, data: bytes) -> None:
     """Refuse an image whose header claims more than MAX_IMAGE_PIXELS before decoding it. PIL reads
     only the header here; formats PIL cannot read are left to OpenCV (which has its own limit)."""
-    try:
-        from PIL import Image
-    except ImportError:   # pragma: no cover
-        return
     import io  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
 
     too_big = f"{path}: image too large to decode"
     fix = f"(the limit is {MAX_IMAGE_PIXELS} pixels); resize it or leave it out"

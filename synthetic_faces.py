@@ -1313,11 +1313,8 @@ def _render_job(args):
 def _iter_results(tasks, workers, progress, desc):
     bar = None
     if progress:
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=len(tasks), desc=desc, unit="face")
-        except ImportError:  # pragma: no cover
-            bar = None
+        from tqdm import tqdm  # noqa: PLC0415
+        bar = tqdm(total=len(tasks), desc=desc, unit="face")
     if workers and workers > 1 and (not hasattr(os, "fork") or "tensorflow" in sys.modules):
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
         if not (main_file and os.path.exists(main_file)):
