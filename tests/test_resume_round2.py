@@ -49,8 +49,11 @@ def _script(prepared: Path, run: Path, out: Path, pause_at: int) -> str:
     mid-epoch checkpoint at or beyond that optimizer step, so that the test's SIGINT (Ctrl-C)
     arrives while that checkpoint is the newest one."""
     return textwrap.dedent(f"""
-        import sys, time, teacher_trainer, training
+        import signal, sys, time, teacher_trainer, training
         from errors import run_cli
+        # Ctrl-C must raise KeyboardInterrupt even when this test runs as a background job,
+        # whose children start with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from test_trainers import tiny_builder
         write = training.Checkpointer._write
         def paused_write(self, epoch_done, logs, mid_epoch_step=0):
