@@ -269,11 +269,7 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
                                 fit_on=fit_on, targets="landmarks" if mode == "l2" else "dict",
                                 extra=extra, augment_fn=augment_fn, output=out, verbose=verbose,
                                 checkpoint_every=checkpoint_every)
-    if v:
-        print(result.summary(f"student ({mode})"), flush=True)
-    warning = result.warning(f"student ({mode})")
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    result.report(f"student ({mode})", verbose)
     return result
 
 

@@ -66,11 +66,7 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
                                 targets="soft" if teacher == "tolerant" else "landmarks",
                                 augment_fn=augment_fn, output=out, verbose=verbose,
                                 checkpoint_every=checkpoint_every)
-    if training.verbosity(verbose):
-        print(result.summary(f"{teacher} teacher"), flush=True)
-    warning = result.warning(f"{teacher} teacher")
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    result.report(f"{teacher} teacher", verbose)
     return result
 
 

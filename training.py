@@ -592,6 +592,15 @@ class TrainResult:
                 f"{100 * floor:.2f}% (no model at all); train longer, lower --learning-rate, or "
                 f"check the data")
 
+    def report(self, what: str, verbose: Optional[int] = None) -> None:
+        """The trainers' last words: the summary line (unless silent), and the mean-shape warning
+        on stderr."""
+        if verbosity(verbose):
+            print(self.summary(what), flush=True)
+        warning = self.warning(what)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+
 
 def mean_shape_nme(data) -> Optional[float]:
     """Validation NME (fraction) of the mean training shape: the floor a trained model must beat."""
