@@ -477,8 +477,9 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
         raise ConfigError("--box dataset: 300-W .pts files carry no face box; use --box landmarks")
     out_dir = cfg.resolved_out_dir()
     config = dataclasses.asdict(cfg)
-    if _synthetic_sizes(cfg):
-        config["synthetic_sizes"] = _synthetic_sizes(cfg)
+    sizes = _synthetic_sizes(cfg)
+    if sizes:
+        config["synthetic_sizes"] = sizes
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file() and not force:
         try:
