@@ -7,6 +7,7 @@ plot, sample grid).
     python demo.py --full              # the published configuration (224 px, batch 70, 150 epochs)
     python demo.py --seed 1 --out results/demo-seed1
     python demo.py --ablations --seeds 0 1 2 3 4   # the paper's claim over seeds, paired differences
+    python demo.py --students tough-only tolerant-only --seeds 0 1 2 3 4   # only the two ablations
 
 Steps (each a command of the repo, run as a subprocess so each is exactly what a user would type):
   1. generate the embedded synthetic 300W faces (official .pts layout) if missing, and
@@ -40,6 +41,7 @@ from configuration import MODELS_DIR, PRESETS, REPO_ROOT, PrepareConfig, check_i
 # The quick and the published configurations: configuration.PRESETS (one table with the trainers'
 # --preset).
 QUICK, FULL = PRESETS["quick"], PRESETS["paper"]
+STUDENT_MODES = ("kd", "l2", "tough-only", "tolerant-only")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fit the ASM and train both teachers here (default: distil from the "
                         "teachers shipped in models/teachers/; --full always trains them)")
     p.add_argument("--ablations", action="store_true", help="also train the Tough-only and Tolerant-only students")
+    p.add_argument("--students", nargs="+", default=None, choices=STUDENT_MODES, metavar="MODE",
+                   help="train only these students (choices: " + ", ".join(STUDENT_MODES) + "; default: kd l2, "
+                        "and the two ablations with --ablations)")
     p.add_argument("--out", default=None, help="results folder (default results/demo-<dataset>-seed<seed>; "
                                                "with --seeds: the parent of one seed<S> folder per seed and seeds/)")
     p.add_argument("--models-dir", default=None,
@@ -252,7 +257,8 @@ def run_one(args) -> int:
         common += ["--lr-schedule", cfg["lr_schedule"]]
     if cfg["max_faces"]:
         common += ["--max-faces", str(cfg["max_faces"])]
-    students = ["kd", "l2"] + (["tough-only", "tolerant-only"] if args.ablations else [])
+    students = (list(dict.fromkeys(args.students)) if args.students
+                else ["kd", "l2"] + (["tough-only", "tolerant-only"] if args.ablations else []))
     times = {}
     t_start = time.time()
 

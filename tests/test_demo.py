@@ -77,6 +77,19 @@ def test_step_sequence_and_seed(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "timings.json").read_text())["seed"] == 3
 
 
+def test_students_picks_which_students_train_and_are_evaluated(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
+    monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
+    assert demo.main(["--students", "tolerant-only", "tough-only", "tolerant-only", "--out", str(tmp_path)]) == 0
+    modes = [c[c.index("--student-mode") + 1] for c in calls if c[0] == "student_trainer.py"]
+    assert modes == ["tolerant-only", "tough-only"]
+    tested = [c[c.index("--mode") + 1] for c in calls if c[0] == "test.py"]
+    assert tested == ["tolerant-only", "tough-only", "teacher", "teacher"]
+    with pytest.raises(SystemExit):
+        demo.build_parser().parse_args(["--students", "kd", "teacher"])
+
+
 def test_train_teachers_adds_the_asm_and_both_teachers(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
