@@ -94,3 +94,26 @@ def test_full_int8_nme_on_real_faces_within_one_and_a_half_points(shipped):
     shift_per_face = np.linalg.norm(pred - shipped["keras"], axis=-1).mean(axis=1)
     assert np.median(shift_per_face) < 0.02
     assert abs(nme(pred) - nme(shipped["keras"])) < 1.5
+
+
+PHONE, PHONE_INT8 = (ROOT / "models" / "students" / name for name in ("300w_phone.keras", "300w_phone_int8.tflite"))
+
+
+def test_shipped_phone_int8_matches_its_keras_model_on_real_faces():
+    """The shipped int8 file is the shipped phone model (112 px, width 0.5) quantised: on the 7 real
+    faces the two NMEs differ by < 1.5 points (measured 16.67% Keras, 16.41% int8) and the median
+    per-face point shift is < 2% of the crop side."""
+    import evaluation
+    from inference import KerasPredictor, TFLitePredictor, landmarks_norm_to_original
+
+    keras_pred, int8_pred = KerasPredictor(PHONE), TFLitePredictor(PHONE_INT8)
+    assert keras_pred.input_size == int8_pred.input_size == 112 and int8_pred.input_dtype == np.int8
+    images, boxes, gts = _crops(all_68_point_faces(), 112)
+
+    def nme(norm):
+        px = np.stack([landmarks_norm_to_original(n, b, 112) for n, b in zip(norm, boxes)])
+        return 100 * float(np.mean(evaluation.per_image_nme(px, gts, "300w")))
+
+    a, b = keras_pred.predict_norm(images), int8_pred.predict_norm(images)
+    assert np.median(np.linalg.norm(a - b, axis=-1).mean(axis=1)) < 0.02
+    assert abs(nme(a) - nme(b)) < 1.5
