@@ -25,7 +25,9 @@ student and the teacher.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -113,6 +115,103 @@ def traced_call(model, training: bool):
         except Exception:  # noqa: BLE001  (a model that refuses new attributes: trace each time)
             pass
     return fn
+
+
+# Fused batch norm for training on the TensorFlow backend. Keras 3 computes BatchNormalization from
+# element-wise ops (tf.nn.moments, then x * rsqrt(var + eps) * gamma + beta; the gradient is as many
+# ops again): 32-37% of the student's CPU training step (bench/results/training_profile.md).
+# TensorFlow's fused kernel (FusedBatchNormV3, oneDNN's when TF_ENABLE_ONEDNN_OPTS=1) does the same
+# in one op forward and one backward. `fused_batchnorm()` swaps it in for the layers' training-mode
+# call while it is active (training.fit_model wraps fit in it); everything else is Keras' own code:
+# the same variables, the same layer class in saved .keras files, inference mode untouched.
+FUSED_BN_ENV = "LANDMARKS_FUSED_BN"      # "0": keep Keras' own batch norm in training too
+_bn_original_call = None
+_bn_fused_depth = 0
+
+
+def _fused_bn_applies(layer, inputs, training, mask) -> bool:
+    import tensorflow as tf  # noqa: PLC0415
+
+    return (bool(training) and layer.trainable and mask is None and not layer.renorm
+            and not layer.synchronized and len(inputs.shape) == 4 and layer.axis in (-1, 3)
+            and layer.epsilon >= 1.001e-5          # cuDNN's lower bound, should this run on a GPU
+            and tf.as_dtype(inputs.dtype) in (tf.float32, tf.float16, tf.bfloat16))
+
+
+def _fused_bn_call(self, inputs, training=None, mask=None):
+    """keras.layers.BatchNormalization.call with TensorFlow's fused kernel in training mode for
+    NHWC inputs; Keras' own call otherwise. Same results as Keras to float32 rounding: output
+    gamma * (x - mean) / sqrt(var + epsilon) + beta with the batch's mean and biased variance;
+    moving_mean/moving_variance updated as Keras does (m * momentum + batch * (1 - momentum)) with
+    the biased variance too (the kernel returns var * n / (n - 1), Bessel's correction, which
+    Keras 3 does not apply: undone here)."""
+    if not _fused_bn_applies(self, inputs, training, mask):
+        return _bn_original_call(self, inputs, training=training, mask=mask)
+    import tensorflow as tf  # noqa: PLC0415
+
+    x = tf.convert_to_tensor(inputs)
+    channels = x.shape[-1]
+    scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
+    offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
+    moving_mean = tf.cast(self.moving_mean, tf.float32)
+    moving_variance = tf.cast(self.moving_variance, tf.float32)
+    empty = tf.constant([], tf.float32)
+    y, mean, unbiased_var = tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon,
+        exponential_avg_factor=1.0, data_format="NHWC", is_training=True)[:3]
+    shape = tf.shape(x)
+    n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+    variance = unbiased_var * tf.where(n > 1.0, (n - 1.0) / tf.maximum(n, 1.0), 1.0)
+    self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+    self.moving_variance.assign(moving_variance * self.momentum
+                                + variance * (1.0 - self.momentum))
+    return tf.cast(y, self.compute_dtype)
+
+
+def _fast_fused_kernel() -> bool:
+    """True where TensorFlow's fused batch norm is the faster one: oneDNN on (its kernel) or a GPU.
+    TensorFlow's own CPU kernel (oneDNN off) measured slower than Keras' ops on this 2-core CPU
+    (teacher step 0.60x, student 0.96x; bench/results/training_speed_round3.md)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
+
+        if _pywrap_util_port.IsMklEnabled():
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+@contextlib.contextmanager
+def fused_batchnorm(enabled: bool = True, only_if_faster: bool = True):
+    """While active, keras.layers.BatchNormalization runs TensorFlow's fused kernel in training mode
+    (see _fused_bn_call); yields whether it is on. A no-op (yields False) on other Keras backends
+    (JAX), when `enabled` is false, when the environment sets LANDMARKS_FUSED_BN=0, or, with
+    `only_if_faster`, on a CPU with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0). Takes effect for
+    functions traced while it is active (fit's train function is traced on its first step).
+
+    Measured side by side on this 2-core CPU, oneDNN on (bench/results/training_speed_round3.md):
+    the demo's KD student step 1.14-1.58x the images/s of Keras' batch norm, the teacher's 1.18x."""
+    global _bn_original_call, _bn_fused_depth
+    keras = _keras()
+    if (not enabled or keras.backend.backend() != "tensorflow"
+            or os.environ.get(FUSED_BN_ENV, "1").strip() == "0"
+            or (only_if_faster and not _fast_fused_kernel())):
+        yield False
+        return
+    cls = keras.layers.BatchNormalization
+    if _bn_fused_depth == 0:
+        _bn_original_call = cls.call
+        cls.call = _fused_bn_call
+    _bn_fused_depth += 1
+    try:
+        yield True
+    finally:
+        _bn_fused_depth -= 1
+        if _bn_fused_depth == 0:
+            cls.call = _bn_original_call
 
 
 def recalibrate_batchnorm(model, images, batch_size: int = 128) -> int:

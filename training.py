@@ -18,7 +18,9 @@
   every epoch (and every K steps if asked), best.keras chosen by validation NME (inter-ocular), and
   resumes from last.keras when the same command is run again. A NaN/inf loss stops the run with
   `errors.TrainingError` and never overwrites the last good checkpoint. The best model is finally
-  written to the output path and a one-line summary is printed.
+  written to the output path and a one-line summary is printed. fit runs inside
+  `cnn_model.fused_batchnorm()`: BatchNormalization uses TensorFlow's fused kernel in training mode
+  (same results, faster on CPU; LANDMARKS_FUSED_BN=0 turns it off).
 
 Checkpoints are plain Keras models (the teacher or the student, never the Distiller) compiled with the
 training optimizer, so last.keras carries the Adam moments and the iteration count: the
@@ -906,32 +908,36 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
             if initial_epoch + (1 if start_step else 0) < epochs:
                 segments.append((initial_epoch + (1 if start_step else 0), epochs, 0))
             append = run.resuming and (initial_epoch > 0 or start_step > 0)
-            for first, end, skip in segments:
-                ds = data.dataset(first, end, targets=targets, extra=extra, augment_fn=augment_fn,
-                                  start_step=skip)
-                nan_guard.step_offset = skip
-                callbacks = [
-                    # must run before ValidationNME and the Checkpointer (list order)
-                    RecalibrateBatchNorm(model, recalibration),
-                    ValidationNME(model, val_images, val_landmarks, data.info,
-                                  batch_size=max(int(cfg.batch_size), 32)),
-                    nan_guard,
-                    checkpointer,
-                    keras.callbacks.CSVLogger(str(run.dir / LOG), append=append),
-                    keras.callbacks.TensorBoard(log_dir=str(run.dir / TB_DIR), write_graph=False,
-                                                profile_batch=0, update_freq="epoch"),
-                    *extra_callbacks,
-                ]
-                if v == 2:
-                    callbacks.append(EpochLine(epochs))
-                if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                    build_before_fit(fit_on, strategy, ds.element_spec)
-                hist = fit_on.fit(ds, epochs=end, initial_epoch=first,
-                                  steps_per_epoch=steps - skip, callbacks=callbacks,
-                                  verbose=1 if v == 1 else 0)
-                for k, values in hist.history.items():
-                    history.setdefault(k, []).extend(values)
-                append = True
+            # TensorFlow's fused batch-norm kernel for the training steps (and the BatchNorm
+            # recalibration): same results, faster on CPU (cnn_model.fused_batchnorm)
+            with cnn_model.fused_batchnorm():
+                for first, end, skip in segments:
+                    ds = data.dataset(first, end, targets=targets, extra=extra,
+                                      augment_fn=augment_fn, start_step=skip)
+                    nan_guard.step_offset = skip
+                    callbacks = [
+                        # must run before ValidationNME and the Checkpointer (list order)
+                        RecalibrateBatchNorm(model, recalibration),
+                        ValidationNME(model, val_images, val_landmarks, data.info,
+                                      batch_size=max(int(cfg.batch_size), 32)),
+                        nan_guard,
+                        checkpointer,
+                        keras.callbacks.CSVLogger(str(run.dir / LOG), append=append),
+                        keras.callbacks.TensorBoard(log_dir=str(run.dir / TB_DIR),
+                                                    write_graph=False, profile_batch=0,
+                                                    update_freq="epoch"),
+                        *extra_callbacks,
+                    ]
+                    if v == 2:
+                        callbacks.append(EpochLine(epochs))
+                    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                        build_before_fit(fit_on, strategy, ds.element_spec)
+                    hist = fit_on.fit(ds, epochs=end, initial_epoch=first,
+                                      steps_per_epoch=steps - skip, callbacks=callbacks,
+                                      verbose=1 if v == 1 else 0)
+                    for k, values in hist.history.items():
+                        history.setdefault(k, []).extend(values)
+                    append = True
         elif v:
             print(f"{run.dir}: already trained for {epochs} epochs; writing the final model again "
                   f"(raise --epochs to train longer)", flush=True)

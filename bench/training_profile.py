@@ -10,12 +10,16 @@ batch of real face crops (no input cost):
    and gradient). Shares are of the summed op time (two inter-op threads can overlap, so the sum
    may exceed the step's wall time).
 2. Settings, side by side in one run: each TensorFlow process setting (oneDNN on/off via
-   TF_ENABLE_ONEDNN_OPTS, intra-/inter-op threads) is a worker process started once; the steps that
-   differ inside a process (batch size, steps_per_execution, data layout) are separate compiled
+   TF_ENABLE_ONEDNN_OPTS, intra-/inter-op threads, bfloat16 precision: Keras's mixed_bfloat16
+   policy, TensorFlow's auto_mixed_precision_onednn_bfloat16 graph rewrite or oneDNN's
+   TF_SET_ONEDNN_FPMATH_MODE=BF16) is a worker process started once; the steps that differ inside a
+   process (batch size, steps_per_execution, data layout, fused batch norm) are separate compiled
    models in the worker. The parent runs the workers' steps round by round, interleaved, so a change
    of machine load hits every configuration alike; images/s = batch / median step time (the minimum
    is reported too). Each step is Keras's own compiled train function (what fit() calls), so
-   steps_per_execution > 1 runs that many steps in one call.
+   steps_per_execution > 1 runs that many steps in one call. "student KD (demo)" is the demo's
+   student step (student_trainer.Distiller, cached teacher predictions, cosine-schedule Adam);
+   "fused BN" steps are traced inside cnn_model.fused_batchnorm() (what training.fit_model does).
 
     python bench/training_profile.py --force            # 64 px, batch 32: profile + settings
     python bench/training_profile.py --quick            # smoke test (tiny stand-in networks)
@@ -39,22 +43,45 @@ import _common as C
 # Configurations
 # ----------------------------------------------------------------------------------------------
 
-# Process settings: name -> (environment, intra-op threads, inter-op threads); 0 = TF's default.
+# Process settings: name -> (environment, intra-op threads, inter-op threads, precision); threads
+# 0 = TF's default; precision None (float32), a Keras dtype policy ("mixed_bfloat16") or
+# "grappler bfloat16" (TensorFlow's graph rewrite auto_mixed_precision_onednn_bfloat16).
 WORKERS = {
-    "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), default threads": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, 0, 0),
-    "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1), default threads": ({"TF_ENABLE_ONEDNN_OPTS": "1"}, 0, 0),
-    "oneDNN on, intra-op 1 / inter-op 1": ({"TF_ENABLE_ONEDNN_OPTS": "1"}, 1, 1),
+    "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), default threads": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, 0, 0, None),
+    "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1), default threads": ({"TF_ENABLE_ONEDNN_OPTS": "1"}, 0, 0, None),
+    "oneDNN on, intra-op 1 / inter-op 1": ({"TF_ENABLE_ONEDNN_OPTS": "1"}, 1, 1, None),
+    "oneDNN on, mixed_bfloat16": ({"TF_ENABLE_ONEDNN_OPTS": "1"}, 0, 0, "mixed_bfloat16"),
+    "oneDNN on, grappler auto_mixed_precision_onednn_bfloat16":
+        ({"TF_ENABLE_ONEDNN_OPTS": "1"}, 0, 0, "grappler bfloat16"),
+    "oneDNN on, TF_SET_ONEDNN_FPMATH_MODE=BF16":
+        ({"TF_ENABLE_ONEDNN_OPTS": "1", "TF_SET_ONEDNN_FPMATH_MODE": "BF16"}, 0, 0, None),
+    "oneDNN on, TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD=1":
+        ({"TF_ENABLE_ONEDNN_OPTS": "1", "TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}, 0, 0, None),
 }
-# In-process steps: name -> (model, batch multiplier of --batch-size, steps_per_execution, layout).
+# In-process steps: name -> (model, batch multiplier of --batch-size, steps_per_execution, layout,
+# fused batch norm). Models: "student" (L2: MSE, the published optimizer), "student-kd" (the demo's
+# KD student step: student_trainer.Distiller, KD-Loss, cached teacher predictions in the batch,
+# Adam with the cosine schedule of configuration.PRESETS["quick"]), "teacher" (MSE). Fused batch
+# norm: the model is traced inside cnn_model.fused_batchnorm() (TensorFlow's fused kernel).
 STEPS = {
-    "student L2": ("student", 1, 1, "channels_last"),
-    "student L2, batch x2": ("student", 2, 1, "channels_last"),
-    "student L2, steps_per_execution 8": ("student", 1, 8, "channels_last"),
-    "student L2, channels_first": ("student", 1, 1, "channels_first"),
-    "teacher": ("teacher", 1, 1, "channels_last"),
-    "teacher, batch x2": ("teacher", 2, 1, "channels_last"),
+    "student L2": ("student", 1, 1, "channels_last", False),
+    "student L2, fused BN": ("student", 1, 1, "channels_last", True),
+    "student L2, batch x2": ("student", 2, 1, "channels_last", False),
+    "student L2, steps_per_execution 8": ("student", 1, 8, "channels_last", False),
+    "student L2, channels_first": ("student", 1, 1, "channels_first", False),
+    "student KD (demo)": ("student-kd", 1, 1, "channels_last", False),
+    "student KD (demo), fused BN": ("student-kd", 1, 1, "channels_last", True),
+    "student KD (demo), fused BN, batch x2": ("student-kd", 2, 1, "channels_last", True),
+    "student KD (demo), fused BN, steps_per_execution 4": ("student-kd", 1, 4, "channels_last", True),
+    "teacher": ("teacher", 1, 1, "channels_last", False),
+    "teacher, fused BN": ("teacher", 1, 1, "channels_last", True),
+    "teacher, batch x2": ("teacher", 2, 1, "channels_last", False),
 }
-PROFILED = ("student L2", "teacher")
+# The reference of each model kind ("vs the plain step" column).
+PLAIN = {"student": "student L2", "student-kd": "student KD (demo)", "teacher": "teacher"}
+PROFILED = ("student L2", "teacher", "student KD (demo)", "student KD (demo), fused BN")
+DEFAULT_STEPS = ("student L2", "student L2, batch x2", "student L2, steps_per_execution 8",
+                 "student L2, channels_first", "teacher", "teacher, batch x2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,30 +92,49 @@ PROFILED = ("student L2", "teacher")
 class Step:
     """One compiled model and its Keras train function over a constant batch."""
 
-    def __init__(self, name, kind, batch, spe, layout, size, arch):
-        import keras
+    def __init__(self, name, kind, batch, spe, layout, size, arch, fused=False):
         import numpy as np
         import tensorflow as tf
 
+        import cnn_model
         import configuration
         import training
 
         self.name, self.batch, self.spe = name, batch, spe
-        if layout == "channels_first":
-            self.model, self.source = channels_first_student(size, arch)
-        elif kind == "student":
-            self.model, self.source = C.build_student(68, size, 1.0, arch)
-        else:
-            self.model, self.source = C.build_teacher(68, size, arch)
-        self.model.compile(optimizer=training.make_optimizer(configuration.TrainConfig()),
-                           loss="mse", steps_per_execution=spe)
         rng = np.random.default_rng(0)
-        shape = self.model.input_shape[1:]
-        x = rng.random((batch, *shape), dtype=np.float32)
         y = rng.random((batch, 136), dtype=np.float32) - 0.5
-        data = tf.data.Dataset.from_tensors((x, y)).repeat()
-        self.iterator = iter(data)
-        self.model.make_train_function()
+        with cnn_model.fused_batchnorm(fused, only_if_faster=False) as self.fused:
+            if fused and not self.fused:
+                raise RuntimeError("fused batch norm is off (not the TensorFlow backend, or "
+                                   f"{cnn_model.FUSED_BN_ENV}=0)")
+            if layout == "channels_first":
+                self.model, self.source = channels_first_student(size, arch)
+            elif kind in ("student", "student-kd"):
+                self.model, self.source = C.build_student(68, size, 1.0, arch)
+            else:
+                self.model, self.source = C.build_teacher(68, size, arch)
+            if kind == "student-kd":
+                from student_trainer import Distiller  # noqa: PLC0415
+
+                # the teachers are never run (their predictions come in the batch)
+                tough, tolerant = (C.tiny_model(68, size, f"unused_{t}") for t in ("a", "b"))
+                student = self.model
+                self.model = Distiller(student, tough, tolerant, mode="kd")
+                self.source = f"student_trainer.Distiller({self.source}), cached predictions"
+                demo = configuration.TrainConfig(**configuration.preset_settings("quick", "student"))
+                optimizer = training.make_optimizer(demo, steps_per_epoch=100)
+                self.model.compile(optimizer=optimizer, steps_per_execution=spe)
+                y = {"landmarks": y, "tough": y + rng.normal(0, 0.02, y.shape).astype(np.float32),
+                     "tolerant": y + rng.normal(0, 0.03, y.shape).astype(np.float32)}
+            else:
+                self.model.compile(optimizer=training.make_optimizer(configuration.TrainConfig()),
+                                   loss="mse", steps_per_execution=spe)
+            shape = self.model.input_shape[1:] if kind != "student-kd" else student.input_shape[1:]
+            x = rng.random((batch, *shape), dtype=np.float32)
+            data = tf.data.Dataset.from_tensors((x, y)).repeat()
+            self.iterator = iter(data)
+            self.model.make_train_function()
+            self.run()          # traced here, inside fused_batchnorm() when asked
 
     def run(self):
         """One call of the train function (spe steps); returns after the step has finished."""
@@ -165,7 +211,8 @@ def category(op_name: str, op_type: str) -> str:
     if "matmul" in t:
         return f"dense layer, {grad}"
     if "_bn" in low or "bn_" in low:
-        return f"batch norm (Keras 3: unfused element-wise ops), {grad}"
+        fused = "fused kernel" if "fusedbatchnorm" in t else "Keras 3: unfused element-wise ops"
+        return f"batch norm ({fused}), {grad}"
     if "relu" in low or "activation" in low or "sigmoid" in t or "swish" in low:
         return f"activations, {grad}"
     if "se_" in low or "_se" in low:
@@ -179,18 +226,23 @@ def category(op_name: str, op_type: str) -> str:
 
 def worker_main(spec: dict) -> int:
     """Serve the parent: one JSON command per stdin line, one JSON answer per stdout line."""
+    import keras
     import tensorflow as tf
 
+    if spec.get("precision") == "grappler bfloat16":
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    elif spec.get("precision"):
+        keras.mixed_precision.set_global_policy(spec["precision"])
     if spec["intra"]:
         tf.config.threading.set_intra_op_parallelism_threads(spec["intra"])
     if spec["inter"]:
         tf.config.threading.set_inter_op_parallelism_threads(spec["inter"])
     steps, errors = {}, {}
     for name in spec["steps"]:
-        kind, mult, spe, layout = STEPS[name]
+        kind, mult, spe, layout, fused = STEPS[name]
         try:
             steps[name] = Step(name, kind, spec["batch"] * mult, spe, layout, spec["size"],
-                               spec["arch"])
+                               spec["arch"], fused)
             for _ in range(spec["warmup"]):
                 steps[name].run()
         except Exception as err:  # noqa: BLE001 - e.g. a layout this CPU build cannot run
@@ -215,7 +267,8 @@ def worker_main(spec: dict) -> int:
         elif cmd["do"] == "profile":
             out.write(json.dumps(profile_ops(step, cmd["calls"], Path(cmd["dir"]))) + "\n")
         out.flush()
-    return 0
+    sys.stderr.flush()
+    os._exit(0)     # skip TensorFlow's teardown of every traced model (minutes on a loaded machine)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,11 +277,11 @@ def worker_main(spec: dict) -> int:
 
 
 class Worker:
-    def __init__(self, name, env, intra, inter, spec):
+    def __init__(self, name, env, intra, inter, precision, spec):
         self.name = name
         full_env = dict(os.environ, **env)
         full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        spec = dict(spec, intra=intra, inter=inter)
+        spec = dict(spec, intra=intra, inter=inter, precision=precision)
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker",
                                       json.dumps(spec)], env=full_env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -248,12 +301,17 @@ class Worker:
         return self._read()
 
     def close(self):
+        """Ask the worker to quit; a worker that does not exit within 5 minutes is killed."""
         try:
             self.proc.stdin.write(json.dumps({"do": "quit"}) + "\n")
             self.proc.stdin.close()
         except (BrokenPipeError, ValueError):
             pass
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def profile_table(prof: dict, key: str, top: int) -> str:
@@ -275,7 +333,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", nargs="+", default=None, choices=list(WORKERS), metavar="NAME",
                     help="process settings to compare (default all): " + "; ".join(WORKERS))
     ap.add_argument("--steps", nargs="+", default=None, choices=list(STEPS), metavar="NAME",
-                    help="steps to time in every worker (default all): " + "; ".join(STEPS))
+                    help="steps to time in every worker (default: " + "; ".join(DEFAULT_STEPS)
+                    + "); all: " + "; ".join(STEPS))
+    ap.add_argument("--profile-workers", type=int, default=2,
+                    help="profile PROFILED steps in the first N workers (default 2)")
     ap.add_argument("--no-profile", action="store_true", help="skip the op profile")
     ap.add_argument("--arch", choices=("paper", "tiny"), default=None,
                     help="paper: the project's networks (default); tiny: stand-ins (--quick)")
@@ -296,20 +357,20 @@ def main(argv=None) -> int:
     rounds = args.rounds or (1 if args.quick else 4)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     arch = args.arch or ("tiny" if args.quick else "paper")
-    worker_names = args.workers or list(WORKERS)
-    step_names = args.steps or list(STEPS)
+    worker_names = args.workers or list(WORKERS)[:3]
+    step_names = args.steps or list(DEFAULT_STEPS)
     spec = {"size": size, "batch": batch, "arch": arch, "warmup": warmup, "steps": step_names}
 
     workers = []
     try:
         for name in worker_names:
-            env, intra, inter = WORKERS[name]
+            env, intra, inter, precision = WORKERS[name]
             C.phase(f"starting worker: {name}")
-            workers.append(Worker(name, env, intra, inter, spec))
+            workers.append(Worker(name, env, intra, inter, precision, spec))
         profiles = {}
         if not args.no_profile:
             with tempfile.TemporaryDirectory(prefix="bench_prof_") as tmp:
-                for w in workers[:2]:            # oneDNN off and on, default threads
+                for w in workers[:args.profile_workers]:
                     for s in PROFILED:
                         if s in w.steps:
                             C.phase(f"profiling {s} in: {w.name}")
@@ -321,7 +382,7 @@ def main(argv=None) -> int:
             for s in step_names:
                 for w in workers:
                     if s in w.steps:
-                        calls = max(1, (4 if STEPS[s][0] == "student" else 2) // STEPS[s][2]
+                        calls = max(1, (2 if STEPS[s][0] == "teacher" else 4) // STEPS[s][2]
                                     // STEPS[s][1]) if not args.quick else 1
                         times[(w.name, s)] += w.ask(do="time", step=s, calls=calls)["seconds_per_step"]
     finally:
@@ -345,7 +406,7 @@ def main(argv=None) -> int:
     base = worker_names[0]
     rows = []
     for s in step_names:
-        plain = "student L2" if STEPS[s][0] == "student" else "teacher"
+        plain = PLAIN[STEPS[s][0]]
         for w in workers:
             t = times.get((w.name, s))
             if not t:
