@@ -28,21 +28,35 @@ normals; then brows, eyes (sclera, iris, pupil, lids, lashes), nose overlay (so 
 eye under yaw), nostrils, lips (mouth cavity and teeth when open), make-up, occluders (hands,
 rectangles, ellipses, sunglasses, bars), lighting colour, blur, noise, JPEG.
 
+Randomized style (`style="randomized"`, CLI `--style randomized`; issue #16), opt-in: domain
+randomisation for transfer to photographs. Backgrounds, clothes, occluders and skin/hair detail take
+random warped, colour-shifted crops of the two real non-face photographs shipped with scikit-learn
+(sklearn/datasets/images/china.jpg and flower.jpg, CC BY 2.0, by danielbuechele and vultilion on
+Flickr: attribute them when publishing randomized renders) or fractal noise; the skin gets
+multi-scale texture, hair gets strands; locks of hair fall over the face border; soft cast shadows;
+wider lighting, exposure, contrast, gamma, white-balance and saturation ranges (25% grey images);
+Gaussian, motion and defocus blur, down-sampling, signal-dependent noise and a JPEG round trip; wider
+roll (std 0.8 x the difficulty's roll range, clipped at that range + 20 deg) and wider face
+proportions (chin, nose length, brow height, mouth width). The default style's draws are untouched,
+so the default output (the embedded benchmark data) is byte-identical (tests/test_synthetic_randomize.py).
+Statistics of both styles against real photographs: bench/domain_gap.py.
+
 Pixel convention: landmark coordinates are 0-based pixel coordinates (pixel (r, c) has its centre
 at x = c, y = r), written into the files as they are.
 
 API
 ---
 * `render_face(rng, image_size=None, difficulty="normal", clean=False, frontal=False,
-  occluder=None, return_debug=False) -> (image RGB uint8, {68: (68,2), 98: (98,2), 29: (29,2)}, flags)`
-* `generate(dataset, root, num_train, num_test, seed=0, image_size=None, workers=None, progress=False)`
+  occluder=None, return_debug=False, pose=None, style="default") -> (image RGB uint8, {68: (68,2), 98: (98,2), 29: (29,2)}, flags)`
+* `generate(dataset, root, num_train, num_test, seed=0, image_size=None, workers=None, progress=False,
+  style="default")`
 * `generate_default(dataset, root=None)`: the embedded default sizes (`DEFAULT_SIZES`: 300W 3000
   train / 300 test (the demo's students learn from 3000 faces far better than from 600),
   COFW 500 / 150, WFLW 600 / 200; seed 0), skipped when `root/SYNTHETIC.json`
   already records the same request. Cost: about 0.12-0.15 CPU-seconds per face (2 worker
   processes), i.e. about 1 minute per dataset on 2 free cores.
 * CLI: `python synthetic_faces.py --dataset 300w|cofw|wflw|all --out data/synthetic --train N
-  --test M --seed S`.
+  --test M --seed S [--style randomized]`.
 
 Splits: 300W train faces go to lfpw/trainset (.png), helen/trainset, afw (811:2000:337); test faces
 to lfpw/testset + helen/testset ("common", easy poses) and ibug ("challenging": pose up to 60 deg,
@@ -73,7 +87,12 @@ import numpy as np
 import dataset_formats as fmt
 from errors import LandmarkError, run_cli
 
+# GENERATOR_VERSION: data_util._resolve_root regenerates the embedded data when the marker's version
+# differs (is_complete), so it changes only when the *default* output changes. The randomized style
+# (issue #16) is opt-in and leaves the default output byte-identical: the version stays 1, and the
+# marker records "style" for non-default sets (is_complete checks it).
 GENERATOR_VERSION = 1
+STYLES = ("default", "randomized")
 MARKER = "SYNTHETIC.json"
 DEFAULT_SIZES = {"300w": (3000, 300), "cofw": (500, 150), "wflw": (600, 200)}
 DATASET_NAMES = ("300w", "cofw", "wflw")
@@ -95,11 +114,13 @@ def _smoothstep(e0, e1, x):
 class FaceShape:
     """Identity + expression parameters and every 3D curve of one face."""
 
-    def __init__(self, rng: np.random.Generator, expressive: float = 1.0):
+    def __init__(self, rng: np.random.Generator, expressive: float = 1.0, wide: bool = False):
         u = rng.uniform
-        # ---- identity
+        # ---- identity (wide: the randomized style's wider ranges of chin, nose, brow and mouth,
+        # covering the proportions measured on real faces, bench/results/domain_gap.md; the same
+        # number of draws either way)
         self.W = u(0.80, 0.97)              # half width at eye level
-        self.C = u(1.22, 1.52)              # chin below the eye line
+        self.C = u(1.10, 1.52) if wide else u(1.22, 1.52)   # chin below the eye line
         self.H = u(0.95, 1.25)              # hairline above the eye line
         self.jaw_a = u(1.8, 3.2)            # jaw squareness
         self.jaw_b = u(1.4, 1.9)
@@ -107,15 +128,15 @@ class FaceShape:
         self.eye_w = u(0.26, 0.33)          # eye width
         self.eye_tilt = u(-0.03, 0.05)      # outer corner raised (+) or lowered
         self.eye_h = u(0.045, 0.075)        # upper lid height
-        self.brow_y = u(-0.30, -0.20)
+        self.brow_y = u(-0.30, -0.15) if wide else u(-0.30, -0.20)
         self.brow_th = u(0.055, 0.11)
         self.brow_arch = u(0.03, 0.09)
         self.brow_len = u(0.95, 1.1)
-        self.nose_len = u(0.38, 0.50)       # tip y
+        self.nose_len = u(0.32, 0.50) if wide else u(0.38, 0.50)   # tip y
         self.nose_w = u(0.13, 0.19)         # half width of the base (31/35)
         self.nose_h = u(0.18, 0.30)         # tip protrusion
         self.mouth_y = u(0.72, 0.86)
-        self.mouth_w = u(0.26, 0.37)
+        self.mouth_w = u(0.21, 0.37) if wide else u(0.26, 0.37)
         self.lip_up = u(0.05, 0.10)
         self.lip_lo = u(0.08, 0.14)
         self.iris_r = u(0.055, 0.066)
@@ -590,6 +611,241 @@ def _background(rng, h, w):
     return img
 
 
+# ------------------------------------------------------------------------------------------------
+# Randomized style (issue #16): real-photo textures, procedural detail, photometric ranges
+# ------------------------------------------------------------------------------------------------
+
+_PHOTOS = None
+
+
+def _photos():
+    """Real non-face photographs shipped inside a dependency (scikit-learn's sample images
+    china.jpg and flower.jpg), RGB float32, loaded once per process; [] when not found (the
+    randomized style then uses procedural textures only)."""
+    global _PHOTOS
+    if _PHOTOS is None:
+        _PHOTOS = []
+        try:
+            import sklearn  # noqa: PLC0415
+
+            folder = Path(sklearn.__file__).parent / "datasets" / "images"
+            for name in ("china.jpg", "flower.jpg"):
+                im = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
+                if im is not None:
+                    _PHOTOS.append(np.ascontiguousarray(im[:, :, ::-1]).astype(np.float32))
+        except ImportError:       # pragma: no cover (scikit-learn is a requirement)
+            pass
+    return _PHOTOS
+
+
+def _fractal(rng, h, w, scale, octaves=5):
+    """1/f-like noise in [-1, 1]: octaves of smooth noise from `scale` px down to a few px."""
+    out = np.zeros((h, w), np.float32)
+    amp, sc = 1.0, float(scale)
+    for _ in range(octaves):
+        s = max(2, int(round(max(h, w) / max(sc, 1.5))))
+        g = rng.standard_normal((s, s)).astype(np.float32)
+        out += amp * cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
+        amp *= 0.6
+        sc /= 2
+    return out / (np.abs(out).max() + 1e-6)
+
+
+def _photo_patch(rng, h, w, colour=True):
+    """A random warped crop (h, w, 3) float32 0-255 of a shipped photograph, colour-shifted
+    (channel order, per-channel gain, saturation, brightness); a procedural colour texture when no
+    photograph is available."""
+    photos = _photos()
+    if not photos:
+        base = rng.uniform(20, 235, 3).astype(np.float32)
+        tex = np.stack([_fractal(rng, h, w, max(h, w) / 2, 4) for _ in range(3)], -1)
+        return np.clip(base + tex * rng.uniform(20, 80), 0, 255)
+    ph = photos[int(rng.integers(len(photos)))]
+    H0, W0 = ph.shape[:2]
+    zoom = rng.uniform(0.2, 1.0) * min(H0, W0) / max(h, w)       # photo px per output px
+    ang = np.radians(rng.uniform(-25, 25) if rng.uniform() < 0.7 else rng.uniform(-180, 180))
+    c, s_ = np.cos(ang) * zoom, np.sin(ang) * zoom
+    fx = -1.0 if rng.uniform() < 0.5 else 1.0
+    cx, cy = rng.uniform(0.2, 0.8) * W0, rng.uniform(0.2, 0.8) * H0
+    # output (u, v) -> photo (x, y): centred rotation + zoom (+ mirror)
+    M = np.array([[c * fx, -s_, cx - (c * fx * w / 2 - s_ * h / 2)],
+                  [s_ * fx, c, cy - (s_ * fx * w / 2 + c * h / 2)]], np.float32)
+    out = cv2.warpAffine(ph, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REFLECT101)
+    if colour:
+        if rng.uniform() < 0.5:
+            out = out[:, :, rng.permutation(3)]
+        out = out * rng.uniform(0.7, 1.3, 3).astype(np.float32)
+        g = out.mean(-1, keepdims=True)
+        out = g + (out - g) * np.float32(rng.uniform(0.3, 1.4))
+        out = (out - 128) * np.float32(rng.uniform(0.8, 1.5)) + 128 + np.float32(rng.uniform(-30, 40))
+    return np.ascontiguousarray(np.clip(out, 0, 255), dtype=np.float32)
+
+
+def _detail(rng, h, w, sigma):
+    """Zero-mean fine detail (h, w) of unit standard deviation at the scale of `sigma` px: the
+    high-pass luminance of a photo crop (edges, foliage, wrinkles) or fractal noise."""
+    if _photos() and rng.uniform() < 0.6:
+        g = _photo_patch(rng, h, w, colour=False).mean(-1)
+    else:
+        g = _fractal(rng, h, w, sigma * 8, 4)
+    d = g - cv2.GaussianBlur(g, (0, 0), max(0.8, 2.0 * sigma))
+    if sigma > 1.2:
+        d = cv2.GaussianBlur(d, (0, 0), 0.5 * sigma)
+    return (d / (d.std() + 1e-6)).astype(np.float32)
+
+
+def _skin_detail(rng, h, w, px):
+    """Multiplicative skin texture to add to the albedo: blotches, pores, wrinkle-like detail."""
+    t = rng.uniform(0.03, 0.15) * _smooth_noise(rng, h, w, max(6.0, px * rng.uniform(0.1, 0.5)), 3)
+    t += rng.uniform(0.02, 0.12) * _detail(rng, h, w, max(1.0, px * rng.uniform(0.01, 0.04)))
+    t += rng.uniform(0.0, 0.05) * rng.standard_normal((h, w), dtype=np.float32)
+    return t.astype(np.float32)
+
+
+def _hair_texture(rng, h, w, px):
+    """Hair brightness factor (h, w): strands (noise smeared along a direction, made at half
+    resolution) + clumps."""
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    n = rng.standard_normal((h2, w2), dtype=np.float32)
+    k = int(max(3, px * rng.uniform(0.04, 0.12))) | 1
+    ker = np.zeros((k, k), np.float32)
+    ang = rng.uniform(0, np.pi)
+    c0 = k // 2
+    cv2.line(ker, (int(c0 - np.cos(ang) * c0), int(c0 - np.sin(ang) * c0)),
+             (int(c0 + np.cos(ang) * c0), int(c0 + np.sin(ang) * c0)), 1.0, 1)
+    strands = cv2.resize(cv2.filter2D(n, -1, ker / ker.sum()), (w, h), interpolation=cv2.INTER_LINEAR)
+    strands /= strands.std() + 1e-6
+    clumps = _smooth_noise(rng, h, w, max(8.0, px * 0.2), 2)
+    f = 0.7 + rng.uniform(0.08, 0.25) * strands + 0.2 * clumps
+    return np.clip(f, 0.2, 1.6).astype(np.float32)
+
+
+def _background_randomized(rng, h, w, px):
+    """Background of the randomized style: a warped, colour-shifted photo crop (often defocused),
+    a fractal texture, or the default procedural scene with photo detail; sometimes clutter
+    (photo-textured shapes: other people, furniture, foliage)."""
+    r = rng.uniform()
+    if r < 0.55:
+        img = _photo_patch(rng, h, w)
+        if rng.uniform() < 0.35:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 4.0))
+    elif r < 0.75:
+        base = rng.uniform(10, 245, 3).astype(np.float32)
+        img = np.stack([base[i] + rng.uniform(15, 90) * _fractal(rng, h, w, max(h, w) * rng.uniform(0.1, 1.0))
+                        for i in range(3)], -1)
+    else:
+        img = _background(rng, h, w)
+        img += rng.uniform(5, 30) * _detail(rng, h, w, rng.uniform(1.0, 4.0))[..., None]
+    for _ in range(int(rng.integers(0, 4))):
+        m = np.zeros((h, w), np.float32)
+        if rng.uniform() < 0.5:
+            x0, y0 = rng.uniform(-0.2, 1, 2) * [w, h]
+            x1, y1 = (x0, y0) + rng.uniform(0.1, 0.6, 2) * [w, h]
+            cv2.rectangle(m, (int(x0), int(y0)), (int(x1), int(y1)), 1.0, -1)
+        else:
+            cv2.ellipse(m, (int(rng.uniform(0, w)), int(rng.uniform(0, h))),
+                        (int(rng.uniform(10, w / 2)), int(rng.uniform(10, h / 2))),
+                        rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
+        _blend(img, m, _photo_patch(rng, h, w))
+    return np.ascontiguousarray(np.clip(img, 0, 255), dtype=np.float32)
+
+
+def _paint_side_hair(rng, img, s):
+    """Randomized style: locks of hair falling over one or both sides of the face (temples,
+    cheeks, the upper jaw line), as in many photographs; the contour points keep their true
+    position (annotators mark the jaw under the hair)."""
+    if rng.uniform() >= 0.35:
+        return
+    p68, px, W, H = s.lm[68], s.px, s.W, s.H
+    centre = p68[27:48].mean(0)
+    col = np.clip(s.hair * rng.uniform(0.7, 1.1), 0, 255).astype(np.float32)
+    sides = [0, 1] if rng.uniform() < 0.5 else [int(rng.integers(0, 2))]
+    for side in sides:
+        jaw = p68[0:17] if side == 0 else p68[16::-1]
+        k_end = int(rng.integers(2, 8))                   # how far down the jaw the lock falls
+        top = p68[17] if side == 0 else p68[26]
+        top = top + (top - centre) * 0.3 - np.array([0, px * 0.3])
+        inner = [top + (centre - top) * rng.uniform(0.0, 0.25)]
+        for k in range(k_end + 1):
+            inner.append(jaw[k] + (centre - jaw[k]) * rng.uniform(0.0, 0.18))
+        outer = [jaw[k] + (jaw[k] - centre) * rng.uniform(0.25, 0.6) for k in range(k_end, -1, -1)]
+        outer.append(top + (top - centre) * 0.4)
+        poly = np.array(inner + outer)
+        m = _mask_poly(img.shape, [poly])
+        kb = int(max(3, px * 0.04)) | 1
+        m = cv2.GaussianBlur(m, (kb, kb), 0)
+        layer = col[None, None, :] * _hair_texture(rng, H, W, px)[..., None] * np.float32(s.gain)
+        _blend(img, m, layer, rng.uniform(0.8, 1.0))
+
+
+def _paint_cast_shadow(rng, img, s):
+    """Randomized style: a soft cast shadow (a half plane of darker light) across the picture."""
+    if rng.uniform() >= 0.3:
+        return
+    H, W, px = s.H, s.W, s.px
+    c = s.lm[68][27:36].mean(0) + rng.normal(0, px * 0.3, 2)
+    ang = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    dist = (xx - c[0]) * np.cos(ang) + (yy - c[1]) * np.sin(ang)
+    soft = max(1.0, px * rng.uniform(0.03, 0.3))
+    m = 1.0 / (1.0 + np.exp(-dist / soft))
+    f = rng.uniform(0.35, 0.8)
+    img *= (1.0 - (1.0 - f) * m)[..., None].astype(np.float32)
+
+
+def _paint_camera_randomized(rng, img, s, d):
+    """Randomized style: white balance, exposure, contrast, gamma, saturation (grey 25%), blur
+    (Gaussian, motion, defocus), down-sampling, sensor noise, JPEG; returns (image, blur sigma)."""
+    px = s.px
+    img *= rng.uniform(0.75, 1.25, 3).astype(np.float32)
+    m = float(img.mean())
+    img = (img - m) * np.float32(rng.uniform(0.8, 1.8)) + np.float32(m + rng.uniform(-10, 40))
+    img = 255.0 * np.power(np.clip(img / 255.0, 0, 1), np.float32(np.exp(rng.uniform(-0.5, 0.4))))
+    g = (img @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    sat = 0.0 if rng.uniform() < 0.25 else rng.uniform(0.3, 1.4)
+    img = (g + (img - g) * np.float32(sat)).astype(np.float32)
+    blur = 0.0
+    r = rng.uniform()
+    scale = max(1.0, px / 120)
+    if r < 0.15:
+        blur = float(rng.uniform(0.8, 3.0) * scale)
+        img = cv2.GaussianBlur(img, (0, 0), blur)
+    elif r < 0.22:
+        blur = float(rng.uniform(1.0, 3.0) * scale)
+        k = int(blur * 3) | 1
+        ker = np.zeros((k, k), np.float32)
+        ang = rng.uniform(0, np.pi)
+        c0 = k // 2
+        cv2.line(ker, (int(c0 - np.cos(ang) * c0), int(c0 - np.sin(ang) * c0)),
+                 (int(c0 + np.cos(ang) * c0), int(c0 + np.sin(ang) * c0)), 1.0, 1)
+        img = cv2.filter2D(img, -1, ker / ker.sum())
+    elif r < 0.28:
+        blur = float(rng.uniform(1.0, 3.0) * scale)
+        rad = max(1, int(round(blur)))
+        ker = np.zeros((2 * rad + 1, 2 * rad + 1), np.float32)
+        cv2.circle(ker, (rad, rad), rad, 1.0, -1)
+        img = cv2.filter2D(img, -1, ker / ker.sum())
+    elif r < 0.6:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.9))
+    if rng.uniform() < 0.15:        # a low-resolution camera / a small face up-sampled
+        H, W = img.shape[:2]
+        f = rng.uniform(0.25, 0.7)
+        small = cv2.resize(img, (max(8, int(W * f)), max(8, int(H * f))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
+    sig = rng.uniform(0.5, 10.0)
+    noise = rng.standard_normal(img.shape[:2], dtype=np.float32)[..., None]
+    if rng.uniform() < 0.5:        # colour noise
+        noise = noise * 0.6 + rng.standard_normal(img.shape, dtype=np.float32) * 0.6
+    img = img + noise * np.float32(sig) * np.sqrt(np.clip(img, 1, 255) / 128.0)
+    img = np.clip(img, 0, 255)
+    if rng.uniform() < 0.5:
+        bgr = np.ascontiguousarray(img[:, :, ::-1].astype(np.uint8))
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 85))])
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32)
+    return img, blur
+
+
 # ================================================================================================
 # Face rendering
 # ================================================================================================
@@ -601,18 +857,22 @@ DIFFICULTY = {
 }
 
 
-def _sample_pose(rng, d):
+def _sample_pose(rng, d, wide_roll=False):
     yaw = float(np.clip(rng.normal(0, d["yaw"] * 0.5), -d["yaw"], d["yaw"]))
     if rng.uniform() < 0.25:
         yaw = float(rng.uniform(-d["yaw"], d["yaw"]))
     pitch = float(np.clip(rng.normal(0, d["pitch"] * 0.45), -d["pitch"], d["pitch"]))
-    roll = float(np.clip(rng.normal(0, d["roll"] * 0.4), -d["roll"], d["roll"]))
+    if wide_roll:   # randomized style: in-the-wild photos hold more tilted heads
+        lim = d["roll"] + 20
+        roll = float(np.clip(rng.normal(0, d["roll"] * 0.8), -lim, lim))
+    else:
+        roll = float(np.clip(rng.normal(0, d["roll"] * 0.4), -d["roll"], d["roll"]))
     return yaw, pitch, roll
 
 
 def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "normal",
                 clean: bool = False, frontal: bool = False, occluder: Optional[bool] = None,
-                return_debug: bool = False, pose=None):
+                return_debug: bool = False, pose=None, style: str = "default"):
     """Render one face.
 
     rng: numpy Generator (use np.random.default_rng(seed + index) for reproducible datasets).
@@ -622,6 +882,11 @@ def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "no
     frontal: yaw = pitch = roll = 0 (and a neutral-ish expression, eyes open).
     occluder: force (True) or forbid (False) an occluder; None draws one at random.
     pose: optional (yaw, pitch, roll) in degrees.
+    style: "default" (the embedded data's look; its output never changes) or "randomized" (domain
+    randomisation for transfer to photographs, issue #16: real-photo backgrounds and textures,
+    textured skin, hair and clothes, side hair over the face border, cast shadows, wider lighting,
+    colour, contrast, blur, noise and JPEG ranges, grey images, wider roll and face proportions;
+    see STYLES). With clean=True the style is ignored.
 
     Returns (image RGB uint8 (H, W, 3), {68: (68,2), 98: (98,2), 29: (29,2)} float32 pixel
     coordinates, flags) where flags = {"occluded": {68,98,29: bool arrays}, "attributes": int8 (6,)
@@ -630,6 +895,9 @@ def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "no
     and colours used.
     """
     d = DIFFICULTY[difficulty]
+    if style not in STYLES:
+        raise LandmarkError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    rnd = style == "randomized" and not clean
     if image_size is None:
         W_img, H_img = (int(v) for v in rng.integers(256, 451, 2))
     elif np.isscalar(image_size):
@@ -637,7 +905,7 @@ def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "no
     else:
         W_img, H_img = (int(v) for v in image_size)
 
-    face = FaceShape(rng, expressive=0.0 if frontal else d["expr"])
+    face = FaceShape(rng, expressive=0.0 if frontal else d["expr"], wide=rnd)
     if frontal:
         face.eye_open = max(face.eye_open, 1.0)
         face.open = 0.0
@@ -648,7 +916,7 @@ def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "no
     elif frontal:
         yaw = pitch = roll = 0.0
     else:
-        yaw, pitch, roll = _sample_pose(rng, d)
+        yaw, pitch, roll = _sample_pose(rng, d, wide_roll=rnd)
     dist = float(rng.uniform(4.5, 14.0))
     cam = Camera(yaw, pitch, roll, dist)
 
@@ -675,7 +943,7 @@ def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "no
         lm[n] = lm[n] * scale + off
     px = scale  # pixels per face unit (approximately)
 
-    img, info = _paint(rng, face, cam, lm, W_img, H_img, px, d, clean, frontal, occluder)
+    img, info = _paint(rng, face, cam, lm, W_img, H_img, px, d, clean, frontal, occluder, rnd)
 
     occluded = {}
     omask = info["occluder_mask"]
@@ -706,6 +974,7 @@ class _Scene:
 
     def __init__(self, face, cam, lm, W, H, px, clean):
         self.face, self.cam, self.lm, self.W, self.H, self.px, self.clean = face, cam, lm, W, H, px, clean
+        self.rnd = False        # the randomized style (set by _paint)
 
     def P(self, p):
         return self.cam.project(p)
@@ -727,6 +996,10 @@ def _paint_colours(rng, s, info):
     i0 = int(t)
     skin = _SKIN[i0] * (1 - (t - i0)) + _SKIN[min(i0 + 1, len(_SKIN) - 1)] * (t - i0)
     skin = np.clip(skin * rng.uniform(0.9, 1.1, 3), 0, 255)
+    if s.rnd:   # wider skin tones: per-channel tint, sometimes pale / desaturated
+        skin = np.clip(skin * rng.uniform(0.85, 1.15, 3) * rng.uniform(0.8, 1.15), 0, 255)
+        if rng.uniform() < 0.3:
+            skin = skin.mean() + (skin - skin.mean()) * rng.uniform(0.3, 0.9)
     hair = _HAIR[rng.integers(len(_HAIR))] * rng.uniform(0.8, 1.2)
     hair = np.clip(hair, 0, 255)
     brow_col = np.clip(np.minimum(hair, skin * 0.55) * rng.uniform(0.6, 1.0), 0, 255)
@@ -743,7 +1016,7 @@ def _paint_lighting(rng, s, d, info):
     """Light direction, ambient / diffuse / specular strength, exposure gain."""
     clean = s.clean
     # ---- lighting
-    strong = (not clean) and rng.uniform() < d["light"]
+    strong = (not clean) and rng.uniform() < (max(d["light"], 0.35) if s.rnd else d["light"])
     if clean:
         ldir = np.array([0.0, -0.3, 1.0])
         amb, kd = 0.55, 0.5
@@ -756,6 +1029,9 @@ def _paint_lighting(rng, s, d, info):
     ldir = ldir / np.linalg.norm(ldir)
     gain = 1.0 if clean else (rng.uniform(0.35, 0.6) if strong and rng.uniform() < 0.3
                               else rng.uniform(0.8, 1.15))
+    if s.rnd:    # wider exposure and ambient ranges
+        gain *= rng.uniform(0.75, 1.3)
+        amb = amb * rng.uniform(0.7, 1.3)
     info["light_attr"] = bool(strong)
     spec = 0.0 if clean else rng.uniform(0.0, 0.25)
     s.ldir, s.amb, s.kd, s.gain, s.spec = ldir, amb, kd, gain, spec
@@ -784,12 +1060,16 @@ def _paint_head(rng, img, s):
         hn = _smooth_noise(rng, H, W, max(8.0, px * 0.15), 2)
         streak = cv2.resize(rng.random((max(2, H // 6), 1), dtype=np.float32), (W, H))
         hair_layer = hair.astype(np.float32) * (0.7 + 0.2 * hn + 0.2 * streak)[..., None]
+        if s.rnd:
+            hair_layer = hair.astype(np.float32) * _hair_texture(rng, H, W, px)[..., None]
     if long_hair:  # hair falling behind the neck to the shoulders
         lh = np.array([[-head_r[0] * 1.02, -0.2, -0.7], [head_r[0] * 1.02, -0.2, -0.7],
                        [head_r[0] * 1.15, 2.4, -0.8], [-head_r[0] * 1.15, 2.4, -0.8]])
         _blend(img, _mask_poly(img.shape, [cam.project(lh)]), hair_layer * 0.8)
     cm = _mask_poly(img.shape, [cam.project(sh)])
     cloth_layer = cloth.astype(np.float32) * (0.75 + 0.25 * _smooth_noise(rng, H, W, max(8.0, px * 0.5), 2))[..., None]
+    if s.rnd and rng.uniform() < 0.7:    # clothes with a real texture (photo crop, tinted)
+        cloth_layer = _photo_patch(rng, H, W) * (cloth / 255.0 * 0.8 + 0.4).astype(np.float32)
     _blend(img, cm, cloth_layer)
     # neck: a shaded cylinder, darker under the chin
     ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
@@ -891,6 +1171,8 @@ def _paint_skin(rng, img, s, hair_over, info):
     tex = 1 + 0.06 * _smooth_noise(rng, H, W, max(6.0, px * 0.4), 3)
     if not clean:
         tex += 0.02 * rng.standard_normal((H, W), dtype=np.float32)
+    if s.rnd:
+        tex += _skin_detail(rng, H, W, px)
     skin_img = skin.astype(np.float32)[None, None, :] * tex[..., None]
     for sx in (-1, 1):   # cheek redness
         c = cam.project(face.lift([[sx * 0.45, 0.42]]))[0]
@@ -1134,7 +1416,7 @@ def _paint_occluder(rng, img, s, d, occluder):
     if clean and occluder is None:
         want = False
     if want:
-        _occluder(rng, img, omask, lm, px, skin, W, H)
+        _occluder(rng, img, omask, lm, px, skin, W, H, photo=s.rnd)
     return omask
 
 
@@ -1167,16 +1449,20 @@ def _paint_camera(rng, img, s, d):
     return img, blur
 
 
-def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, occluder):
+def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, occluder, rnd=False):
     """Render the posed face into a W x H float image, one feature after the other (the order of
-    the random draws is the order of the steps); returns (RGB uint8, info)."""
+    the random draws is the order of the steps); returns (RGB uint8, info). rnd: the randomized
+    style (its extra draws happen only then, so the default output stays as it was)."""
     info = {}
     s = _Scene(face, cam, lm, W, H, px, clean)
-    img = _background(rng, H, W)
+    s.rnd = bool(rnd)
+    img = _background_randomized(rng, H, W, px) if rnd else _background(rng, H, W)
     _paint_colours(rng, s, info)
     _paint_lighting(rng, s, d, info)
     hair_over = _paint_head(rng, img, s)
     _paint_skin(rng, img, s, hair_over, info)
+    if rnd:
+        _paint_side_hair(rng, img, s)
     _paint_facial_hair(rng, img, s)
     _paint_brows(rng, img, s)
     _paint_eyes(rng, img, s, info)
@@ -1184,11 +1470,15 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
     _paint_mouth(rng, img, s, info)
     _paint_eyeglasses(rng, img, s)
     info["occluder_mask"] = _paint_occluder(rng, img, s, d, occluder)
-    img, info["blur"] = _paint_camera(rng, img, s, d)
+    if rnd:
+        _paint_cast_shadow(rng, img, s)
+        img, info["blur"] = _paint_camera_randomized(rng, img, s, d)
+    else:
+        img, info["blur"] = _paint_camera(rng, img, s, d)
     return np.clip(img, 0, 255).astype(np.uint8), info
 
 
-def _occluder(rng, img, omask, lm, px, skin, W, H):
+def _occluder(rng, img, omask, lm, px, skin, W, H, photo=False):
     """Draw one occluding object and mark its pixels in omask."""
     kind = rng.choice(["hand", "rect", "ellipse", "glasses", "bar"], p=[0.3, 0.2, 0.2, 0.15, 0.15])
     p68 = lm[68]
@@ -1233,6 +1523,8 @@ def _occluder(rng, img, omask, lm, px, skin, W, H):
         per = rng.uniform(4, 20)
         stripe = (np.sin((xx * rng.uniform(-1, 1) + yy) / per) > 0)
         layer = np.where(stripe[..., None], layer, rng.uniform(0, 255, 3)[None, None, :])
+    if photo and kind != "hand" and rng.uniform() < 0.6:   # randomized style: a real texture
+        layer = _photo_patch(rng, H, W)
     mf = m.astype(np.float32)
     _blend(img, mf, layer.astype(np.float32))
     omask |= m
@@ -1281,7 +1573,8 @@ def _job_list(dataset, num_train, num_test):
 
 def _render_job(args):
     """Worker: render face `index`; returns what the writer needs (encoded image or array)."""
-    dataset, index, seed, image_size, job = args
+    dataset, index, seed, image_size, job = args[:5]
+    style = args[5] if len(args) > 5 else "default"
     rng = np.random.default_rng(seed + index)
     folder, subset, difficulty, ext = job
     if dataset == "wflw":
@@ -1293,7 +1586,8 @@ def _render_job(args):
     if size is None and dataset == "cofw":
         size = (int(rng.integers(200, 321)), int(rng.integers(220, 341)))
     img, lm, flags = render_face(rng, image_size=size, difficulty=difficulty,
-                                 occluder=True if dataset == "cofw" and rng.uniform() < 0.45 else None)
+                                 occluder=True if dataset == "cofw" and rng.uniform() < 0.45 else None,
+                                 style=style)
     out = {"index": index, "lm": lm, "flags": {k: flags[k] for k in ("attributes", "occluded", "yaw")}}
     if dataset == "cofw":
         if rng.uniform() < 0.02:    # a few grayscale images, stored 2D as in the real file
@@ -1351,12 +1645,15 @@ def _box_xywh(p, image_shape, pad_frac):
 
 
 def generate(dataset: str, root, num_train: int, num_test: int, seed: int = 0, image_size=None,
-             workers: Optional[int] = None, progress: bool = False) -> Path:
+             workers: Optional[int] = None, progress: bool = False, style: str = "default") -> Path:
     """Write one synthetic dataset in its official layout into `root` (atomically).
 
     Face k of the dataset (train faces first, then test faces) is rendered with
     np.random.default_rng(seed + k); the output is identical for the same arguments.
+    style: "default" or "randomized" (render_face); recorded in the marker when not the default.
     """
+    if style not in STYLES:
+        raise LandmarkError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
     dataset = str(dataset).lower()
     if dataset not in DATASET_NAMES:
         raise LandmarkError(f"unknown dataset {dataset!r}; choose 300w, cofw or wflw")
@@ -1372,7 +1669,8 @@ def generate(dataset: str, root, num_train: int, num_test: int, seed: int = 0, i
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     jobs = _job_list(dataset, num_train, num_test)
-    tasks = [(dataset, k, int(seed), image_size, job) for k, job in enumerate(jobs)]
+    tasks = [(dataset, k, int(seed), image_size, job) + ((style,) if style != "default" else ())
+             for k, job in enumerate(jobs)]
     t0 = time.time()
     try:
         results = _iter_results(tasks, workers, progress, f"synthetic {dataset}")
@@ -1386,6 +1684,8 @@ def generate(dataset: str, root, num_train: int, num_test: int, seed: int = 0, i
                   "seed": int(seed), "num_train": int(num_train), "num_test": int(num_test),
                   "image_size": image_size, "seconds": round(time.time() - t0, 1),
                   "coordinates": "0-based pixel coordinates (pixel centres at integers), as written"}
+        if style != "default":
+            marker["style"] = style
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         old = None
         if root.exists():
@@ -1455,14 +1755,19 @@ def _write_cofw(tmp: Path, jobs, results, num_train):
         fmt.write_cofw_mat(tmp / fmt.COFW_FILES[split][0], samples[split], split)
 
 
-def is_complete(root, dataset=None, num_train=None, num_test=None, seed=None) -> bool:
-    """True when root holds a finished synthetic dataset (matching the request when given)."""
+def is_complete(root, dataset=None, num_train=None, num_test=None, seed=None,
+                style: Optional[str] = "default") -> bool:
+    """True when root holds a finished synthetic dataset (matching the request when given).
+    style: the rendering style asked for ("default" unless given; None accepts any); a marker
+    without "style" holds the default style, so a randomized set never passes for the default one."""
     try:
         m = json.loads((Path(root) / MARKER).read_text())
     except (OSError, ValueError):
         return False
     want = {"dataset": dataset, "num_train": num_train, "num_test": num_test, "seed": seed,
             "version": GENERATOR_VERSION}
+    if style is not None and m.get("style", "default") != style:
+        return False
     return all(v is None or m.get(k) == v for k, v in want.items())
 
 
@@ -1497,6 +1802,10 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=None, help="square images of this side "
                     "(default: random 256-450)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: min(2, cores))")
+    ap.add_argument("--style", default="default", choices=list(STYLES),
+                    help="default (the embedded data's look) or randomized (domain randomisation for "
+                         "photographs: real-photo backgrounds and textures, lighting, colour, blur, "
+                         "noise, JPEG, hair at the face border; issue #16)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     if a.out is None:
@@ -1510,7 +1819,7 @@ def main(argv=None):
         n_te = a.test if a.test is not None else DEFAULT_SIZES[name][1]
         t0 = time.time()
         root = generate(name, out / name, n_tr, n_te, seed=a.seed, image_size=a.image_size,
-                        workers=a.workers, progress=not a.no_progress)
+                        workers=a.workers, progress=not a.no_progress, style=a.style)
         dt = time.time() - t0
         print(f"{name}: {n_tr} train + {n_te} test faces in {root} ({dt:.1f} s, "
               f"{(n_tr + n_te) / max(dt, 1e-6):.1f} faces/s)")
