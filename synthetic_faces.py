@@ -563,6 +563,17 @@ def _blend(img, mask, color, alpha=1.0):
     return img
 
 
+def _motion_blur(rng, img, blur):
+    """A straight motion-blur streak about 3 * blur pixels long at a random angle."""
+    k = int(blur * 3) | 1
+    ker = np.zeros((k, k), np.float32)
+    ang = rng.uniform(0, np.pi)
+    c0 = k // 2
+    cv2.line(ker, (int(c0 - np.cos(ang) * c0), int(c0 - np.sin(ang) * c0)),
+             (int(c0 + np.cos(ang) * c0), int(c0 + np.sin(ang) * c0)), 1.0, 1)
+    return cv2.filter2D(img, -1, ker / ker.sum())
+
+
 def _smooth_noise(rng, h, w, scale, octaves=2):
     """Low-frequency noise in [-1, 1]."""
     out = np.zeros((h, w), np.float32)
@@ -813,13 +824,7 @@ def _paint_camera_randomized(rng, img, s, d):
         img = cv2.GaussianBlur(img, (0, 0), blur)
     elif r < 0.22:
         blur = float(rng.uniform(1.0, 3.0) * scale)
-        k = int(blur * 3) | 1
-        ker = np.zeros((k, k), np.float32)
-        ang = rng.uniform(0, np.pi)
-        c0 = k // 2
-        cv2.line(ker, (int(c0 - np.cos(ang) * c0), int(c0 - np.sin(ang) * c0)),
-                 (int(c0 + np.cos(ang) * c0), int(c0 + np.sin(ang) * c0)), 1.0, 1)
-        img = cv2.filter2D(img, -1, ker / ker.sum())
+        img = _motion_blur(rng, img, blur)
     elif r < 0.28:
         blur = float(rng.uniform(1.0, 3.0) * scale)
         rad = max(1, int(round(blur)))
@@ -1431,13 +1436,7 @@ def _paint_camera(rng, img, s, d):
         if rng.uniform() < d["blur"]:
             blur = float(rng.uniform(1.0, 3.5) * max(1.0, px / 120))
             if rng.uniform() < 0.4:   # motion blur
-                k = int(blur * 3) | 1
-                ker = np.zeros((k, k), np.float32)
-                ang = rng.uniform(0, np.pi)
-                c0 = k // 2
-                cv2.line(ker, (int(c0 - np.cos(ang) * c0), int(c0 - np.sin(ang) * c0)),
-                         (int(c0 + np.cos(ang) * c0), int(c0 + np.sin(ang) * c0)), 1.0, 1)
-                img = cv2.filter2D(img, -1, ker / ker.sum())
+                img = _motion_blur(rng, img, blur)
             else:
                 img = cv2.GaussianBlur(img, (0, 0), blur)
         else:
