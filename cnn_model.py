@@ -63,8 +63,30 @@ def _check_args(num_points, input_size, weights):
         raise ConfigError(f"num_points={num_points}: must lie in 1 .. {MAX_POINTS} landmarks")
     check_input_size(input_size, "input size")
     if weights is not None and weights != "imagenet" and not Path(str(weights)).is_file():
-        raise ConfigError(f"weights={weights!r}: use None (from scratch), 'imagenet' or the path of "
-                          f"an existing backbone weights file")
+        raise ConfigError(f"weights={weights!r}: use None (from scratch), 'imagenet', the path of "
+                          f"an existing backbone weights file or of a .keras landmark model")
+
+
+def _backbone_weights(weights):
+    """What keras.applications gets: a saved .keras landmark model is loaded after the build."""
+    return None if weights is not None and str(weights).endswith(".keras") else weights
+
+
+def _init_from_saved(model, weights):
+    """Start `model` from every weight of a saved landmark model of the same network, point count
+    and width (any input size: no weight depends on it), e.g. to fine-tune a shipped student on
+    one's own data."""
+    if weights is None or not str(weights).endswith(".keras"):
+        return model
+    saved = load_model(weights)
+    shapes = [tuple(w.shape) for w in saved.weights]
+    if saved.name != model.name or shapes != [tuple(w.shape) for w in model.weights]:
+        raise ConfigError(f"{weights}: a {saved.name} for {saved.output_shape[-1] // 2} points does "
+                          f"not fit the {model.name} being built ({model.output_shape[-1] // 2} points) "
+                          f"with other weights; train with that model's network, --width-multiplier "
+                          f"and number of points")
+    model.set_weights(saved.get_weights())
+    return model
 
 
 def _backbone(factory, what, weights, **kwargs):
@@ -267,7 +289,7 @@ def build_student(num_points: int, input_size: int = 224, width_multiplier: floa
     keras = _keras()
     layers = keras.layers
     shape = (int(input_size), int(input_size), 3)
-    backbone = _backbone(keras.applications.MobileNetV2, "MobileNetV2", weights,
+    backbone = _backbone(keras.applications.MobileNetV2, "MobileNetV2", _backbone_weights(weights),
                          input_shape=shape, alpha=float(width_multiplier))
     set_batchnorm_momentum(backbone, bn_momentum)
     inputs = keras.Input(shape=shape, name="image", dtype="float32")
@@ -276,7 +298,7 @@ def build_student(num_points: int, input_size: int = 224, width_multiplier: floa
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(2 * int(num_points), activation=None, dtype="float32",
                            name=OUTPUT_LAYER)(x)
-    return keras.Model(inputs, outputs, name=STUDENT_NAME)
+    return _init_from_saved(keras.Model(inputs, outputs, name=STUDENT_NAME), weights)
 
 
 def build_teacher(num_points: int, input_size: int = 224, dropout: float = 0.5,
@@ -288,7 +310,7 @@ def build_teacher(num_points: int, input_size: int = 224, dropout: float = 0.5,
     keras = _keras()
     layers = keras.layers
     shape = (int(input_size), int(input_size), 3)
-    backbone = _backbone(keras.applications.EfficientNetB3, "EfficientNetB3", weights,
+    backbone = _backbone(keras.applications.EfficientNetB3, "EfficientNetB3", _backbone_weights(weights),
                          input_shape=shape)
     inputs = keras.Input(shape=shape, name="image", dtype="float32")
     x = layers.Rescaling(255.0, name="to_0_255")(inputs)   # the backbone divides by 255 itself
@@ -297,7 +319,7 @@ def build_teacher(num_points: int, input_size: int = 224, dropout: float = 0.5,
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(2 * int(num_points), activation=None, dtype="float32",
                            name=OUTPUT_LAYER)(x)
-    return keras.Model(inputs, outputs, name=TEACHER_NAME)
+    return _init_from_saved(keras.Model(inputs, outputs, name=TEACHER_NAME), weights)
 
 
 # ----------------------------------------------------------------------------------------------

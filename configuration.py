@@ -289,7 +289,7 @@ class TrainConfig:
     aug_copies: Optional[int] = None      # default: the dataset's (3 for 300W/WFLW, 9 for COFW)
     width_multiplier: float = 1.0         # student MobileNetV2 alpha
     teacher_dropout: float = 0.5
-    weights: Optional[str] = None         # None (from scratch, as published) or "imagenet"
+    weights: Optional[str] = None         # None (from scratch, as published), "imagenet" or a .keras model
     asm_variance: float = 0.90            # soft landmarks for the Tolerant teacher
     loss_preset: str = DEFAULT_LOSS_PRESET
     student_mode: str = "kd"              # "kd", "l2", "tough-only", "tolerant-only"
@@ -411,8 +411,9 @@ FIELD_HELP: dict[str, str] = {
                   "plain crop included; a custom spec's aug_copies; 0 trains without them)",
     "width_multiplier": "MobileNetV2 width (alpha) of the student",
     "teacher_dropout": "dropout before the teacher's output layer",
-    "weights": "initial backbone weights: imagenet, or leave out to train from scratch (as "
-               "published)",
+    "weights": "initial weights: imagenet (backbone), a .keras landmark model of the same network, "
+               "points and size (all its weights: fine-tune a shipped model), or leave out to "
+               "train from scratch (as published)",
     "asm_variance": "share of shape variance the Active Shape Model keeps for the Tolerant "
                     "teacher's soft landmarks, in (0, 1]",
     "loss_preset": "KD-Loss constants: code (the authors' code, default) or paper (the article's)",

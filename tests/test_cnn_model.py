@@ -241,3 +241,28 @@ def test_float16_weights_file_loads_with_plain_keras(tmp_path):
     assert cnn_model.main(["--float16-weights", str(full), str(tmp_path / "cli.keras")]) == 0
     for a, b in zip(loaded.weights, keras.models.load_model(tmp_path / "cli.keras", compile=False).weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_weights_from_a_saved_landmark_model_start_every_layer_there(tmp_path):
+    """--weights model.keras: a fine-tune starts from all of the saved model's weights (backbone,
+    batch-norm statistics and output layer), so its predictions equal the saved model's; another
+    input size is fine (no weight depends on it); another width, point count or network is a
+    one-line ConfigError naming the file."""
+    import cnn_model
+    from errors import ConfigError
+
+    saved = cnn_model.build_student(5, 32, width_multiplier=0.35)
+    saved.get_layer("landmarks").bias.assign(np.linspace(0.1, 0.9, 10).astype(np.float32))
+    path = tmp_path / "saved.keras"
+    cnn_model.save_model(saved, path)
+    again = cnn_model.build_student(5, 32, width_multiplier=0.35, weights=str(path))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(again.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-6)
+    bigger = cnn_model.build_student(5, 64, width_multiplier=0.35, weights=str(path))   # size-free weights
+    np.testing.assert_array_equal(bigger.get_layer("landmarks").bias.numpy(), saved.get_layer("landmarks").bias.numpy())
+    with pytest.raises(ConfigError, match="saved.keras.*does not fit"):
+        cnn_model.build_student(5, 32, width_multiplier=0.5, weights=str(path))
+    with pytest.raises(ConfigError, match="saved.keras.*does not fit"):
+        cnn_model.build_student(7, 32, width_multiplier=0.35, weights=str(path))
+    with pytest.raises(ConfigError, match="saved.keras.*does not fit"):
+        cnn_model.build_teacher(5, 32, weights=str(path))
