@@ -93,6 +93,12 @@ from errors import LandmarkError, run_cli
 # marker records "style" for non-default sets (is_complete checks it).
 GENERATOR_VERSION = 1
 STYLES = ("default", "randomized")
+
+
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise LandmarkError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+
 MARKER = "SYNTHETIC.json"
 DEFAULT_SIZES = {"300w": (3000, 300), "cofw": (500, 150), "wflw": (600, 200)}
 DATASET_NAMES = ("300w", "cofw", "wflw")
@@ -563,15 +569,19 @@ def _blend(img, mask, color, alpha=1.0):
     return img
 
 
-def _motion_blur(rng, img, blur):
-    """A straight motion-blur streak about 3 * blur pixels long at a random angle."""
-    k = int(blur * 3) | 1
+def _line_kernel(rng, k):
+    """A k x k filter kernel (sum 1): a straight line through the centre at a random angle."""
     ker = np.zeros((k, k), np.float32)
     ang = rng.uniform(0, np.pi)
     c0 = k // 2
     cv2.line(ker, (int(c0 - np.cos(ang) * c0), int(c0 - np.sin(ang) * c0)),
              (int(c0 + np.cos(ang) * c0), int(c0 + np.sin(ang) * c0)), 1.0, 1)
-    return cv2.filter2D(img, -1, ker / ker.sum())
+    return ker / ker.sum()
+
+
+def _motion_blur(rng, img, blur):
+    """A straight motion-blur streak about 3 * blur pixels long at a random angle."""
+    return cv2.filter2D(img, -1, _line_kernel(rng, int(blur * 3) | 1))
 
 
 def _smooth_noise(rng, h, w, scale, octaves=2):
@@ -719,13 +729,8 @@ def _hair_texture(rng, h, w, px):
     resolution) + clumps."""
     h2, w2 = (h + 1) // 2, (w + 1) // 2
     n = rng.standard_normal((h2, w2), dtype=np.float32)
-    k = int(max(3, px * rng.uniform(0.04, 0.12))) | 1
-    ker = np.zeros((k, k), np.float32)
-    ang = rng.uniform(0, np.pi)
-    c0 = k // 2
-    cv2.line(ker, (int(c0 - np.cos(ang) * c0), int(c0 - np.sin(ang) * c0)),
-             (int(c0 + np.cos(ang) * c0), int(c0 + np.sin(ang) * c0)), 1.0, 1)
-    strands = cv2.resize(cv2.filter2D(n, -1, ker / ker.sum()), (w, h), interpolation=cv2.INTER_LINEAR)
+    ker = _line_kernel(rng, int(max(3, px * rng.uniform(0.04, 0.12))) | 1)
+    strands = cv2.resize(cv2.filter2D(n, -1, ker), (w, h), interpolation=cv2.INTER_LINEAR)
     strands /= strands.std() + 1e-6
     clumps = _smooth_noise(rng, h, w, max(8.0, px * 0.2), 2)
     f = 0.7 + rng.uniform(0.08, 0.25) * strands + 0.2 * clumps
@@ -900,8 +905,7 @@ def render_face(rng: np.random.Generator, image_size=None, difficulty: str = "no
     and colours used.
     """
     d = DIFFICULTY[difficulty]
-    if style not in STYLES:
-        raise LandmarkError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    _check_style(style)
     rnd = style == "randomized" and not clean
     if image_size is None:
         W_img, H_img = (int(v) for v in rng.integers(256, 451, 2))
@@ -977,9 +981,9 @@ class _Scene:
     """What the painting steps share: the face, the camera and the image frame, then the colours,
     the lighting and the skin's shading maps as the steps produce them."""
 
-    def __init__(self, face, cam, lm, W, H, px, clean):
+    def __init__(self, face, cam, lm, W, H, px, clean, rnd=False):
         self.face, self.cam, self.lm, self.W, self.H, self.px, self.clean = face, cam, lm, W, H, px, clean
-        self.rnd = False        # the randomized style (set by _paint)
+        self.rnd = bool(rnd)    # the randomized style
 
     def P(self, p):
         return self.cam.project(p)
@@ -1453,8 +1457,7 @@ def _paint(rng, face: FaceShape, cam: Camera, lm, W, H, px, d, clean, frontal, o
     the random draws is the order of the steps); returns (RGB uint8, info). rnd: the randomized
     style (its extra draws happen only then, so the default output stays as it was)."""
     info = {}
-    s = _Scene(face, cam, lm, W, H, px, clean)
-    s.rnd = bool(rnd)
+    s = _Scene(face, cam, lm, W, H, px, clean, rnd)
     img = _background_randomized(rng, H, W, px) if rnd else _background(rng, H, W)
     _paint_colours(rng, s, info)
     _paint_lighting(rng, s, d, info)
@@ -1572,8 +1575,7 @@ def _job_list(dataset, num_train, num_test):
 
 def _render_job(args):
     """Worker: render face `index`; returns what the writer needs (encoded image or array)."""
-    dataset, index, seed, image_size, job = args[:5]
-    style = args[5] if len(args) > 5 else "default"
+    dataset, index, seed, image_size, job, style = args
     rng = np.random.default_rng(seed + index)
     folder, subset, difficulty, ext = job
     if dataset == "wflw":
@@ -1651,8 +1653,7 @@ def generate(dataset: str, root, num_train: int, num_test: int, seed: int = 0, i
     np.random.default_rng(seed + k); the output is identical for the same arguments.
     style: "default" or "randomized" (render_face); recorded in the marker when not the default.
     """
-    if style not in STYLES:
-        raise LandmarkError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    _check_style(style)
     dataset = str(dataset).lower()
     if dataset not in DATASET_NAMES:
         raise LandmarkError(f"unknown dataset {dataset!r}; choose 300w, cofw or wflw")
@@ -1668,8 +1669,7 @@ def generate(dataset: str, root, num_train: int, num_test: int, seed: int = 0, i
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     jobs = _job_list(dataset, num_train, num_test)
-    tasks = [(dataset, k, int(seed), image_size, job) + ((style,) if style != "default" else ())
-             for k, job in enumerate(jobs)]
+    tasks = [(dataset, k, int(seed), image_size, job, style) for k, job in enumerate(jobs)]
     t0 = time.time()
     try:
         results = _iter_results(tasks, workers, progress, f"synthetic {dataset}")

@@ -62,7 +62,7 @@ def test_default_jobs_reproduce_the_embedded_files_byte_for_byte():
     cases = [(0, "lfpw/trainset/image_0001.png"), (1, "lfpw/trainset/image_0002.png"),
              (n_lfpw, f"helen/trainset/{100000 + 7919 % 900000}_2.jpg")]
     for index, rel in cases:
-        r = sf._render_job(("300w", index, 0, None, jobs[index]))
+        r = sf._render_job(("300w", index, 0, None, jobs[index], "default"))
         assert r["bytes"] == (EMBEDDED_300W / rel).read_bytes(), rel
 
 
