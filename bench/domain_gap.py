@@ -28,29 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REAL_SAMPLES, Face, fmt, header_block, md_table, quiet_tf, results_path, write_results
+from _common import fmt, header_block, md_table, mmpose_annotations, quiet_tf, results_path, write_results
 
 quiet_tf()
 
 # 68-point regions
 REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
            "mouth": range(48, 68)}
-
-
-def _lapa_faces():
-    import json
-
-    from _common import _read_rgb
-
-    folder = REAL_SAMPLES / "mmpose_testdata" / "lapa"
-    data = json.loads((folder / "test_lapa.json").read_text())
-    files = {im["id"]: im["file_name"] for im in data["images"]}
-    out = []
-    for ann in data["annotations"]:
-        kp = np.asarray(ann["keypoints"], np.float32).reshape(-1, 3)[:, :2]
-        name = files[ann["image_id"]]
-        out.append((f"lapa/{Path(name).stem}", _read_rgb(folder / name), kp))
-    return out
 
 
 def real_crops(size: int = 64):
@@ -65,7 +49,7 @@ def real_crops(size: int = 64):
         crops = np.stack([inference.crop_face(f.image, b, size) for f, b in zip(faces, boxes)])
         pts = np.stack([iu.landmarks_to_crop(f.landmarks, b, size) for f, b in zip(faces, boxes)])
         groups[name] = (crops, pts)
-    lapa = _lapa_faces()
+    lapa = mmpose_annotations("lapa")
     crops = np.stack([inference.crop_face(img, inference.landmark_crop_box(kp), size) for _, img, kp in lapa])
     groups["real LaPa (image stats only)"] = (crops, None)
     return groups

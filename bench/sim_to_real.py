@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import (REAL_SAMPLES, Face, _read_rgb, fmt, header_block, load_real_faces, md_table,
-                     quiet_tf, results_path, write_results)
+from _common import (REAL_SAMPLES, fmt, header_block, load_real_faces, md_table, mmpose_faces, quiet_tf,
+                     results_path, write_results)
 
 quiet_tf()
 
@@ -43,23 +43,9 @@ WFLW98_TO_68 = (tuple(range(0, 33, 2)) + (33, 34, 35, 36, 37, 42, 43, 44, 45, 46
 assert len(WFLW98_TO_68) == 68 and len(set(WFLW98_TO_68)) == 68
 
 
-def _mmpose_faces(sub: str, root: Path = REAL_SAMPLES, index=None):
-    folder = root / "mmpose_testdata" / sub
-    data = json.loads((folder / f"test_{sub}.json").read_text())
-    files = {im["id"]: im["file_name"] for im in data["images"]}
-    faces = []
-    for ann in data["annotations"]:
-        kp = np.asarray(ann["keypoints"], np.float32).reshape(-1, 3)[:, :2]
-        if index is not None:
-            kp = kp[list(index)]
-        name = files[ann["image_id"]]
-        faces.append(Face(f"{sub}/{Path(name).stem}#{ann['id']}", _read_rgb(folder / name), kp))
-    return faces
-
-
 def load_dev_faces(root: Path = REAL_SAMPLES):
     """The development set: 4 WFLW faces (mapped to 68 points) + 2 300W-LP faces."""
-    return _mmpose_faces("wflw", root, WFLW98_TO_68) + _mmpose_faces("300wlp", root)
+    return mmpose_faces("wflw", root, WFLW98_TO_68, with_id=True) + mmpose_faces("300wlp", root, with_id=True)
 
 
 def load_report_faces(root: Path = REAL_SAMPLES):
@@ -121,20 +107,6 @@ def score_jittered(predict_norm, size: int, faces, copies: int = 8, seed: int = 
             nmes.append(100 * evaluation.per_image_nme(p[None], pts[None], "300w")[0])
         out.append(np.mean(nmes))
     return np.array(out)
-
-
-def score_model(path, sets=("dev", "report", "all7")) -> dict:
-    """{set: {"faces": [...], "nme": [...], "mean": m, "median": md}} of one model file."""
-    import inference
-
-    predictor = inference.load_predictor(str(path))
-    out = {}
-    for name in sets:
-        faces = SETS[name]()
-        nmes = score(predictor.predict_norm, predictor.input_size, faces)
-        out[name] = {"faces": [f.name for f in faces], "nme": [float(v) for v in nmes],
-                     "mean": float(nmes.mean()), "median": float(np.median(nmes))}
-    return out
 
 
 def main(argv=None) -> int:
