@@ -40,8 +40,9 @@ from configuration import MODELS_DIR, PRESETS, REPO_ROOT, PrepareConfig, check_i
 
 # The quick and the published configurations: configuration.PRESETS (one table with the trainers'
 # --preset).
+from kd_loss import MODES as STUDENT_MODES  # noqa: E402  (the one list of student modes)
+
 QUICK, FULL = PRESETS["quick"], PRESETS["paper"]
-STUDENT_MODES = ("kd", "l2", "tough-only", "tolerant-only")
 
 
 def build_parser() -> argparse.ArgumentParser:
