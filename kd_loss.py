@@ -44,13 +44,19 @@ These are the paper's "student with the Tough / Tolerant teacher only" ablations
 paper does not say which error the main loss used for the Tough-only student; we use the only
 teacher present.
 Teachers are trained with `l2_loss` (mean squared error, batch and coordinates averaged).
+
+`Distiller` applies the loss in training (keras-io's knowledge-distillation example): a keras.Model
+around the student and the frozen teachers whose `compute_loss` is KD-Loss, driven by a plain `fit`.
+It needs nothing but Keras, so KD students train on any backend, also on a GPU machine with only JAX
+(bench/gpu_models.py); student_trainer.py drives it under TensorFlow.
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution  # what keras.losses.Loss applies
 
 from configuration import DEFAULT_LOSS_PRESET, LOSS_PRESETS, LossConfig, loss_config
 from errors import ConfigError
@@ -208,3 +214,66 @@ class KDLoss:
 
     def __repr__(self) -> str:
         return f"KDLoss(mode={self.mode!r}, cfg={self.cfg})"
+
+
+class Distiller(keras.Model):
+    """The student and its frozen teachers, as keras-io's knowledge-distillation example writes it:
+    `call` is the student's, `compute_loss` applies KD-Loss, so a plain `fit` trains it after one
+    `compile` (with the student's optimizer); only the student's weights are trainable. Written in
+    keras.ops, so it runs on any Keras backend (TensorFlow here; JAX where TensorFlow is absent).
+
+    Batches are (x, y) with y the ground truth G (B, 2N) or a dict {"landmarks": G} that may carry
+    the cached teacher predictions {"tough": A, "tolerant": S}; missing predictions are computed on
+    the batch by the frozen teachers. Besides the total ("loss"), fit logs the KD-Loss terms
+    "main", "tough" and "tolerant". Saving a Distiller saves its student.
+    """
+
+    def __init__(self, student: keras.Model, tough: Optional[keras.Model] = None,
+                 tolerant: Optional[keras.Model] = None, loss_config=None, mode: str = "kd",
+                 **kwargs):
+        super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
+        self.kd_loss = KDLoss(loss_config, mode)
+        if self.kd_loss.needs_tough and tough is None:
+            raise ConfigError(f"student mode {mode!r} needs the Tough teacher")
+        if self.kd_loss.needs_tolerant and tolerant is None:
+            raise ConfigError(f"student mode {mode!r} needs the Tolerant teacher")
+        self.student = student
+        self.tough = tough
+        self.tolerant = tolerant
+        for teacher in (tough, tolerant):
+            if teacher is not None:
+                teacher.trainable = False
+        self.main_tracker = keras.metrics.Mean(name="main")
+        self.tough_tracker = keras.metrics.Mean(name="tough")
+        self.tolerant_tracker = keras.metrics.Mean(name="tolerant")
+
+    def call(self, x, training=False):
+        return self.student(x, training=training)
+
+    def save(self, filepath, *args, **kwargs):
+        """Saving a Distiller saves its student only."""
+        return self.student.save(filepath, *args, **kwargs)
+
+    def teacher_predictions(self, x, y):
+        """(A, S) as float32 constants: the cached predictions in y, else the teachers on x."""
+        cached = y if isinstance(y, dict) else {}
+        a, s = cached.get("tough"), cached.get("tolerant")
+        if self.kd_loss.needs_tough and a is None:
+            a = self.tough(x, training=False)
+        if self.kd_loss.needs_tolerant and s is None:
+            s = self.tolerant(x, training=False)
+        return tuple(None if p is None else ops.stop_gradient(ops.cast(p, "float32"))
+                     for p in (a, s))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        g = y["landmarks"] if isinstance(y, dict) else y
+        a, s = self.teacher_predictions(x, y)
+        terms = self.kd_loss.terms(ops.cast(g, "float32"), ops.cast(y_pred, "float32"), a, s)
+        batch = ops.shape(y_pred)[0]
+        for tracker in (self.main_tracker, self.tough_tracker, self.tolerant_tracker):
+            tracker.update_state(terms[tracker.name], sample_weight=batch)
+        loss = terms["total"]
+        for extra in self.student.losses:          # regularisation terms of the student, if any
+            loss = loss + ops.cast(ops.sum(extra), loss.dtype)
+        # fit sums the gradients of the replicas: each replica's loss is its share of the mean
+        return scale_loss_for_distribution(loss)

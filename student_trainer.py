@@ -13,9 +13,11 @@ keyed by the teacher file's size and modification time), so a KD epoch costs abo
 --augment online the teachers run on every augmented batch. The best student (validation NME) is
 written to models/students/<dataset>_<mode>.keras (or --output).
 
-`Distiller` is the KD training step (keras-io style): it holds the student and the frozen teachers,
-updates only the student, logs the total loss and its main / tough / tolerant parts, and its call()
-and save() are the student's.
+The KD training step is `kd_loss.Distiller` (keras-io style; also importable as
+student_trainer.Distiller): it holds the student and the frozen teachers, updates only the student,
+logs the total loss and its main / tough / tolerant parts, and its call() and save() are the
+student's. It lives beside KD-Loss, which needs no TensorFlow, so a GPU machine with only JAX can
+train KD students (bench/gpu_models.py).
 """
 from __future__ import annotations
 
@@ -24,85 +26,19 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from errors import ConfigError, ModelError, run_cli
+from errors import ModelError, run_cli
 from runtime import quiet_tensorflow
 
 quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
-from keras import ops  # noqa: E402
-from keras.src.losses.loss import scale_loss_for_distribution  # noqa: E402  (what keras.losses.Loss applies)
 
 import configuration as C  # noqa: E402
 import data_util as du  # noqa: E402
 import training  # noqa: E402
-from kd_loss import MODE_TEACHERS, MODES, KDLoss, check_mode  # noqa: E402
+from kd_loss import MODE_TEACHERS, MODES, Distiller, check_mode  # noqa: E402,F401  (Distiller: re-exported)
 from safe_io import atomic_save_npy, atomic_write_json  # noqa: E402
-
-
-
-class Distiller(keras.Model):
-    """The student and its frozen teachers, as keras-io's knowledge-distillation example writes it:
-    `call` is the student's, `compute_loss` applies KD-Loss, so a plain `fit` trains it after one
-    `compile` (with the student's optimizer); only the student's weights are trainable. Written in
-    keras.ops, so it runs on any Keras backend (TensorFlow here; JAX where TensorFlow is absent).
-
-    Batches are (x, y) with y the ground truth G (B, 2N) or a dict {"landmarks": G} that may carry
-    the cached teacher predictions {"tough": A, "tolerant": S}; missing predictions are computed on
-    the batch by the frozen teachers. Besides the total ("loss"), fit logs the KD-Loss terms
-    "main", "tough" and "tolerant". Saving a Distiller saves its student.
-    """
-
-    def __init__(self, student: keras.Model, tough: Optional[keras.Model] = None,
-                 tolerant: Optional[keras.Model] = None, loss_config=None, mode: str = "kd",
-                 **kwargs):
-        super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
-        self.kd_loss = KDLoss(loss_config, mode)
-        if self.kd_loss.needs_tough and tough is None:
-            raise ConfigError(f"student mode {mode!r} needs the Tough teacher")
-        if self.kd_loss.needs_tolerant and tolerant is None:
-            raise ConfigError(f"student mode {mode!r} needs the Tolerant teacher")
-        self.student = student
-        self.tough = tough
-        self.tolerant = tolerant
-        for teacher in (tough, tolerant):
-            if teacher is not None:
-                teacher.trainable = False
-        self.main_tracker = keras.metrics.Mean(name="main")
-        self.tough_tracker = keras.metrics.Mean(name="tough")
-        self.tolerant_tracker = keras.metrics.Mean(name="tolerant")
-
-    def call(self, x, training=False):
-        return self.student(x, training=training)
-
-    def save(self, filepath, *args, **kwargs):
-        """Saving a Distiller saves its student only."""
-        return self.student.save(filepath, *args, **kwargs)
-
-    def teacher_predictions(self, x, y):
-        """(A, S) as float32 constants: the cached predictions in y, else the teachers on x."""
-        cached = y if isinstance(y, dict) else {}
-        a, s = cached.get("tough"), cached.get("tolerant")
-        if self.kd_loss.needs_tough and a is None:
-            a = self.tough(x, training=False)
-        if self.kd_loss.needs_tolerant and s is None:
-            s = self.tolerant(x, training=False)
-        return tuple(None if p is None else ops.stop_gradient(ops.cast(p, "float32"))
-                     for p in (a, s))
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        g = y["landmarks"] if isinstance(y, dict) else y
-        a, s = self.teacher_predictions(x, y)
-        terms = self.kd_loss.terms(ops.cast(g, "float32"), ops.cast(y_pred, "float32"), a, s)
-        batch = ops.shape(y_pred)[0]
-        for tracker in (self.main_tracker, self.tough_tracker, self.tolerant_tracker):
-            tracker.update_state(terms[tracker.name], sample_weight=batch)
-        loss = terms["total"]
-        for extra in self.student.losses:          # regularisation terms of the student, if any
-            loss = loss + ops.cast(ops.sum(extra), loss.dtype)
-        # fit sums the gradients of the replicas: each replica's loss is its share of the mean
-        return scale_loss_for_distribution(loss)
 
 
 # ----------------------------------------------------------------------------------------------

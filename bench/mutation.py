@@ -2,7 +2,7 @@
 
 Each mutant is one small, realistic textual change (a regular expression and its replacement) to one
 module: the flip tables and KD-Loss presets in configuration.py, kd_loss.py, asm_soft_landmarks.py,
-the Distiller in student_trainer.py, the validation NME in training.py, and metrics.py. The script
+the Distiller in kd_loss.py, the validation NME in training.py, and metrics.py. The script
 copies the working tree (git's tracked and untracked-but-not-ignored files) into a temporary folder,
 runs every test group once on the unchanged copy (all must pass), then applies the mutants one at a
 time to the COPY, runs the fast tests that cover that module (`pytest -x`), and restores the file.
@@ -85,7 +85,7 @@ MUTANTS = [
            "code preset: alpha_neg_tol -0.40 -> -0.45"),
     Mutant("I3", "asm_soft_landmarks.py", r"^CLIP_SIGMAS = 3\.0", "CLIP_SIGMAS = 2.0", "asm",
            "ASM clip at 2 sqrt(lambda) instead of 3"),
-    Mutant("I4", "student_trainer.py", r"self\.tough\(x, training=False\)",
+    Mutant("I4", "kd_loss.py", r"self\.tough\(x, training=False\)",
            "self.tough(x, training=True)", "distiller",
            "Distiller calls the Tough teacher with training=True (Dropout on)"),
     Mutant("I5", "training.py", r"mean_nme\(pred, self\.landmarks, self\.info\)",
@@ -143,19 +143,19 @@ MUTANTS = [
            "ASM clips at variance 1.0 too (hard landmarks no longer returned)"),
     Mutant("A3", "asm_soft_landmarks.py", r"CLIP_SIGMAS \* np\.sqrt\(self\.eigenvalues\)",
            "CLIP_SIGMAS * self.eigenvalues", "asm", "ASM clip at 3 lambda (variance, not std)"),
-    # --- student_trainer.py: the Distiller -------------------------------------------------------
-    Mutant("D1", "student_trainer.py", r"self\.tolerant\(x, training=False\)",
+    # --- kd_loss.py: the Distiller -------------------------------------------------------------
+    Mutant("D1", "kd_loss.py", r"self\.tolerant\(x, training=False\)",
            "self.tolerant(x, training=True)", "distiller",
            "Distiller calls the Tolerant teacher with training=True"),
-    Mutant("D2", "student_trainer.py", r"for p in \(a, s\)\)", "for p in (s, a))", "distiller",
+    Mutant("D2", "kd_loss.py", r"for p in \(a, s\)\)", "for p in (s, a))", "distiller",
            "Distiller swaps the Tough and Tolerant predictions"),
-    Mutant("D3", "student_trainer.py", r"return self\.student\(x, training=training\)",
+    Mutant("D3", "kd_loss.py", r"return self\.student\(x, training=training\)",
            "return self.student(x, training=False)", "distiller",
            "Distiller runs the student in inference mode (BatchNorm statistics frozen)"),
-    Mutant("D4", "student_trainer.py", r"tracker\.update_state\(terms\[tracker\.name\]",
+    Mutant("D4", "kd_loss.py", r"tracker\.update_state\(terms\[tracker\.name\]",
            'tracker.update_state(terms["total"]', "distiller",
            "Distiller logs the total as each KD-Loss term"),
-    Mutant("D5", "student_trainer.py", r'cached\.get\("tough"\), cached\.get\("tolerant"\)',
+    Mutant("D5", "kd_loss.py", r'cached\.get\("tough"\), cached\.get\("tolerant"\)',
            'cached.get("tolerant"), cached.get("tough")', "distiller",
            "Distiller swaps the cached teacher predictions"),
     # --- training.py: validation NME -------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""bench/gpu_models.py, the prepared GPU-lease script (issue #11): it and the Distiller import where
+TensorFlow is absent (the GPU machine has only JAX), its time-based cosine schedule decays the
+learning rate to zero over the time share and stops there, and its split files join back into the
+same model."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+BENCH = ROOT / "bench"
+
+
+def test_distiller_and_gpu_script_import_without_tensorflow():
+    code = ("import sys; sys.modules['tensorflow'] = None\n"     # as on the GPU machine
+            "sys.path.insert(0, 'bench')\n"
+            "import gpu_models\n"
+            "from kd_loss import Distiller\n"
+            "import keras; print(keras.backend.backend(), Distiller.__name__)\n")
+    env = dict(os.environ, KERAS_BACKEND="numpy", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["numpy", "Distiller"]
+
+
+def _tiny(num_points=68, size=8):
+    import keras
+
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Flatten()(inp)
+    return keras.Model(inp, keras.layers.Dense(2 * num_points)(x))
+
+
+def test_train_for_decays_the_learning_rate_over_its_time_share():
+    import keras
+
+    sys.path.insert(0, str(BENCH))
+    import gpu_models
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (64, 8, 8, 3)).astype(np.float32)
+    gt = rng.uniform(0.3, 0.7, (64, 68, 2)).astype(np.float32)
+    y = gt.reshape(64, -1)
+    model = _tiny()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    args = argparse.Namespace(seed=0, batch_size=8, quick=True, learning_rate=1e-2)
+    logged = []
+    t0 = time.time()
+    run = gpu_models.train_for(model, x, y, 6.0, args, x[:8], gt[:8], "tiny",
+                               lambda *a, **k: logged.append(a))
+    wall = time.time() - t0
+    assert 6.0 <= wall < 30.0                        # it stops at its share (plus one chunk)
+    assert run["images"] > 0 and run["images"] % 8 == 0
+    lrs = [h["lr"] for h in run["history"]]
+    assert len(lrs) >= 3
+    assert lrs[0] == pytest.approx(1e-2)             # the first chunk runs at the full rate
+    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 0.25e-2                         # near the end of the cosine
+    assert run["history"][-1]["val_nme"] < run["history"][0]["val_nme"]   # it learns
+    assert logged and "first chunk" in logged[0][0]
+
+
+def test_split_files_join_into_the_same_model(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    import cnn_model
+    import gpu_models
+
+    monkeypatch.setattr(gpu_models, "PART_BYTES", 1 << 18)
+    model = cnn_model.build_student(68, 32, width_multiplier=0.35)
+    names = gpu_models.save_split(model, tmp_path / "s.keras",
+                                  lambda: cnn_model.build_student(68, 32, width_multiplier=0.35))
+    assert len(names) >= 2 and all(n.startswith("s.keras.part") for n in names)
+    assert all((tmp_path / n).stat().st_size <= 1 << 18 for n in names)
+    assert not (tmp_path / "s.keras").exists()
+    joined = tmp_path / "joined.keras"
+    joined.write_bytes(b"".join((tmp_path / f"s.keras.part{k}").read_bytes() for k in range(len(names))))
+    back = cnn_model.load_model(joined)
+    for w, v in zip(model.get_weights(), back.get_weights()):
+        np.testing.assert_allclose(v, w, rtol=1e-3, atol=1e-6)   # float16-stored weights
