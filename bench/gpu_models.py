@@ -66,7 +66,7 @@ def make_data(args, work: Path, log) -> tuple:
     """Render, prepare, augment, fit the ASM; the training pool and validation faces as arrays."""
     t0 = time.time()
     root = work / "synthetic"
-    sf.generate("300w", root, args.faces, 10, seed=args.seed_faces, workers=args.workers)
+    sf.generate("300w", root, args.faces, 10, seed=args.seed_faces, workers=args.workers, style=args.style)
     log("render", time.time() - t0, faces=args.faces)
     t0 = time.time()
     prepared = work / f"prepared-{args.input_size}"
@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed-faces", type=int, default=100000,
                    help="seed of the rendered faces (100000: disjoint from the demo's faces 0-3299)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, shuffles and initial weights")
+    p.add_argument("--style", default="default", choices=sf.STYLES,
+                   help="renderer style: " + " or ".join(sf.STYLES) + " (domain randomisation for photographs, "
+                        "about 10x slower to render; issue #16)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="rendering processes")
     p.add_argument("--mixed-precision", action="store_true",
                    help="bfloat16 compute with float32 weights (GPUs; the output layers stay float32)")
@@ -253,7 +256,7 @@ def main(argv=None) -> int:
         device = platform.processor() or platform.machine()
     run = {"command": "python " + " ".join([Path(__file__).name, *(argv or sys.argv[1:])]),
            "device": device, "backend": keras.backend.backend(), "keras": keras.__version__,
-           "faces": args.faces, "pool": int(len(x)), "validation_faces": int(len(val_x)),
+           "faces": args.faces, "style": args.style, "pool": int(len(x)), "validation_faces": int(len(val_x)),
            "input_size": size, "batch_size": args.batch_size, "mixed_precision": args.mixed_precision,
            "stages": stages, "models": runs, "files": files,
            "wall_s": round(time.time() - t_run, 1)}

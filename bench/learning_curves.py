@@ -4,6 +4,10 @@
         runs/student_curve/l2_2000="L2 student" --out samples/learning_curves.png \
         --table bench/results/learning_curves.md
 
+`--json FILE` also writes the curves (labels, images seen, val NME, batch, wall time), and a `--runs`
+entry that is such a JSON file brings its curves back, so a plot can combine runs whose folders are
+gone (`bench/results/learning_curves.json` holds the curves of the README's plot).
+
 Each run folder is one written by teacher_trainer.py / student_trainer.py: `log.csv` (val NME per
 epoch), `state.json` (steps per epoch) and `config.json` (batch size). Images seen after epoch e is
 (e + 1) x steps per epoch x batch size (the last batch of an epoch may be short: an upper bound by
@@ -41,6 +45,21 @@ def read_curve(run_dir) -> dict:
             "epochs": len(rows)}
 
 
+def read_curves_json(path) -> dict:
+    """{label: curve} from a file written by --json."""
+    try:
+        curves = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such curves file; write one with --json") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not a curves file written by --json ({err.msg})") from None
+    keys = ("images", "val_nme", "batch_size", "elapsed_s", "epochs")
+    if not isinstance(curves, dict) or not all(isinstance(c, dict) and all(k in c for k in keys)
+                                               for c in curves.values()):
+        raise ConfigError(f"{path}: not a curves file written by --json (each label needs {', '.join(keys)})")
+    return curves
+
+
 def first_below(curve: dict, threshold: float):
     """Images seen when the validation NME first reached `threshold` % (None if never)."""
     for n, v in zip(curve["images"], curve["val_nme"]):
@@ -52,16 +71,21 @@ def first_below(curve: dict, threshold: float):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", required=True,
-                   help="run folders, each optionally followed by =LABEL (default label: folder name)")
+                   help="run folders, each optionally followed by =LABEL (default label: folder name), "
+                        "or .json files written by --json (their curves, with their labels)")
     p.add_argument("--out", default="samples/learning_curves.png", help="the plot (PNG)")
     p.add_argument("--table", default=None, help="also write a Markdown table here")
+    p.add_argument("--json", default=None, help="also write the curves here (JSON; --runs reads it back)")
     p.add_argument("--thresholds", type=float, nargs="+", default=[20.0, 15.0, 10.0, 7.5, 5.0],
                    help="val NME levels (%%) whose first crossing the table reports")
     args = p.parse_args(argv)
     curves = {}
     for spec in args.runs:
         folder, _, label = spec.partition("=")
-        curves[label or Path(folder).name] = read_curve(folder)
+        if folder.endswith(".json"):
+            curves.update(read_curves_json(folder))
+        else:
+            curves[label or Path(folder).name] = read_curve(folder)
 
     import matplotlib
     matplotlib.use("Agg")
@@ -92,6 +116,9 @@ def main(argv=None) -> int:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(curves, indent=1) + "\n")
     return 0
 
 

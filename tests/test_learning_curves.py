@@ -52,3 +52,21 @@ def test_missing_run_folder_is_one_line_error(tmp_path):
     lc = _module()
     with pytest.raises(Exception, match="not a finished-epoch run folder"):
         lc.read_curve(tmp_path / "nothing")
+
+
+def test_curves_json_round_trip_combines_with_run_folders(tmp_path):
+    lc = _module()
+    a = _run_folder(tmp_path / "a", [0.3, 0.2])
+    saved = tmp_path / "curves.json"
+    assert lc.main(["--runs", f"{a}=teacher", "--out", str(tmp_path / "1.png"), "--json", str(saved)]) == 0
+    b = _run_folder(tmp_path / "b", [0.25, 0.09], steps=5)
+    table = tmp_path / "both.md"
+    assert lc.main(["--runs", str(saved), f"{b}=student", "--out", str(tmp_path / "2.png"),
+                    "--table", str(table), "--thresholds", "20", "10"]) == 0
+    text = table.read_text()
+    assert "| teacher | 8 | 2 | 160 | 2 | 20.00% | 160 | - |" in text      # from the JSON file
+    assert "| student | 8 | 2 | 80 | 2 | 9.00% | 80 | 80 |" in text
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"x": {"images": [1]}}))
+    with pytest.raises(Exception, match="not a curves file"):
+        lc.read_curves_json(bad)
