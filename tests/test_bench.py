@@ -136,6 +136,30 @@ def test_sim_to_real_scores_a_perfect_predictor_zero_and_a_shift_exactly():
     np.testing.assert_allclose(score(lambda x: moved, size, faces), want, rtol=1e-4)
 
 
+
+def test_sim_to_real_scores_a_peer_on_its_points_in_the_photo():
+    """sim_to_real.score_peer: a peer that returns the ground truth scores 0; one that moves every
+    point by d photo pixels scores d / inter-ocular distance per face; each gets the face's box."""
+    sys.path.insert(0, str(BENCH))
+    from _common import load_real_faces
+    from sim_to_real import score_peer
+
+    faces = load_real_faces()
+
+    class Exact:
+        def predict(self, image, box_xyxy):
+            face = next(f for f in faces if f.image is image)
+            assert box_xyxy == face.box_xyxy
+            return face.landmarks.copy()
+
+    class Moved(Exact):
+        def predict(self, image, box_xyxy):
+            return super().predict(image, box_xyxy) + np.array([3.0, 4.0], np.float32)
+
+    np.testing.assert_allclose(score_peer(Exact(), faces), 0.0, atol=1e-9)
+    iod = np.array([np.linalg.norm(f.landmarks[36] - f.landmarks[45]) for f in faces])
+    np.testing.assert_allclose(score_peer(Moved(), faces), 100 * 5.0 / iod, rtol=1e-5)
+
 def test_synthetic_long_run_smoke(tmp_path):
     """A tiny run of bench/synthetic_long_run.py: it renders, trains one epoch, writes run.json and
     a model file without optimizer state that load_model accepts."""
