@@ -69,6 +69,29 @@ def score(predict_norm, size: int, faces) -> np.ndarray:
     return 100 * evaluation.per_image_nme(pred_px, gt, "300w")
 
 
+def score_detector(predictor, faces) -> np.ndarray:
+    """Per-face NME % through the path `test.py --image` runs (inference.predict_faces: the Haar
+    detector's box, mapped to the training crop); NaN where no detected box holds the centre of the
+    face's ground-truth landmarks."""
+    import evaluation
+    import inference
+
+    out = []
+    detector = inference.FaceDetector()
+    for f in faces:
+        centre = np.asarray(f.landmarks, np.float64).mean(axis=0)
+        found = [d for d in inference.predict_faces(predictor, f.image, detector)
+                 if d["box_xywh"][0] <= centre[0] <= d["box_xywh"][0] + d["box_xywh"][2]
+                 and d["box_xywh"][1] <= centre[1] <= d["box_xywh"][1] + d["box_xywh"][3]]
+        if not found:
+            out.append(np.nan)
+            continue
+        pts = np.asarray(found[0]["landmarks_px"], np.float64)
+        out.append(100 * float(evaluation.per_image_nme(pts[None], np.asarray(f.landmarks, np.float64)[None],
+                                                        "300w")[0]))
+    return np.asarray(out)
+
+
 def score_peer(peer, faces) -> np.ndarray:
     """Per-face NME % of a bench/peers.py peer given each face's ground-truth landmark box."""
     import evaluation
@@ -129,6 +152,9 @@ def main(argv=None) -> int:
                         "(score_jittered; 0: off) (default: 16)")
     p.add_argument("--out", default=None, help="results file (default bench/results/sim_to_real.md)")
     p.add_argument("--json", default=None, help="also write the per-face values as JSON here")
+    p.add_argument("--detector", action="store_true",
+                   help="also score each model end to end from the Haar detector's box (the path of "
+                        "test.py --image), beside the ground-truth crop on the faces it finds")
     p.add_argument("--peers", action="store_true",
                    help="also score dlib's predictor and MediaPipe's mesh (bench/peers.py; "
                         "pip install --no-deps -r requirements-bench.txt), each given the ground-truth "
@@ -156,10 +182,21 @@ def main(argv=None) -> int:
                 dump[label][s + "_jit"] = [float(v) for v in jit]
         rows.append(row)
 
+    detector_rows = []
     for path in args.models:
         predictor = inference.load_predictor(path)
-        add(Path(path).name if Path(path).parent.name in ("students", "teachers") else str(path),
-            predictor.input_size, predictor.predict_norm)
+        label = Path(path).name if Path(path).parent.name in ("students", "teachers") else str(path)
+        add(label, predictor.input_size, predictor.predict_norm)
+        if args.detector:
+            row = [label]
+            for s in args.sets:
+                det = score_detector(predictor, faces[s])
+                ok = ~np.isnan(det)
+                gt_crop = score(predictor.predict_norm, predictor.input_size, faces[s])
+                row += [f"{int(ok.sum())} of {len(ok)}", fmt(det[ok].mean()) if ok.any() else "-",
+                        fmt(gt_crop[ok].mean()) if ok.any() else "-"]
+                dump[label][s + "_detector"] = [float(v) for v in det]
+            detector_rows.append(row)
     if args.mean_shape:
         import data_util
 
@@ -181,6 +218,13 @@ def main(argv=None) -> int:
         if args.jitter and s != "all7":
             header += [f"{s} mean, jittered x{args.jitter}"]
     body = md_table(header, rows) + "\n"
+    if detector_rows:
+        det_header = ["model"]
+        for s in args.sets:
+            det_header += [f"{s}: faces found", f"{s}: mean NME %, detector box",
+                           f"{s}: mean NME %, ground-truth crop (same faces)"]
+        body += ("\nEnd to end from the Haar detector (inference.predict_faces, as `test.py --image`), "
+                 "against the ground-truth crop on the faces it finds:\n\n" + md_table(det_header, detector_rows) + "\n")
     for s in args.sets:
         body += f"\nPer face, {s} set:\n\n" + md_table(["model"] + [f.name for f in faces[s]], per_face[s]) + "\n"
     text = header_block("Synthetic to real: NME on real 68-point faces", sys.argv[1:] if argv is None else argv,

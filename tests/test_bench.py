@@ -160,6 +160,35 @@ def test_sim_to_real_scores_a_peer_on_its_points_in_the_photo():
     iod = np.array([np.linalg.norm(f.landmarks[36] - f.landmarks[45]) for f in faces])
     np.testing.assert_allclose(score_peer(Moved(), faces), 100 * 5.0 / iod, rtol=1e-5)
 
+
+def test_sim_to_real_detector_path_matches_the_box_that_holds_the_face(monkeypatch):
+    """sim_to_real.score_detector scores the detected face whose box holds the ground-truth centre
+    (points moved by (3, 4) px: NME 5 / inter-ocular) and gives NaN when no box holds it."""
+    sys.path.insert(0, str(BENCH))
+    import inference
+    from _common import load_real_faces
+    from sim_to_real import score_detector
+
+    faces = load_real_faces()[:3]
+
+    def fake_predict_faces(predictor, image, detector=None):
+        face = next(f for f in faces if f.image is image)
+        lo, hi = face.landmarks.min(0), face.landmarks.max(0)
+        far = [float(hi[0]) + 50, float(hi[1]) + 50, 10.0, 10.0]          # holds no face centre
+        near = [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
+        moved = (face.landmarks + np.array([3.0, 4.0])).tolist()
+        out = [{"box_xywh": far, "landmarks_px": face.landmarks.tolist()}]
+        if face is not faces[1]:
+            out.append({"box_xywh": near, "landmarks_px": moved})
+        return out
+
+    monkeypatch.setattr(inference, "predict_faces", fake_predict_faces)
+    monkeypatch.setattr(inference, "FaceDetector", lambda: None)
+    got = score_detector(object(), faces)
+    iod = np.array([np.linalg.norm(f.landmarks[36] - f.landmarks[45]) for f in faces])
+    assert np.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2]], (100 * 5.0 / iod)[[0, 2]], rtol=1e-5)
+
 def test_synthetic_long_run_smoke(tmp_path):
     """A tiny run of bench/synthetic_long_run.py: it renders, trains one epoch, writes run.json and
     a model file without optimizer state that load_model accepts."""
