@@ -1,10 +1,11 @@
-"""bench/gpu_models.py, the prepared GPU-lease script (issue #11): it and the Distiller import where
-TensorFlow is absent (the GPU machine has only JAX), its time-based cosine schedule decays the
-learning rate to zero over the time share and stops there, and its split files join back into the
-same model."""
+"""bench/gpu_models.py, the prepared GPU-lease script (issue #11): it and the Distiller load none of
+the project's TensorFlow modules and, where JAX is installed, import with TensorFlow absent (the GPU
+machine has only JAX); its time-based cosine schedule decays the learning rate to zero over the time
+share and stops there; its split files join back into the same model."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,23 +20,41 @@ from conftest import ROOT
 BENCH = ROOT / "bench"
 
 
-def test_distiller_and_gpu_script_import_without_tensorflow():
-    code = ("import sys\n"
-            "class NoTF:\n"                                 # as on the GPU machine: no TensorFlow
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'tensorflow':\n"
-            "            raise ImportError('no tensorflow here')\n"
-            "sys.meta_path.insert(0, NoTF())\n"
-            "sys.path.insert(0, 'bench')\n"
-            "import gpu_models\n"
-            "from kd_loss import Distiller\n"
-            "assert 'tensorflow' not in sys.modules\n"
-            "import keras; print(keras.backend.backend(), Distiller.__name__)\n")
-    env = dict(os.environ, KERAS_BACKEND="numpy", PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), env=env, capture_output=True,
-                         text=True, timeout=120)
+def _run(code: str, backend: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_distiller_and_gpu_script_leave_the_tensorflow_modules_alone():
+    """Importing the GPU script and the Distiller loads none of the project modules that need
+    TensorFlow (training.py and the trainers import it at the top)."""
+    out = _run("import sys\n"
+               "sys.path.insert(0, 'bench')\n"
+               "import gpu_models\n"
+               "from kd_loss import Distiller\n"
+               "print(sorted(m for m in ('training', 'student_trainer', 'teacher_trainer') if m in sys.modules))\n",
+               "tensorflow")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-2:] == ["numpy", "Distiller"]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_distiller_and_gpu_script_import_without_tensorflow():
+    """As on the GPU machine: TensorFlow absent (an import hook refuses it), the JAX backend."""
+    out = _run("import sys\n"
+               "class NoTF:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] == 'tensorflow':\n"
+               "            raise ImportError('no tensorflow here')\n"
+               "sys.meta_path.insert(0, NoTF())\n"
+               "sys.path.insert(0, 'bench')\n"
+               "import gpu_models\n"
+               "from kd_loss import Distiller\n"
+               "assert 'tensorflow' not in sys.modules\n"
+               "import keras; print(keras.backend.backend(), Distiller.__name__)\n", "jax")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["jax", "Distiller"]
 
 
 def _tiny(num_points=68, size=8):
