@@ -45,21 +45,13 @@ quiet_tensorflow()
 import asm_soft_landmarks as asm  # noqa: E402
 import configuration as C  # noqa: E402
 import data_util as du  # noqa: E402
-import metrics  # noqa: E402
 import synthetic_faces as sf  # noqa: E402
+from _common import nme_io_68  # noqa: E402  (inter-ocular NME, a fraction)
 
 INFO = C.dataset_info("300w")
 MODELS = ("tough", "tolerant", "kd", "l2")
 PART_BYTES = 15 * 1024 * 1024          # the device tool returns files of at most 16 MiB
 CHUNK_IMAGES = 16384                   # at most this many crops copied out per fit call (0.8 GB at 64 px)
-
-
-def nme_percent(pred_flat, gt) -> float:
-    """Mean inter-ocular NME in % of predictions (M, 2N) against landmarks (M, N, 2), both in crop
-    coordinates normalised alike (the NME is scale-free)."""
-    pred = np.asarray(pred_flat, np.float64).reshape(len(gt), -1, 2)
-    return 100.0 * float(np.mean(metrics.nme_per_image(pred, np.asarray(gt, np.float64),
-                                                       INFO.normaliser("interocular"))))
 
 
 def make_data(args, work: Path, log) -> tuple:
@@ -126,7 +118,8 @@ def train_for(model, x, y, seconds: float, args, val_x, val_gt, label: str, log)
             steps = min(steps, n // batch, CHUNK_IMAGES // batch)
         if frac >= next_val or time.time() >= deadline:
             net = model.student if hasattr(model, "student") else model
-            nme = nme_percent(net.predict(val_x, batch_size=512, verbose=0), val_gt)
+            pred = net.predict(val_x, batch_size=512, verbose=0).reshape(len(val_gt), -1, 2)
+            nme = 100.0 * float(np.mean(nme_io_68(pred, val_gt)))
             history.append({"images": images, "seconds": round(time.time() - t_start, 1),
                             "lr": float(np.asarray(model.optimizer.learning_rate)), "val_nme": nme})
             print(f"  {label}: {images} images, {time.time() - t_start:.0f} s, val NME {nme:.2f}%",

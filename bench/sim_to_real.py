@@ -56,24 +56,30 @@ def load_report_faces(root: Path = REAL_SAMPLES):
 SETS = {"dev": load_dev_faces, "report": load_report_faces, "all7": load_real_faces}
 
 
+def nme_px(pred_px, faces) -> np.ndarray:
+    """Per-face inter-ocular NME % of predictions (M, 68, 2) in photo pixels against the faces'
+    ground truth."""
+    import evaluation
+
+    gt = np.stack([np.asarray(f.landmarks, np.float64) for f in faces])
+    return 100 * evaluation.per_image_nme(np.asarray(pred_px, np.float64), gt, "300w")
+
+
 def score(predict_norm, size: int, faces) -> np.ndarray:
     """Per-face NME % of a function images (B, S, S, 3) float in [0, 1] -> (B, 68, 2) normalised."""
-    import evaluation
     import inference
 
     boxes = np.stack([inference.landmark_crop_box(f.landmarks) for f in faces])
     crops = np.stack([inference.crop_face(f.image, b, size) for f, b in zip(faces, boxes)])
     norm = predict_norm(crops.astype(np.float32) / 255.0)
-    pred_px = np.stack([inference.landmarks_norm_to_original(n, b, size) for n, b in zip(norm, boxes)])
-    gt = np.stack([np.asarray(f.landmarks, np.float64) for f in faces])
-    return 100 * evaluation.per_image_nme(pred_px, gt, "300w")
+    return nme_px(np.stack([inference.landmarks_norm_to_original(n, b, size) for n, b in zip(norm, boxes)]),
+                  faces)
 
 
 def score_detector(predictor, faces) -> np.ndarray:
     """Per-face NME % through the path `test.py --image` runs (inference.predict_faces: the Haar
     detector's box, mapped to the training crop); NaN where no detected box holds the centre of the
     face's ground-truth landmarks."""
-    import evaluation
     import inference
 
     out = []
@@ -86,19 +92,13 @@ def score_detector(predictor, faces) -> np.ndarray:
         if not found:
             out.append(np.nan)
             continue
-        pts = np.asarray(found[0]["landmarks_px"], np.float64)
-        out.append(100 * float(evaluation.per_image_nme(pts[None], np.asarray(f.landmarks, np.float64)[None],
-                                                        "300w")[0]))
+        out.append(float(nme_px([found[0]["landmarks_px"]], [f])[0]))
     return np.asarray(out)
 
 
 def score_peer(peer, faces) -> np.ndarray:
     """Per-face NME % of a bench/peers.py peer given each face's ground-truth landmark box."""
-    import evaluation
-
-    pred_px = np.stack([peer.predict(f.image, f.box_xyxy) for f in faces]).astype(np.float64)
-    gt = np.stack([np.asarray(f.landmarks, np.float64) for f in faces])
-    return 100 * evaluation.per_image_nme(pred_px, gt, "300w")
+    return nme_px(np.stack([peer.predict(f.image, f.box_xyxy) for f in faces]), faces)
 
 
 def score_jittered(predict_norm, size: int, faces, copies: int = 8, seed: int = 0,
@@ -165,34 +165,40 @@ def main(argv=None) -> int:
     faces = {s: SETS[s]() for s in args.sets}
     rows, per_face, dump = [], {s: [] for s in args.sets}, {}
 
-    def add(label, size, fn, peer=None):
+    def add(label, size, nmes_of, jittered_of=None):
+        """One row: nmes_of(faces) -> per-face NME %; jittered_of(faces) likewise over jittered
+        views (None: no jittered column for this row)."""
         row = [label, size]
         dump[label] = {}
         for s in args.sets:
-            nmes = score(fn, size, faces[s]) if peer is None else score_peer(peer, faces[s])
+            nmes = nmes_of(faces[s])
             row += [fmt(nmes.mean()), fmt(np.median(nmes))]
             per_face[s].append([label] + [f"{v:.1f}" for v in nmes])
             dump[label][s] = [float(v) for v in nmes]
-            if args.jitter and s != "all7" and peer is not None:
+            if args.jitter and s != "all7" and jittered_of is None:
                 row += ["-"]
             elif args.jitter and s != "all7":      # all7 = report + 2 dev faces: not again
-                jit = score_jittered(fn, size, faces[s], args.jitter)
+                jit = jittered_of(faces[s])
                 row += [fmt(jit.mean())]
                 per_face[s].append([label + f" (jittered x{args.jitter})"] + [f"{v:.1f}" for v in jit])
                 dump[label][s + "_jit"] = [float(v) for v in jit]
         rows.append(row)
 
+    def model_scores(predict_norm, size):
+        return (lambda fs: score(predict_norm, size, fs),
+                lambda fs: score_jittered(predict_norm, size, fs, args.jitter))
+
     detector_rows = []
     for path in args.models:
         predictor = inference.load_predictor(path)
         label = Path(path).name if Path(path).parent.name in ("students", "teachers") else str(path)
-        add(label, predictor.input_size, predictor.predict_norm)
+        add(label, predictor.input_size, *model_scores(predictor.predict_norm, predictor.input_size))
         if args.detector:
             row = [label]
             for s in args.sets:
                 det = score_detector(predictor, faces[s])
                 ok = ~np.isnan(det)
-                gt_crop = score(predictor.predict_norm, predictor.input_size, faces[s])
+                gt_crop = np.asarray(dump[label][s])       # the ground-truth crop's NME, from add()
                 row += [f"{int(ok.sum())} of {len(ok)}", fmt(det[ok].mean()) if ok.any() else "-",
                         fmt(gt_crop[ok].mean()) if ok.any() else "-"]
                 dump[label][s + "_detector"] = [float(v) for v in det]
@@ -203,14 +209,14 @@ def main(argv=None) -> int:
         train = data_util.load_prepared(args.mean_shape, "train")
         mean = np.asarray(train.landmarks, np.float64).mean(axis=0)
         add(f"mean training shape ({Path(args.mean_shape).name})", train.input_size,
-            lambda x: np.repeat(mean[None], len(x), axis=0))
+            *model_scores(lambda x: np.repeat(mean[None], len(x), axis=0), train.input_size))
     notes = []
     if args.peers:
         from peers import load_peers
 
         peers, notes = load_peers(1)
         for peer in peers:
-            add(peer.name, "-", None, peer)
+            add(peer.name, "-", lambda fs, peer=peer: score_peer(peer, fs))
             notes.append(f"{peer.name}: {peer.detail}")
     header = ["model", "input px"]
     for s in args.sets:

@@ -31,6 +31,7 @@ quiet_tensorflow()
 
 import image_utility as iu  # noqa: E402
 import synthetic_faces as sf  # noqa: E402
+from _common import nme_io_68  # noqa: E402  (inter-ocular NME, a fraction)
 from configuration import dataset_info  # noqa: E402
 
 INFO = dataset_info("300w")
@@ -57,13 +58,6 @@ def render_set(first: int, count: int, seed: int, size: int, difficulties, mirro
     with mp.get_context("fork").Pool(workers) as pool:
         pairs = [p for r in pool.imap(render_crop, jobs, chunksize=16) for p in r]
     return (np.stack([c for c, _ in pairs]), np.stack([v for _, v in pairs]).astype(np.float32))
-
-
-def nme_percent(pred_norm, gt_norm) -> float:
-    """Mean inter-ocular NME in % (scale-free, so normalised crop coordinates will do)."""
-    import metrics
-
-    return 100 * float(np.mean(metrics.nme_per_image(pred_norm, gt_norm, INFO.normaliser("interocular"))))
 
 
 def main(argv=None) -> int:
@@ -108,7 +102,7 @@ def main(argv=None) -> int:
         def on_epoch_end(self, epoch, logs=None):
             epoch_s.append(time.time() - self.t)
             pred = self.model.predict(x_te, batch_size=512, verbose=0)
-            nme = nme_percent(pred.reshape(-1, 68, 2), y_te.reshape(-1, 68, 2))
+            nme = 100 * float(np.mean(nme_io_68(pred.reshape(-1, 68, 2), y_te.reshape(-1, 68, 2))))
             history.append({"epoch": epoch + 1, "loss": float(logs["loss"]), "test_nme": nme,
                             "seconds": epoch_s[-1]})
             print(f"epoch {epoch + 1}: {epoch_s[-1]:.1f} s, loss {logs['loss']:.5f}, synthetic test NME {nme:.2f}%",
