@@ -94,13 +94,12 @@ def train_for(model, x, y, seconds: float, args, val_x, val_gt, label: str, log)
     deadline = t_start + seconds
     t_sched = None
     steps = 5 if args.quick else 20
-    images, epoch, pos, order = 0, 0, 0, rng.permutation(len(x))[:n]
+    images, pos, order = 0, 0, rng.permutation(len(x))[:n]
     history, next_val = [], 0.0
     while time.time() < deadline:
         frac = 0.0 if t_sched is None else (time.time() - t_sched) / max(deadline - t_sched, 1e-9)
         model.optimizer.learning_rate = float(args.learning_rate * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         if pos + steps * batch > n:             # a new epoch: a new order
-            epoch += 1
             order, pos = rng.permutation(len(x))[:n], 0
         idx = np.sort(order[pos:pos + steps * batch])
         pos += len(idx)
