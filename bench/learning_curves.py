@@ -6,7 +6,8 @@
 
 `--json FILE` also writes the curves (labels, images seen, val NME, batch, wall time), and a `--runs`
 entry that is such a JSON file brings its curves back, so a plot can combine runs whose folders are
-gone (`bench/results/learning_curves.json` holds the curves of the README's plot).
+gone (`bench/results/learning_curves_long.json` holds the curves of the README's plot of the long
+runs, `samples/learning_curves_long.png`).
 
 Each run folder is one written by teacher_trainer.py / student_trainer.py: `log.csv` (val NME per
 epoch), `state.json` (steps per epoch) and `config.json` (batch size). Images seen after epoch e is
