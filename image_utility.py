@@ -129,19 +129,22 @@ def apply_affine(landmarks_px: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def flip_horizontal(image: np.ndarray, landmarks_px: np.ndarray, flip_permutation: Sequence[int]):
-    """Mirror the image left-right; x' = W - 1 - x, then re-index the points (left eye <-> right eye).
-
-    `landmarks_px` may be (N, 2) or (..., N, 2); the permutation acts on the point axis.
-    """
-    image = np.asarray(image)
-    w = image.shape[1]
+def flip_landmarks(landmarks_px: np.ndarray, width: int, flip_permutation: Sequence[int]) -> np.ndarray:
+    """The points of an image `width` pixels wide after mirroring it left-right: x' = W - 1 - x, then
+    re-indexed (left eye <-> right eye). (N, 2) or (..., N, 2); the permutation acts on the point axis.
+    Its own inverse."""
     pts = np.array(landmarks_px, dtype=np.float32, copy=True)
-    pts[..., 0] = (w - 1) - pts[..., 0]
+    pts[..., 0] = (width - 1) - pts[..., 0]
     perm = np.asarray(flip_permutation, dtype=np.int64)
     if perm.shape[0] != pts.shape[-2]:
         raise ValueError(f"flip permutation has {perm.shape[0]} entries for {pts.shape[-2]} points")
-    return np.ascontiguousarray(image[:, ::-1]), pts[..., perm, :]
+    return pts[..., perm, :]
+
+
+def flip_horizontal(image: np.ndarray, landmarks_px: np.ndarray, flip_permutation: Sequence[int]):
+    """Mirror the image left-right and its points with it (flip_landmarks)."""
+    image = np.asarray(image)
+    return np.ascontiguousarray(image[:, ::-1]), flip_landmarks(landmarks_px, image.shape[1], flip_permutation)
 
 
 def affine_matrix(center, angle_rad: float = 0.0, scale: float = 1.0, shift=(0.0, 0.0)) -> np.ndarray:

@@ -207,6 +207,45 @@ class TFLitePredictor(Predictor):
         return out.reshape(len(images), self.num_points, 2)
 
 
+class FlipTestPredictor(Predictor):
+    """Flip test (as HRNet-Facial and mmpose evaluate): the mean of a model's landmarks on each crop
+    and, mirrored back and re-indexed with the dataset's flip permutation, on the crop's mirror
+    image. Twice the inference time; a model trained with flips sees both views as faces."""
+
+    def __init__(self, base: Predictor, flip_permutation: Sequence[int]):
+        if len(flip_permutation) != base.num_points:
+            raise ModelError(f"{base.path}: predicts {base.num_points} points, the flip permutation "
+                             f"has {len(flip_permutation)}; pass the model's own dataset")
+        self.base = base
+        self.flip_permutation = list(flip_permutation)
+        self.path, self.input_size, self.num_points = base.path, base.input_size, base.num_points
+
+    def predict_norm(self, images, batch_size: int = 32) -> np.ndarray:
+        images = self._check_images(images)
+        s = self.input_size
+        plain = self.base.predict_norm(images, batch_size)
+        mirrored = self.base.predict_norm(np.ascontiguousarray(images[:, :, ::-1]), batch_size)
+        back = iu.normalize_landmarks(
+            iu.flip_landmarks(iu.denormalize_landmarks(mirrored, s), s, self.flip_permutation), s)
+        return (0.5 * (plain + back)).astype(np.float32)
+
+
+def with_flip_test(predictor: Predictor, dataset: Optional[str] = None) -> FlipTestPredictor:
+    """`predictor` with the flip test, re-indexing with `dataset`'s flip pairs (default: the
+    built-in dataset of the model's point count: 68 300w, 29 cofw, 98 wflw)."""
+    from configuration import DATASETS, dataset_info
+
+    if dataset is None:
+        match = [d for d in DATASETS.values() if d.num_points == predictor.num_points]
+        if not match:
+            raise ModelError(f"{predictor.path}: no built-in dataset has {predictor.num_points} points "
+                             f"to take flip pairs from; pass the dataset (--dataset / --custom-spec)")
+        info = match[0]
+    else:
+        info = dataset_info(dataset)
+    return FlipTestPredictor(predictor, info.flip_permutation)
+
+
 def load_predictor(path) -> Predictor:
     """KerasPredictor for `.keras`, TFLitePredictor for `.tflite`; anything else -> ModelError."""
     path = Path(path)
@@ -701,12 +740,15 @@ class LandmarkModel:
     Images are RGB uint8 arrays (H, W, 3) (cv2.imread gives BGR: convert with cv2.cvtColor, or pass
     a file path, read with read_image_rgb) or grey (H, W). A given box is taken as the box of the
     landmarks (the training crop adds the margin around it); without a box the Haar detector runs
-    (min_score, max_faces as in test.py). No face found -> errors.LandmarkError.
+    (min_score, max_faces as in test.py); flip_test as test.py --flip-test. No face found ->
+    errors.LandmarkError.
     """
 
     def __init__(self, path, min_score: float = DEFAULT_MIN_SCORE, max_faces: int = DEFAULT_MAX_FACES,
-                 margin: float = DEFAULT_MARGIN):
+                 margin: float = DEFAULT_MARGIN, flip_test: bool = False):
         self.predictor = load_predictor(path)
+        if flip_test:   # the flip pairs of the built-in dataset of the model's point count
+            self.predictor = with_flip_test(self.predictor)
         self.path = self.predictor.path
         self.input_size = self.predictor.input_size
         self.num_points = self.predictor.num_points

