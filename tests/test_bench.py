@@ -137,6 +137,61 @@ def test_sim_to_real_scores_a_perfect_predictor_zero_and_a_shift_exactly():
 
 
 
+def test_sim_to_real_cofw_layout_mapping():
+    """COFW29_FROM_68: mirroring a 68-point shape (300W flip pairs) then mapping it gives the mapped
+    shape mirrored with COFW's own flip pairs (two independent tables agree on left and right);
+    a 68-point prediction whose mapping is the COFW ground truth scores 0, moving a jaw point
+    changes nothing, and moving point 37 (in the upper-lid point 12 and the pupil 16) by d moves
+    the NME by exactly (d/2 + d/6) / 27 / inter-ocular distance."""
+    sys.path.insert(0, str(BENCH))
+    from configuration import DATASETS
+    from image_utility import flip_landmarks
+    from sim_to_real import COFW29_FROM_68, COFW29_SCORED, crop_box, load_cofw_faces, nme_layout
+
+    rng = np.random.default_rng(0)
+    shape68 = rng.uniform(0, 100, (68, 2))
+
+    def to29(s):   # the 2 unmapped points (brows' lower edge) at 0 on both sides
+        return np.stack([s[list(g)].mean(0) if g else np.zeros(2) for g in COFW29_FROM_68])
+
+    np.testing.assert_allclose(to29(flip_landmarks(shape68, 100, DATASETS["300w"].flip_permutation)),
+                               flip_landmarks(to29(shape68), 100, DATASETS["cofw"].flip_permutation)
+                               * (np.array([g != () for g in COFW29_FROM_68])[:, None]), atol=1e-4)   # float32
+    assert len(COFW29_SCORED) == 27
+
+    gt29 = to29(shape68)
+    assert nme_layout(shape68[None], gt29[None])[0] == pytest.approx(0.0, abs=1e-9)
+    jaw = shape68.copy()
+    jaw[3] += 7.0
+    assert nme_layout(jaw[None], gt29[None])[0] == pytest.approx(0.0, abs=1e-9)
+    d = 6.0
+    lid = shape68.copy()
+    lid[37, 1] += d
+    iod = np.linalg.norm(gt29[8] - gt29[9])
+    assert nme_layout(lid[None], gt29[None])[0] == pytest.approx(100 * (d / 2 + d / 6) / 27 / iod)
+
+    # where each point lies: the 2 COFW faces and the 11 real 68-point faces, mapped, agree on the
+    # order left to right across the brows, eyes, nostrils and mouth, and top to bottom down the face
+    from _common import load_real_faces
+    from sim_to_real import load_dev_faces
+
+    faces = load_cofw_faces()
+    assert len(faces) == 2 and all(f.landmarks.shape == (29, 2) for f in faces)
+    shapes = [f.landmarks for f in faces] + [to29(f.landmarks) for f in load_real_faces() + load_dev_faces()]
+    rows = [(0, 2, 3, 1), (0, 4, 2), (3, 6, 1), (8, 12, 10, 11, 14, 9), (8, 13, 10, 11, 15, 9),
+            (8, 16, 10, 11, 17, 9), (18, 21, 19), (22, 24, 23), (22, 27, 23)]
+    columns = [(4, 12, 16, 13), (6, 14, 17, 15), (20, 21, 24, 25), (26, 27, 28)]   # 25 = 26 when shut
+    for order, axis in [(r, 0) for r in rows] + [(c, 1) for c in columns]:
+        for k, s29 in enumerate(shapes):
+            assert np.all(np.diff(s29[list(order), axis]) > 0), (order, axis, k)
+    import inference
+
+    for f in faces:   # the 68-point model's crop: the 29 points' crop, enlarged about its centre
+        plain, scaled = inference.landmark_crop_box(f.landmarks), crop_box(f.landmarks)
+        assert scaled[2] == pytest.approx(plain[2] / 0.917, rel=1e-5)
+        np.testing.assert_allclose(scaled[:2] + scaled[2] / 2, plain[:2] + plain[2] / 2, rtol=1e-5)
+
+
 def test_sim_to_real_scores_a_peer_on_its_points_in_the_photo():
     """sim_to_real.score_peer: a peer that returns the ground truth scores 0; one that moves every
     point by d photo pixels scores d / inter-ocular distance per face; each gets the face's box."""
