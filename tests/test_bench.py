@@ -292,3 +292,21 @@ def test_inference_speed_child_gets_its_own_thread_count_and_output(monkeypatch,
     assert child[:2] == ["--input-size", "112"]
     assert child.count("--threads") == 1 and child[child.index("--threads") + 1] == "2"
     assert "--out" not in child and "x.md" not in child
+
+
+def test_tolerant_floor_rows_closed_form():
+    """bench/tolerant_floor.floor_rows: soft landmarks moved by (3, 4) / 100 from the ground truth
+    score 5 / 100 / inter-ocular distance; a model on the soft landmarks scores that against the
+    ground truth and 0 against them."""
+    sys.path.insert(0, str(BENCH))
+    from tolerant_floor import floor_rows
+
+    rng = np.random.default_rng(1)
+    gt = rng.uniform(-0.4, 0.4, (6, 68, 2))
+    soft = gt + np.array([0.03, 0.04])
+    iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=-1)
+    want = 100 * float(np.mean(0.05 / iod))
+    rows = floor_rows(gt, soft, {"on soft": soft.copy(), "on truth": gt.copy()}, "300w")
+    assert [r[0] for r in rows] == ["soft landmarks (a perfect Tolerant teacher)", "on soft", "on truth"]
+    got = np.array([[float(r[1]), float(r[2])] for r in rows])
+    np.testing.assert_allclose(got, [[want, 0], [want, 0], [0, want]], atol=0.01)
