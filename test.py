@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON spec of your own dataset (data/README.md): evaluates on it, named "
                         "after it (default prepared dir data/prepared/<name>-<size>)")
     p.add_argument("--model", default=None, help="a .keras or .tflite model (default: "
-                                                 "models/students/<dataset>_kd.keras)")
+                                                 "models/students/<dataset>_kd.keras; on photos, "
+                                                 "<dataset>_l2_photo.keras where it is shipped)")
     p.add_argument("--prepared-dir", default=None, help="prepared data (default: data/prepared/"
                                                         "<dataset>-synthetic-<model input size>, "
                                                         "prepared on first use)")
@@ -107,7 +108,12 @@ def _dataset_of_prepared(prepared: Path) -> str:
     return str(manifest["dataset"]).lower()
 
 
-def _default_model(dataset: str, custom_spec=None) -> Path:
+def _default_model(dataset: str, custom_spec=None, photos: bool = False) -> Path:
+    """The shipped KD student; on photos the model fine-tuned for them, where one is shipped (lower
+    NME on the real faces: README, "Synthetic to real")."""
+    photo = MODELS_DIR / "students" / f"{dataset}_l2_photo.keras"
+    if photos and photo.is_file():
+        return photo
     path = MODELS_DIR / "students" / f"{dataset}_kd.keras"
     if not path.is_file():
         data = f"--custom-spec {custom_spec}" if custom_spec else f"--dataset {dataset}"
@@ -266,7 +272,8 @@ def main(argv=None) -> int:
     else:
         dataset = "300w"
     info = dataset_info(dataset)
-    model_path = Path(args.model) if args.model else _default_model(dataset, args.custom_spec)
+    model_path = Path(args.model) if args.model else _default_model(
+        dataset, args.custom_spec, photos=bool(args.image or args.folder or args.video))
 
     # 2. Export.
     if args.export:

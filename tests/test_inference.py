@@ -312,3 +312,13 @@ def test_flip_test_of_the_shipped_student_on_real_faces():
 def test_cli_flip_test_needs_a_model_run(tmp_path):
     r = _run_test_py("--predictions", tmp_path / "p.json", "--flip-test")
     assert r.returncode == 2 and "--flip-test with --predictions" in r.stderr and "\n" not in r.stderr.strip()
+
+
+def test_default_model_on_photos_is_the_photo_model():
+    import test as test_cli
+
+    students = ROOT / "models" / "students"
+    assert test_cli._default_model("300w") == students / "300w_kd.keras"
+    assert test_cli._default_model("300w", photos=True) == students / "300w_l2_photo.keras"
+    with pytest.raises(ModelError, match="cofw_kd.keras: no trained student"):   # none shipped for COFW
+        test_cli._default_model("cofw", photos=True)
