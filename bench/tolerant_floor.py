@@ -60,10 +60,11 @@ def main(argv=None) -> int:
     asm = ActiveShapeModel.load(args.asm)
     soft = asm.project(gt)
     preds = {}
-    for path in args.models:
-        predictor = load_predictor(path)
-        images = np.asarray(split.images, np.float32) / 255.0
-        preds[Path(path).name] = predictor.predict_norm(images).astype(np.float64)
+    names = [Path(m).name for m in args.models]
+    images = np.asarray(split.images, np.float32) / 255.0
+    for path, name in zip(args.models, names):
+        label = name if names.count(name) == 1 else str(path)   # same file names: the whole paths
+        preds[label] = load_predictor(path).predict_norm(images).astype(np.float64)
     rows = floor_rows(gt, soft, preds, split.dataset)
     body = md_table(["what", f"mean NME % against the ground truth ({len(gt)} test faces)",
                      "mean NME % against the soft landmarks"], rows) + "\n"
