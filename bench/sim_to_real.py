@@ -77,10 +77,15 @@ def load_cofw_faces(root: Path = REAL_SAMPLES):
     Each one's box, the one a peer is given, is its 29-point box enlarged by COFW29_CROP_SCALE."""
     faces = mmpose_faces("cofw", root, with_id=True)
     for f in faces:
-        x0, y0, x1, y1 = f.box_xyxy
-        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, COFW29_CROP_SCALE / 2
-        f.box_xyxy = (cx - half * (x1 - x0), cy - half * (y1 - y0), cx + half * (x1 - x0), cy + half * (y1 - y0))
+        lo, hi = _enlarged(np.array(f.box_xyxy[:2]), np.array(f.box_xyxy[2:]))
+        f.box_xyxy = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
     return faces
+
+
+def _enlarged(lo, hi, factor: float = COFW29_CROP_SCALE):
+    """The box from corner lo to corner hi, scaled by `factor` about its centre."""
+    centre, half = (lo + hi) / 2, (hi - lo) * factor / 2
+    return centre - half, centre + half
 
 
 SETS = {"dev": load_dev_faces, "report": load_report_faces, "all7": load_real_faces, "cofw": load_cofw_faces}
@@ -94,7 +99,8 @@ def crop_box(landmarks_px) -> np.ndarray:
     pts = np.asarray(landmarks_px, np.float64)
     box = np.asarray(inference.landmark_crop_box(pts), np.float64)
     if len(pts) == 29:
-        box = np.array([*(box[:2] + box[2] * (1 - COFW29_CROP_SCALE) / 2), box[2] * COFW29_CROP_SCALE])
+        lo, hi = _enlarged(box[:2], box[:2] + box[2])
+        box = np.array([lo[0], lo[1], hi[0] - lo[0]])
     return box
 
 

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     publish("How close a Tolerant teacher can get to the ground truth", body, "tolerant_floor", args.out,
             notes=[f"test faces: {args.prepared_dir} ({split.dataset}, {split.input_size} px)",
                    f"shape model: {args.asm}: k = {asm.k} components "
-                   f"({100 * float(np.sum(asm.explained_ratio[:asm.k])):.2f}% of the variance), "
+                   f"({100 * float(np.sum(asm.explained_ratio)):.2f}% of the variance), "
                    f"coefficients clipped to +-3 sd as in training"])
     return 0
 
