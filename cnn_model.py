@@ -246,7 +246,11 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128) -> int:
     How: one traced forward pass per batch in training mode with momentum 0 (the moving statistics
     become that batch's), summed here; the result is the mean of the per-batch means and variances.
     Only BatchNormalization state changes; weights and the layers' momentum are left as found.
-    Dropout (teacher head, after the last BatchNorm) has no effect on the statistics.
+    Dropout stays as in training: the teacher head's comes after the last BatchNorm, and
+    EfficientNet's stochastic depth (Dropout inside the blocks) is part of the statistics the
+    later layers were trained with (on the shipped Tough teacher, 1024 pool crops, three draws:
+    test MSE 0.00097 with it on, 0.00102 with it off).
+    What to pass: crops drawn as training draws them (training.recalibration_images).
     """
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415

@@ -302,7 +302,7 @@ class TrainConfig:
     run_dir: Optional[str] = None         # default: runs/<dataset>-<what>
     resume: bool = True
     max_faces: Optional[int] = None       # use only the first K training faces (quick runs, tests)
-    bn_recalibration: int = 256           # training faces that re-estimate BatchNorm statistics at
+    bn_recalibration: int = 1024          # training crops that re-estimate BatchNorm statistics at
                                           # each epoch end, before validation (0: off); see
                                           # cnn_model.recalibrate_batchnorm
 
@@ -432,8 +432,8 @@ FIELD_HELP: dict[str, str] = {
     "resume": "continue from the run folder's last.keras if there is one (--no-resume starts "
               "again)",
     "max_faces": "train on the first K training faces only (quick runs, tests)",
-    "bn_recalibration": "training faces that re-estimate BatchNorm statistics at each epoch end "
-                        "(0: off)",
+    "bn_recalibration": "training crops (faces and their augmented copies) that re-estimate "
+                        "BatchNorm statistics at each epoch end (0: off)",
 }
 
 # Fields with a fixed set of values: shown as the option's metavar (validate() checks the value, so

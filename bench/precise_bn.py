@@ -1,15 +1,20 @@
-"""What precise BatchNorm does to a trained model: test NME and MSE in inference mode with the
-model's own moving statistics, then after cnn_model.recalibrate_batchnorm on training faces, beside
-the mean training shape (a model-free reference).
+"""Precise BatchNorm on a trained model: validation and test NME in inference mode with the model's
+own moving statistics, with statistics re-estimated on plain training faces (what the trainers did
+until 2026-11-27), and on crops of the training pool (what they do now: the faces and their
+augmented copies, training.recalibration_images), beside the mean training shape.
 
-    python bench/precise_bn.py --model OLD_MODEL.keras --prepared-dir data/prepared/300w-synthetic-64
+    python bench/precise_bn.py --model models/teachers/300w_tough.keras --prepared-dir DIR \
+        --augment offline --aug-copies 3 --test-dir data/prepared/300w-synthetic-64 \
+        [--save OUT.keras] [--name NAME]
 
-Writes bench/results/precise_bn.md. The models trained since precise BN was added are already
-recalibrated at every epoch end (TrainConfig.bn_recalibration), so this is for models made before.
+The training options (--prepared-dir, --augment, --aug-copies, --seed, --val-fraction,
+--bn-recalibration, or --config RUN/config.json) are the trainer's and must be the run's own, so
+that the pool and the validation faces are the ones the model was trained and selected on.
+--save writes the model recalibrated on the pool (float16 weights when the source has them).
+Appends one row per model to bench/results/precise_bn.md (--out elsewhere).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -18,44 +23,107 @@ from _common import fmt, header_block, md_table, quiet_tf, results_path, write_r
 
 quiet_tf()
 
+COLUMNS = ["model", "crops", "val NME %: own / plain faces / pool",
+           "test NME %: own / plain faces / pool", "test MSE: own / plain faces / pool",
+           "test NME %, mean shape"]
+
+
+def _plain_faces(data, count: int) -> np.ndarray:
+    """The trainers' draw until 2026-11-27: `count` plain training faces, no augmented copies."""
+    rng = np.random.default_rng([int(data.cfg.seed), 7919])
+    rows = np.sort(rng.choice(data.train_rows, min(int(count), len(data.train_rows)), replace=False))
+    return np.asarray(data.train.images[rows])
+
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--prepared-dir", required=True)
-    p.add_argument("--faces", type=int, default=256, help="training faces for the re-estimate")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    import training
+    parser = training.build_parser(__doc__.split("\n\n")[0],
+                                   skip=("student_mode", "cache_teacher_predictions", "loss_preset",
+                                         "width_multiplier", "teacher_dropout"))
+    parser.add_argument("--model", required=True, help="the trained .keras model to recalibrate")
+    parser.add_argument("--test-dir", default=None,
+                        help="prepared folder whose test split is scored (default: --prepared-dir)")
+    parser.add_argument("--save", metavar="OUT.keras", default=None,
+                        help="write the model recalibrated on the training pool here")
+    parser.add_argument("--name", default=None, help="the model's name in the table (default: the path)")
+    parser.add_argument("--out", default=None, help="results file (default bench/results/precise_bn.md)")
+    args = parser.parse_args(argv)
     import cnn_model
     import data_util
-    import evaluation
 
-    train = data_util.load_prepared(args.prepared_dir, "train")
-    test = data_util.load_prepared(args.prepared_dir, "test")
-    model = cnn_model.load_model(args.model, expect_points=test.num_points, expect_input_size=test.input_size)
-    x_test = np.asarray(test.images, np.float32) / 255.0
-    y_test = np.asarray(test.landmarks, np.float64)
-    pick = np.random.default_rng(0).choice(len(train.images), min(args.faces, len(train.images)), replace=False)
-    x_train = np.asarray(train.images[np.sort(pick)], np.float32) / 255.0
+    cfg = training.config_from_args(args, trainer="teacher")
+    data = training.load_training_data(cfg)
+    test = data_util.load_prepared(args.test_dir or data.prepared_dir, "test")
+    augment_fn = data_util.default_online_augment(data.info) if cfg.augment == "online" else None
+    count = int(cfg.bn_recalibration)
+    draws = {"plain faces": _plain_faces(data, count),
+             "pool": training.recalibration_images(data, count, augment_fn)}
+    val_x, val_y = data.val_images(), data.val_landmarks()
+    test_x, test_y = np.asarray(test.images), np.asarray(test.landmarks, np.float32)
 
-    def row(name, norm):
-        norm = np.asarray(norm, np.float64).reshape(y_test.shape)
-        px = evaluation.predictions_from_norm(norm, test.crop_boxes, test.input_size)
-        nme = 100 * evaluation.per_image_nme(px, np.asarray(test.landmarks_px), test.dataset).mean()
-        return [name, fmt(nme), f"{np.mean((norm - y_test) ** 2):.4f}"]
+    def scores(model):
+        val = training.mean_nme(training.predict_images(model, val_x), val_y, data.info)
+        pred = training.predict_images(model, test_x)
+        return 100 * val, 100 * training.mean_nme(pred, test_y, data.info), \
+            float(np.mean((pred - test_y.reshape(len(pred), -1)) ** 2))
 
-    rows = [row("mean training shape", np.repeat(np.asarray(train.landmarks, np.float64).mean(0)[None], len(y_test), 0)),
-            row("model, its own moving statistics", model.predict(x_test, verbose=0, batch_size=64))]
-    cnn_model.recalibrate_batchnorm(model, x_train)
-    rows.append(row(f"model, statistics re-estimated on {len(x_train)} training faces",
-                    model.predict(x_test, verbose=0, batch_size=64)))
-    text = header_block("Precise BatchNorm on a trained model", sys.argv[1:] if argv is None else argv,
-                        [f"{len(y_test)} test faces of {args.prepared_dir}; inter-ocular NME, MSE of "
-                         "normalised coordinates; inference mode"]) + "\n" + \
-        md_table(["predictions", "test NME %", "test MSE"], rows) + "\n"
-    print(text)
-    write_results(text, results_path("precise_bn", False, args.out))
+    results = {"own": scores(cnn_model.load_model(args.model, expect_points=test.num_points,
+                                                  expect_input_size=test.input_size))}
+    model = None
+    for name, images in draws.items():
+        model = cnn_model.load_model(args.model)
+        cnn_model.recalibrate_batchnorm(model, images.astype(np.float32) / np.float32(255.0))
+        results[name] = scores(model)
+    mean_shape = np.repeat(data.train_face_landmarks().mean(0).reshape(1, -1), len(test_y), 0)
+    shape_nme = 100 * training.mean_nme(mean_shape, test_y, data.info)
+    if args.save:   # `model` is the last one recalibrated: the pool's
+        halves = np.dtype(np.float16) in _stored_dtypes(args.model)
+        cnn_model.save_model(model, args.save, float16_weights=halves)
+        print(f"wrote {args.save} (recalibrated on {len(draws['pool'])} pool crops"
+              f"{', float16 weights' if halves else ''})")
+
+    def triple(i, digits=2):
+        return " / ".join(fmt(results[k][i], digits) if digits else f"{results[k][i]:.5f}"
+                          for k in ("own", "plain faces", "pool"))
+
+    row = [args.name or args.model, str(count), triple(0), triple(1), triple(2, 0), fmt(shape_nme)]
+    path = results_path("precise_bn", False, args.out)
+    rows = _existing_rows(path)
+    rows = [r for r in rows if r[0] != row[0]] + [row]
+    text = header_block("Precise BatchNorm: plain faces or the training pool",
+                        ["--model", "... (one run per row)"],
+                        ["inference mode; validation faces of each model's own run, test faces of "
+                         "the --test-dir; inter-ocular NME; 'own': the model's moving statistics as "
+                         "saved; 'plain faces': re-estimated on plain training faces, as the "
+                         "trainers did before; 'pool': on crops of the training pool (plain and "
+                         "augmented), as they do now. Commands: bench/README.md"]) + "\n" + \
+        md_table(COLUMNS, rows) + "\n"
+    print(md_table(COLUMNS, [row]))
+    write_results(text, path)
     return 0
+
+
+def _stored_dtypes(path):
+    """The dtypes of the weight arrays stored in a .keras file."""
+    import zipfile
+    import h5py
+    import io
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
+        found = []
+        f.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
+        return [d.dtype for d in found]
+
+
+def _existing_rows(path):
+    """The table rows already in the results file (one per model name)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == len(COLUMNS) and cells[0] not in (COLUMNS[0], "---"):
+            rows.append(cells)
+    return rows
 
 
 if __name__ == "__main__":

@@ -128,3 +128,42 @@ def test_online_augmentation_keeps_the_landmarks_on_the_dots(dots):
     assert changed >= M // 2
     again = batches(pool(dots).dataset(0, 1, augment_fn=augment))   # reproducible for a seed
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(got, again))
+
+
+def test_batchnorm_recalibration_draws_the_training_pool_and_no_validation_face(dots):
+    """Precise BN must see what training saw: the plain faces *and* their offline copies (a copy is
+    told apart here by its inverted pixels), never a validation face or a copy of one."""
+    import training
+
+    prepared, spec, images, _ = dots
+    cfg = C.TrainConfig(dataset="dots3", custom_spec=str(spec), input_size=S, batch_size=4,
+                        val_fraction=0.2, augment="offline", seed=5).validate()
+    train = du.load_prepared(prepared, "train")
+    src = np.repeat(np.arange(M), 2)                       # two copies a face
+    copies = (255 - images[src]).astype(np.uint8)
+    aug = du.PreparedSplit(dataset="dots3", split="train_aug", path=prepared / "train_aug",
+                           images=copies, landmarks=train.landmarks[src],
+                           landmarks_px=train.landmarks_px[src], crop_boxes=train.crop_boxes[src],
+                           meta={"source_index": src.tolist()}, num_points=N, input_size=S)
+    data = du.TrainData(cfg, prepared, train, aug)
+    assert len(data.val_rows) == 2 and data.size == 3 * (M - 2)
+    drawn = training.recalibration_images(data, 1000)      # more than the pool: all of it, once
+    expected = np.concatenate([images[data.train_rows], copies[data.aug_rows]])
+    assert sorted(a.tobytes() for a in drawn) == sorted(a.tobytes() for a in expected)
+    some = training.recalibration_images(data, 5)
+    assert len({a.tobytes() for a in some}) == 5
+    assert {a.tobytes() for a in some} <= {a.tobytes() for a in expected}
+    assert training.recalibration_images(data, 0).size == 0
+
+
+def test_batchnorm_recalibration_augments_online_as_training_does(dots):
+    import training
+
+    _, _, images, _ = dots
+    data = pool(dots)
+
+    def invert(image, points, rng):
+        return 255 - image, points
+
+    drawn = training.recalibration_images(data, M, augment_fn=invert)
+    assert sorted(a.tobytes() for a in drawn) == sorted((255 - a).tobytes() for a in images)
