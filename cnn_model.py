@@ -248,8 +248,7 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128) -> int:
     Only BatchNormalization state changes; weights and the layers' momentum are left as found.
     Dropout stays as in training: the teacher head's comes after the last BatchNorm, and
     EfficientNet's stochastic depth (Dropout inside the blocks) is part of the statistics the
-    later layers were trained with (on the shipped Tough teacher, 1024 pool crops, three draws:
-    test MSE 0.00097 with it on, 0.00102 with it off).
+    later layers were trained with (switching it off here did not help the shipped Tough teacher).
     What to pass: crops drawn as training draws them (training.recalibration_images).
     """
     import numpy as np  # noqa: PLC0415
