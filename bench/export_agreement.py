@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from _common import BENCH_DIR, REPO_ROOT, header_block, md_table, quiet_tf, results_path, write_results
+from _common import REPO_ROOT, header_block, md_table, quiet_tf, results_path, write_results
 
 quiet_tf()
 sys.path.insert(0, str(REPO_ROOT / "tests"))
