@@ -79,22 +79,30 @@ LOCK = ".lock"
 # ----------------------------------------------------------------------------------------------
 
 
-def build_parser(description: str, skip=(), choices: Optional[dict] = None) -> argparse.ArgumentParser:
-    """A parser with --preset, --config, --output, --checkpoint-every and every TrainConfig field."""
+def build_parser(description: str, skip=(), choices: Optional[dict] = None,
+                 run_options: bool = True) -> argparse.ArgumentParser:
+    """A parser with --preset, --config, every TrainConfig field not in `skip` and, for a trainer
+    (`run_options`), --output, --checkpoint-every and --verbose."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", choices=sorted(C.PRESETS), default="paper",
                         help="published settings ('paper', default) or a quick CPU run ('quick': "
                              f"{C.PRESETS['quick']['input_size']} px, no augmentation; demo.py's)")
     parser.add_argument("--config", metavar="FILE.json", default=None,
                         help="JSON experiment configuration (TrainConfig fields); explicit options win")
+    if run_options:
+        _add_run_options(parser)
+    C.add_dataclass_args(parser, TrainConfig, skip=skip, choices=choices)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What only a training run needs: where its model goes, how often it checkpoints, its output."""
     parser.add_argument("--output", metavar="FILE.keras", default=None,
                         help="where the final (best) model is written (default under models/)")
     parser.add_argument("--checkpoint-every", metavar="K", type=int, default=0,
                         help="also write last.keras every K training steps (0: once per epoch)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal)")
-    C.add_dataclass_args(parser, TrainConfig, skip=skip, choices=choices)
-    return parser
 
 
 def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed) -> TrainConfig:
@@ -395,9 +403,9 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 class RecalibrateBatchNorm(keras.callbacks.Callback):
     """At each epoch end, before validation and checkpoints, re-estimate the BatchNorm moving
     statistics from a fixed set of training crops (recalibration_images,
-    cnn_model.recalibrate_batchnorm)."""
+    cnn_model.recalibrate_batchnorm), in batches of the size each replica trains on."""
 
-    def __init__(self, model, images: np.ndarray, batch_size: int = 128):
+    def __init__(self, model, images: np.ndarray, batch_size: int):
         super().__init__()
         self.target = model
         self.images = images
@@ -409,10 +417,17 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
                                   self.batch_size)
 
 
+def replica_batch_size(cfg: TrainConfig, strategy=None) -> int:
+    """The batch one replica normalises in a training step: the global batch over the replicas."""
+    replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    return max(1, int(cfg.batch_size) // replicas)
+
+
 def recalibration_images(data: du.TrainData, count: int,
                          augment_fn: Optional[du.AugmentFn] = None) -> np.ndarray:
     """`count` crops of the training pool (seeded draw over the faces and their offline copies,
-    never validation faces), uint8; with online augmentation each is augmented as training does.
+    never validation faces), uint8, in random order; with online augmentation each is augmented as
+    training does.
 
     Why the pool and not the plain faces: BatchNorm must normalise as it did in training, where every
     batch mixed plain and augmented crops. Statistics of plain faces alone shift every layer: the
@@ -423,13 +438,15 @@ def recalibration_images(data: du.TrainData, count: int,
     if count <= 0 or data.size == 0:
         return np.zeros((0,), np.uint8)
     rng = np.random.default_rng([int(data.cfg.seed), 7919])
-    pool = np.sort(rng.choice(data.size, min(int(count), data.size), replace=False))
+    pool = np.sort(rng.choice(data.size, min(int(count), data.size), replace=False))   # sorted: one pass over the files
     images = data.pool_images(pool)
     if augment_fn is not None:
         points = data.pool_landmarks(pool)
         aug_rng = np.random.default_rng([int(data.cfg.seed), 7919, 1])
         images = np.stack([augment_fn(img, pts, aug_rng)[0] for img, pts in zip(images, points)])
-    return np.asarray(images)
+    # Shuffled, so that each re-estimation batch mixes plain faces and copies as a training batch
+    # does (the pool lists the plain faces first; batches of one kind normalise differently).
+    return np.asarray(images)[rng.permutation(len(pool))]
 
 
 class ValidationNME(keras.callbacks.Callback):
@@ -931,7 +948,7 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
                     nan_guard.step_offset = skip
                     callbacks = [
                         # must run before ValidationNME and the Checkpointer (list order)
-                        RecalibrateBatchNorm(model, recalibration),
+                        RecalibrateBatchNorm(model, recalibration, replica_batch_size(cfg, strategy)),
                         ValidationNME(model, val_images, val_landmarks, data.info,
                                       batch_size=max(int(cfg.batch_size), 32)),
                         nan_guard,

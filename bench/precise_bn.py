@@ -15,6 +15,7 @@ Appends one row per model to bench/results/precise_bn.md (--out elsewhere).
 """
 from __future__ import annotations
 
+import shlex
 import sys
 
 import numpy as np
@@ -25,7 +26,8 @@ quiet_tf()
 
 COLUMNS = ["model", "crops", "val NME %: own / plain faces / pool",
            "test NME %: own / plain faces / pool", "test MSE: own / plain faces / pool",
-           "test NME %, mean shape"]
+           "test NME %, mean shape", "command"]
+UNRECORDED = "(not recorded: models/README.md)"   # rows written before the command column
 
 
 def _plain_faces(data, count: int) -> np.ndarray:
@@ -35,11 +37,21 @@ def _plain_faces(data, count: int) -> np.ndarray:
     return np.asarray(data.train.images[rows])
 
 
+def run_parser(description: str):
+    """The trainer's options that select a run's pool, validation faces and re-estimation (or
+    --config RUN/config.json), without the training-only ones."""
+    import training
+    return training.build_parser(description, run_options=False,
+                                 skip=("student_mode", "cache_teacher_predictions", "loss_preset",
+                                       "width_multiplier", "teacher_dropout", "epochs",
+                                       "learning_rate", "lr_decay", "lr_schedule", "weights",
+                                       "asm_variance", "strategy", "mixed_precision", "jit_compile",
+                                       "deterministic", "run_dir", "resume"))
+
+
 def main(argv=None) -> int:
     import training
-    parser = training.build_parser(__doc__.split("\n\n")[0],
-                                   skip=("student_mode", "cache_teacher_predictions", "loss_preset",
-                                         "width_multiplier", "teacher_dropout"))
+    parser = run_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the trained .keras model to recalibrate")
     parser.add_argument("--test-dir", default=None,
                         help="prepared folder whose test split is scored (default: --prepared-dir)")
@@ -72,7 +84,8 @@ def main(argv=None) -> int:
     model = None
     for name, images in draws.items():
         model = cnn_model.load_model(args.model)
-        cnn_model.recalibrate_batchnorm(model, images.astype(np.float32) / np.float32(255.0))
+        cnn_model.recalibrate_batchnorm(model, images.astype(np.float32) / np.float32(255.0),
+                                        training.replica_batch_size(cfg))
         results[name] = scores(model)
     mean_shape = np.repeat(data.train_face_landmarks().mean(0).reshape(1, -1), len(test_y), 0)
     shape_nme = 100 * training.mean_nme(mean_shape, test_y, data.info)
@@ -86,17 +99,20 @@ def main(argv=None) -> int:
         return " / ".join(fmt(results[k][i], digits) if digits else f"{results[k][i]:.5f}"
                           for k in ("own", "plain faces", "pool"))
 
-    row = [args.name or args.model, str(count), triple(0), triple(1), triple(2, 0), fmt(shape_nme)]
+    command = shlex.join(["python", "bench/precise_bn.py"] + list(sys.argv[1:] if argv is None else argv))
+    row = [args.name or args.model, str(count), triple(0), triple(1), triple(2, 0), fmt(shape_nme),
+           f"`{command}`"]
     path = results_path("precise_bn", False, args.out)
-    rows = _existing_rows(path)
+    rows = existing_rows(path, COLUMNS, UNRECORDED)
     rows = [r for r in rows if r[0] != row[0]] + [row]
     text = header_block("Precise BatchNorm: plain faces or the training pool",
-                        ["--model", "... (one run per row)"],
+                        ["--config", "RUN/config.json", "--model", "MODEL", "..."],
                         ["inference mode; validation faces of each model's own run, test faces of "
                          "the --test-dir; inter-ocular NME; 'own': the model's moving statistics as "
                          "saved; 'plain faces': re-estimated on plain training faces, as the "
                          "trainers did before; 'pool': on crops of the training pool (plain and "
-                         "augmented), as they do now. Commands: bench/README.md"]) + "\n" + \
+                         "augmented), as they do now. One row per model; its last column is the "
+                         "command that wrote it"]) + "\n" + \
         md_table(COLUMNS, rows) + "\n"
     print(md_table(COLUMNS, [row]))
     write_results(text, path)
@@ -114,14 +130,17 @@ def _stored_dtypes(path):
         return [d.dtype for d in found]
 
 
-def _existing_rows(path):
-    """The table rows already in the results file (one per model name)."""
+def existing_rows(path, columns, unrecorded: str = ""):
+    """The table rows already in a results file (one per model name); a row one cell short (written
+    before the last column was added) gets `unrecorded` there."""
     if not path.exists():
         return []
     rows = []
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == len(COLUMNS) and cells[0] not in (COLUMNS[0], "---"):
+        if line.startswith("|") and unrecorded and len(cells) == len(columns) - 1:
+            cells.append(unrecorded)
+        if line.startswith("|") and len(cells) == len(columns) and cells[0] not in (columns[0], "---"):
             rows.append(cells)
     return rows
 

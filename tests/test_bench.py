@@ -310,3 +310,34 @@ def test_tolerant_floor_rows_closed_form():
     assert [r[0] for r in rows] == ["soft landmarks (a perfect Tolerant teacher)", "on soft", "on truth"]
     got = np.array([[float(r[1]), float(r[2])] for r in rows])
     np.testing.assert_allclose(got, [[want, 0], [want, 0], [0, want]], atol=0.01)
+
+
+def test_bn_fragility_energy_summary_of_a_hand_made_case():
+    sys.path.insert(0, str(BENCH))
+    from bn_fragility import energy_summary
+    energy = np.array([1.0] * 99 + [1000.0])   # 100 crops: the top 1% is the one outlier
+    median, p99, top, share = energy_summary(energy)
+    assert median == 1.0 and top == 1000.0
+    assert p99 == pytest.approx(1.0 + 0.01 * 999.0)        # numpy's linear interpolation: 99th of 100
+    assert share == pytest.approx(1000.0 / 1099.0)
+
+
+@pytest.mark.parametrize("kind", ["student", "teacher"])
+def test_bn_fragility_reads_the_input_of_the_last_batchnorm_after_the_input_scaling(kind):
+    """The sub-model applies the outer scaling layer first (students [-1, 1], teachers 0-255), then the
+    backbone up to its last BatchNorm layer: equal to that layer's input computed by hand."""
+    sys.path.insert(0, str(BENCH))
+    import keras
+    import cnn_model
+    from bn_fragility import crop_energy, last_bn_input_model
+    model = (cnn_model.build_student if kind == "student" else cnn_model.build_teacher)(5, input_size=32)
+    images = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    sub, name = last_bn_input_model(model)
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    assert name == ("Conv_1_bn" if kind == "student" else "top_bn")
+    feeding = backbone.get_layer("Conv_1" if kind == "student" else "top_conv")
+    scaled = images * 2 - 1 if kind == "student" else images * 255
+    expected = keras.Model(backbone.input, feeding.output).predict(scaled, verbose=0)
+    np.testing.assert_allclose(sub.predict(images, verbose=0), expected, rtol=1e-4, atol=1e-4)
+    energy, _ = crop_energy(model, images)
+    np.testing.assert_allclose(energy, np.mean(np.square(expected.reshape(3, -1)), axis=1), rtol=1e-4)

@@ -150,6 +150,10 @@ def test_batchnorm_recalibration_draws_the_training_pool_and_no_validation_face(
     drawn = training.recalibration_images(data, 1000)      # more than the pool: all of it, once
     expected = np.concatenate([images[data.train_rows], copies[data.aug_rows]])
     assert sorted(a.tobytes() for a in drawn) == sorted(a.tobytes() for a in expected)
+    # mixed, as training batches are: the pool lists plain faces first, the draw must not
+    plain = {a.tobytes() for a in images[data.train_rows]}
+    is_plain = [a.tobytes() in plain for a in drawn]
+    assert is_plain != sorted(is_plain, reverse=True)
     some = training.recalibration_images(data, 5)
     assert len({a.tobytes() for a in some}) == 5
     assert {a.tobytes() for a in some} <= {a.tobytes() for a in expected}

@@ -324,6 +324,27 @@ def test_validation_faces_and_their_copies_never_train(prepared, tmp_path):
     assert sorted(seen) == list(range(data.size))
 
 
+def test_batchnorm_is_re_estimated_in_batches_of_the_training_size(prepared, tmp_path, monkeypatch):
+    """Each replica normalised batches of the training size, so precise BN re-estimates in batches of
+    that size (cnn_model.recalibrate_batchnorm): on a converged KD student, batches of 128 instead of
+    its 64 gave 6.2-8.9% validation NME against 5.1-5.2% (bench/results/bn_fragility.md)."""
+    import cnn_model
+    import teacher_trainer
+
+    seen = []
+    monkeypatch.setattr(cnn_model, "recalibrate_batchnorm",
+                        lambda model, images, batch_size: seen.append((len(images), batch_size)) or 0)
+    cfg = tiny_cfg(prepared, tmp_path / "run", epochs=2, batch_size=3)
+    teacher_trainer.train_teacher(cfg, "tough", output=tmp_path / "m.keras", builder=tiny_builder, verbose=0)
+    pool = training.load_training_data(cfg).size
+    assert seen == [(pool, 3), (pool, 3)]                  # every epoch end, the whole (small) pool
+
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+    assert training.replica_batch_size(cfg.__class__(**{**cfg.__dict__, "batch_size": 8}), TwoReplicas()) == 4
+    assert training.replica_batch_size(cfg) == 3
+
+
 def test_same_seed_gives_identical_weights(prepared, tmp_path):
     import teacher_trainer
 
