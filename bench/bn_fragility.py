@@ -91,11 +91,15 @@ def main(argv=None) -> int:
     data = training.load_training_data(cfg)
     val_x, val_y = data.val_images(), data.val_landmarks()
     energy_x = pool_draw(data, ENERGY_CROPS, -1)
-    sizes = args.batch_sizes or [training.replica_batch_size(cfg), 128]
+    train_batch = training.replica_batch_size(cfg)
+    sizes = args.batch_sizes or [train_batch, 128]
+
+    def batches(b):   # the default first size is the run's own, whatever its value
+        return "the training size" if b == train_batch and not args.batch_sizes else f"batches of {b}"
     setups = [(n, b) for b in sizes for n in args.crops]
-    columns = ["model", "last BatchNorm input, per-crop energy: median / p99 / max",
+    columns = ["model (last BatchNorm layer; training batch)", "last BatchNorm input, per-crop energy: median / p99 / max",
                "share of energy in the top 1% of crops"] + \
-              [f"val NME % re-estimated on {n} crops in batches of {b}, {args.draws} draws: min - max (mean)"
+              [f"val NME % re-estimated on {n} crops in {batches(b)}, {args.draws} draws: min - max (mean)"
                for n, b in setups] + ["command"]
     command = shlex.join(["python", "bench/bn_fragility.py"] + list(sys.argv[1:] if argv is None else argv))
     out_path = results_path("bn_fragility", False, args.out)
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
     for i, path in enumerate(args.models):
         energy, layer = crop_energy(cnn_model.load_model(path), energy_x)
         median, p99, top, share = energy_summary(energy)
-        row = [names[i] + f" ({layer})",
+        row = [names[i] + f" ({layer}; {train_batch})",
                f"{median:.3g} / {p99:.3g} / {top:.3g}", fmt(share, 3)]
         for count, batch in setups:
             nmes = []

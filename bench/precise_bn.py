@@ -111,8 +111,10 @@ def main(argv=None) -> int:
                          "the --test-dir; inter-ocular NME; 'own': the model's moving statistics as "
                          "saved; 'plain faces': re-estimated on plain training faces, as the "
                          "trainers did before; 'pool': on crops of the training pool (plain and "
-                         "augmented), as they do now. One row per model; its last column is the "
-                         "command that wrote it"]) + "\n" + \
+                         "augmented), as they do now, in batches of the training size on a shuffled "
+                         "draw (the rows whose command column says 'not recorded', written before "
+                         "commit 5769720: in batches of 128 in the pool's order). One row per model; "
+                         "its last column is the command that wrote it"]) + "\n" + \
         md_table(COLUMNS, rows) + "\n"
     print(md_table(COLUMNS, [row]))
     write_results(text, path)
