@@ -28,12 +28,14 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configuration import MAX_INPUT_SIZE, MAX_POINTS, MIN_INPUT_SIZE, check_input_size
+from configuration import (MAX_INPUT_SIZE, MAX_POINTS, MIN_INPUT_SIZE, TEACHER_STOCHASTIC_DEPTH,
+                           check_input_size)
 from errors import ConfigError, ModelError, run_cli
 from runtime import quiet_tensorflow
 
@@ -120,6 +122,38 @@ def set_batchnorm_momentum(model, momentum: float) -> None:
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = float(momentum)
+
+
+# EfficientNet's stochastic depth: keras.applications drops block b's residual branch (of B blocks,
+# counted over the whole network) with probability drop_connect_rate * b / B, default 0.2; the
+# Dropout layers are named block<stage><letter>_drop (the default rate: configuration.py).
+_BLOCK = re.compile(r"^block(\d+)([a-z])_")
+
+
+def set_stochastic_depth(model, rate: float) -> int:
+    """Set the stochastic-depth rate of an EfficientNet inside `model` (nested models too), keeping
+    Keras' linear rise over the blocks; returns the number of Dropout layers set (0 for other
+    networks). Call it before the first training step: the rate is read when the step is traced."""
+    if not 0.0 <= float(rate) < 1.0:
+        raise ConfigError(f"stochastic depth {rate}: must lie in [0, 1)")
+    keras = _keras()
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    # network order: stage, then letter (the flattened layers come in no useful order)
+    blocks = sorted({(int(m.group(1)), m.group(2)) for m in map(_BLOCK.match, (lay.name for lay in layers))
+                     if m})
+    count = 0
+    for layer in layers:
+        match = _BLOCK.match(layer.name)
+        if not (match and layer.name.endswith("_drop") and isinstance(layer, keras.layers.Dropout)):
+            continue
+        layer_rate = float(rate) * blocks.index((int(match.group(1)), match.group(2))) / len(blocks)
+        if layer_rate > 0 and getattr(layer, "seed_generator", None) is None:
+            raise ConfigError(f"{model.name}: this model was saved without stochastic depth and "
+                              f"cannot be given one; train it with stochastic depth 0, or start "
+                              f"from a freshly built network")
+        layer.rate = layer_rate
+        count += 1
+    return count
 
 
 def traced_call(model, training: bool):
@@ -313,8 +347,10 @@ def build_student(num_points: int, input_size: int = 224, width_multiplier: floa
 
 
 def build_teacher(num_points: int, input_size: int = 224, dropout: float = 0.5,
-                  weights=None) -> keras.Model:
-    """EfficientNet-B3 (no top) + global average pooling + Dropout + linear Dense(2N); RGB in [0, 1]."""
+                  weights=None, stochastic_depth: float = TEACHER_STOCHASTIC_DEPTH) -> keras.Model:
+    """EfficientNet-B3 (no top) + global average pooling + Dropout + linear Dense(2N); RGB in [0, 1].
+
+    stochastic_depth: EfficientNet's drop-connect rate (Keras' default 0.2; see set_stochastic_depth)."""
     _check_args(num_points, input_size, weights)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout={dropout}: must lie in [0, 1)")
@@ -330,7 +366,9 @@ def build_teacher(num_points: int, input_size: int = 224, dropout: float = 0.5,
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(2 * int(num_points), activation=None, dtype="float32",
                            name=OUTPUT_LAYER)(x)
-    return _init_from_saved(keras.Model(inputs, outputs, name=TEACHER_NAME), weights)
+    model = keras.Model(inputs, outputs, name=TEACHER_NAME)
+    set_stochastic_depth(model, stochastic_depth)
+    return _init_from_saved(model, weights)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -237,6 +237,7 @@ def loss_config(preset: str) -> LossConfig:
 
 MIN_INPUT_SIZE = 32   # the smallest input both backbones accept
 MAX_INPUT_SIZE = 1024  # crops above this only cost memory (a 1024 px crop is 3 MB per face)
+TEACHER_STOCHASTIC_DEPTH = 0.2  # keras.applications EfficientNet's drop_connect_rate
 
 
 def check_input_size(size: int, option: str = "--input-size") -> int:
@@ -289,6 +290,7 @@ class TrainConfig:
     aug_copies: Optional[int] = None      # default: the dataset's (3 for 300W/WFLW, 9 for COFW)
     width_multiplier: float = 1.0         # student MobileNetV2 alpha
     teacher_dropout: float = 0.5
+    teacher_stochastic_depth: float = TEACHER_STOCHASTIC_DEPTH
     weights: Optional[str] = None         # None (from scratch, as published), "imagenet" or a .keras model
     asm_variance: float = 0.90            # soft landmarks for the Tolerant teacher
     loss_preset: str = DEFAULT_LOSS_PRESET
@@ -348,6 +350,9 @@ class TrainConfig:
                               f"number > 0")
         if not (0.0 <= self.teacher_dropout < 1.0):
             raise ConfigError(f"--teacher-dropout {self.teacher_dropout}: must lie in [0, 1)")
+        if not (0.0 <= self.teacher_stochastic_depth < 1.0):
+            raise ConfigError(f"--teacher-stochastic-depth {self.teacher_stochastic_depth}: must lie "
+                              f"in [0, 1)")
         if self.max_faces is not None and self.max_faces < 1:
             raise ConfigError(f"--max-faces {self.max_faces}: must be >= 1")
         loss_config(self.loss_preset)
@@ -411,6 +416,9 @@ FIELD_HELP: dict[str, str] = {
                   "plain crop included; a custom spec's aug_copies; 0 trains without them)",
     "width_multiplier": "MobileNetV2 width (alpha) of the student",
     "teacher_dropout": "dropout before the teacher's output layer",
+    "teacher_stochastic_depth": "EfficientNet's stochastic depth: the last block's residual branch "
+                                "is dropped with this probability, earlier blocks less (Keras' "
+                                "default 0.2); may change when a run resumes",
     "weights": "initial weights: imagenet (backbone), a .keras landmark model of the same network, "
                "points and size (all its weights: fine-tune a shipped model), or leave out to "
                "train from scratch (as published)",

@@ -51,17 +51,20 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
         run.release()
         raise
     info = data.info
+    import cnn_model  # noqa: PLC0415
 
     def build():
         if builder is not None:
             return builder(info.num_points, cfg.input_size)
-        import cnn_model  # noqa: PLC0415
         return cnn_model.build_teacher(info.num_points, cfg.input_size, dropout=cfg.teacher_dropout,
-                                       weights=cfg.weights)
+                                       weights=cfg.weights,
+                                       stochastic_depth=cfg.teacher_stochastic_depth)
 
     augment_fn = du.default_online_augment(info) if cfg.augment == "online" else None
     model = training.restore_or_build(cfg, run, strategy, build,
                                      steps_per_epoch=data.steps_per_epoch())
+    # a resumed run takes the current setting (a warm restart may change it); 0 layers elsewhere
+    cnn_model.set_stochastic_depth(model, cfg.teacher_stochastic_depth)
     result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, model=model,
                                 targets="soft" if teacher == "tolerant" else "landmarks",
                                 augment_fn=augment_fn, output=out, verbose=verbose,

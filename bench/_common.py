@@ -204,13 +204,33 @@ def fmt(v: float, digits: int = 2) -> str:
     return f"{v:.{digits}f}"
 
 
+def command_line(script, argv: Optional[Sequence[str]] = None) -> str:
+    """`python SCRIPT ARGS`, SCRIPT relative to the repository when inside it; ARGS default to
+    this process' own (sys.argv[1:])."""
+    script = Path(script).resolve()
+    shown = script.relative_to(REPO_ROOT) if script.is_relative_to(REPO_ROOT) else script
+    return "python " + shlex.join([str(shown)] + list(sys.argv[1:] if argv is None else argv))
+
+
+def existing_rows(path: Path, columns: Sequence[str], unrecorded: str = "") -> list:
+    """The table rows already in a results file (one per model name); a row one cell short (written
+    before the last column was added) gets `unrecorded` there."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and unrecorded and len(cells) == len(columns) - 1:
+            cells.append(unrecorded)
+        if line.startswith("|") and len(cells) == len(columns) and cells[0] not in (columns[0], "---"):
+            rows.append(cells)
+    return rows
+
+
 def header_block(title: str, argv: Sequence[str], notes: Sequence[str] = ()) -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    script = Path(sys.argv[0]).resolve()
-    shown = script.relative_to(REPO_ROOT) if script.is_relative_to(REPO_ROOT) else script
-    cmd = "python " + shlex.join([str(shown)] + list(argv))
     lines = [f"## {title}", "",
-             f"- command: `{cmd}`",
+             f"- command: `{command_line(sys.argv[0], argv)}`",
              f"- when: {now}; machine: {cpu_model()}, {cpu_count()} cores; {load_note()}",
              f"- software: {versions()}"]
     lines += [f"- {n}" for n in notes]

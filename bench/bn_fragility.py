@@ -19,12 +19,12 @@ Appends one row per model to bench/results/bn_fragility.md (--out elsewhere).
 """
 from __future__ import annotations
 
-import shlex
 import sys
 
 import numpy as np
 
-from _common import fmt, header_block, md_table, quiet_tf, results_path, write_results
+from _common import (command_line, existing_rows, fmt, header_block, md_table, quiet_tf, results_path,
+                     write_results)
 
 quiet_tf()
 
@@ -71,7 +71,7 @@ def pool_draw(data, count: int, draw: int) -> np.ndarray:
 
 def main(argv=None) -> int:
     import training
-    from precise_bn import existing_rows, run_parser
+    from precise_bn import run_parser
     parser = run_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", required=True, help="trained .keras models of this run's data")
     parser.add_argument("--names", nargs="+", default=None, help="their names in the table (default: the paths)")
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
                "share of energy in the top 1% of crops"] + \
               [f"val NME % re-estimated on {n} crops in {batches(b)}, {args.draws} draws: min - max (mean)"
                for n, b in setups] + ["command"]
-    command = shlex.join(["python", "bench/bn_fragility.py"] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(__file__, argv)
     out_path = results_path("bn_fragility", False, args.out)
     names = [(args.names[i] if args.names else p) for i, p in enumerate(args.models)]
     rows = [r for r in existing_rows(out_path, columns) if r[0].rsplit(" (", 1)[0] not in names]

@@ -161,6 +161,9 @@ def main(argv=None) -> int:
     p.add_argument("--input-size", type=int, default=64, help="crop side in pixels")
     p.add_argument("--batch-size", type=int, default=128, help="faces per training step")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate at the start")
+    p.add_argument("--teacher-stochastic-depth", type=float, default=C.TEACHER_STOCHASTIC_DEPTH,
+                   help="EfficientNet's stochastic depth in the teachers (Keras' default 0.2; 0 trained "
+                        "faster on the CPU: models/README.md)")
     p.add_argument("--aug-copies", type=int, default=3, help="offline augmented copies per face (published: 3)")
     p.add_argument("--seed-faces", type=int, default=100000,
                    help="seed of the rendered faces (100000: disjoint from the demo's faces 0-3299)")
@@ -207,7 +210,8 @@ def main(argv=None) -> int:
     n_pts, size = INFO.num_points, args.input_size
 
     def teacher():
-        return cnn_model.build_teacher(n_pts, size, dropout=0.0)
+        return cnn_model.build_teacher(n_pts, size, dropout=0.0,
+                                       stochastic_depth=args.teacher_stochastic_depth)
 
     def student():
         return cnn_model.build_student(n_pts, size)

@@ -15,12 +15,12 @@ Appends one row per model to bench/results/precise_bn.md (--out elsewhere).
 """
 from __future__ import annotations
 
-import shlex
 import sys
 
 import numpy as np
 
-from _common import fmt, header_block, md_table, quiet_tf, results_path, write_results
+from _common import (command_line, existing_rows, fmt, header_block, md_table, quiet_tf, results_path,
+                     write_results)
 
 quiet_tf()
 
@@ -43,9 +43,10 @@ def run_parser(description: str):
     import training
     return training.build_parser(description, run_options=False,
                                  skip=("student_mode", "cache_teacher_predictions", "loss_preset",
-                                       "width_multiplier", "teacher_dropout", "epochs",
-                                       "learning_rate", "lr_decay", "lr_schedule", "weights",
-                                       "asm_variance", "strategy", "mixed_precision", "jit_compile",
+                                       "width_multiplier", "teacher_dropout",
+                                       "teacher_stochastic_depth", "epochs", "learning_rate",
+                                       "lr_decay", "lr_schedule", "weights", "asm_variance",
+                                       "strategy", "mixed_precision", "jit_compile",
                                        "deterministic", "run_dir", "resume"))
 
 
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         return " / ".join(fmt(results[k][i], digits) if digits else f"{results[k][i]:.5f}"
                           for k in ("own", "plain faces", "pool"))
 
-    command = shlex.join(["python", "bench/precise_bn.py"] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(__file__, argv)
     row = [args.name or args.model, str(count), triple(0), triple(1), triple(2, 0), fmt(shape_nme),
            f"`{command}`"]
     path = results_path("precise_bn", False, args.out)
@@ -130,21 +131,6 @@ def _stored_dtypes(path):
         found = []
         f.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
         return [d.dtype for d in found]
-
-
-def existing_rows(path, columns, unrecorded: str = ""):
-    """The table rows already in a results file (one per model name); a row one cell short (written
-    before the last column was added) gets `unrecorded` there."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and unrecorded and len(cells) == len(columns) - 1:
-            cells.append(unrecorded)
-        if line.startswith("|") and len(cells) == len(columns) and cells[0] not in (columns[0], "---"):
-            rows.append(cells)
-    return rows
 
 
 if __name__ == "__main__":

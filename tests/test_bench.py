@@ -341,3 +341,18 @@ def test_bn_fragility_reads_the_input_of_the_last_batchnorm_after_the_input_scal
     np.testing.assert_allclose(sub.predict(images, verbose=0), expected, rtol=1e-4, atol=1e-4)
     energy, _ = crop_energy(model, images)
     np.testing.assert_allclose(energy, np.mean(np.square(expected.reshape(3, -1)), axis=1), rtol=1e-4)
+
+
+def test_results_table_rows_read_back_and_command_line(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _common as C
+    columns = ["model", "NME", "command"]
+    path = tmp_path / "results.md"
+    # a row written before the last column existed is one cell short
+    path.write_text("## title\n\n- a note | with a bar\n\n" + C.md_table(columns, [["a", "1.00", "`x`"]])
+                    + "\n| b | 2.00 |\n")
+    assert C.existing_rows(path, columns) == [["a", "1.00", "`x`"]]
+    assert C.existing_rows(path, columns, "not recorded") == [["a", "1.00", "`x`"], ["b", "2.00", "not recorded"]]
+    assert C.existing_rows(tmp_path / "missing.md", columns) == []
+    assert C.command_line(C.REPO_ROOT / "bench" / "x.py", ["--out", "a b"]) == "python bench/x.py --out 'a b'"
+    assert C.command_line(tmp_path / "y.py", []) == f"python {tmp_path / 'y.py'}"

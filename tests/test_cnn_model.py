@@ -6,6 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
+import keras
+
 import cnn_model
 from errors import ConfigError, ModelError
 
@@ -267,3 +269,25 @@ def test_weights_from_a_saved_landmark_model_start_every_layer_there(tmp_path):
         cnn_model.build_student(7, 32, width_multiplier=0.35, weights=str(path))
     with pytest.raises(ConfigError, match="saved.keras.*does not fit"):
         cnn_model.build_teacher(5, 32, weights=str(path))
+
+
+def _drop_rates(model) -> dict:
+    return {layer.name: layer.rate for layer in model._flatten_layers(include_self=False, recursive=True)
+            if layer.name.endswith("_drop")}
+
+
+def test_stochastic_depth_follows_keras_rise_over_blocks(teacher):
+    # the reference: keras.applications' own EfficientNet-B3 (drop_connect_rate 0.2, block b of
+    # 26 blocks at 0.2 * b / 26); the first block has no residual branch to drop
+    reference = keras.applications.EfficientNetB3(include_top=False, weights=None,
+                                                  input_shape=(SIZE, SIZE, 3))
+    expected = {layer.name: layer.rate for layer in reference.layers if layer.name.endswith("_drop")}
+    assert len(expected) == 19 and expected["block2b_drop"] == pytest.approx(0.2 * 3 / 26)
+    assert _drop_rates(teacher) == pytest.approx(expected)
+    model = cnn_model.build_teacher(68, input_size=SIZE, dropout=0.0, stochastic_depth=0.3)
+    assert _drop_rates(model) == pytest.approx({k: 1.5 * v for k, v in expected.items()})
+    assert cnn_model.set_stochastic_depth(model, 0.0) == 19
+    assert set(_drop_rates(model).values()) == {0.0}
+    assert cnn_model.set_stochastic_depth(cnn_model.build_student(68, SIZE), 0.5) == 0
+    with pytest.raises(ConfigError, match=r"stochastic depth 1.0: must lie in \[0, 1\)"):
+        cnn_model.set_stochastic_depth(model, 1.0)

@@ -188,3 +188,27 @@ def test_resume_with_a_lower_learning_rate_keeps_the_schedule_position(prepared,
     schedule = model.optimizer.get_config()["learning_rate"]["config"]
     assert schedule["initial_learning_rate"] == pytest.approx(1e-4)
     assert _log_epochs(run) == [0, 1]
+
+
+def _two_block_builder(num_points: int, input_size: int) -> keras.Model:
+    """Named like keras.applications' EfficientNet: blocks 1a and 1b, 1b's residual branch dropped."""
+    inp = keras.Input((input_size, input_size, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, strides=4, padding="same", name="block1a_conv")(inp)
+    branch = keras.layers.Conv2D(4, 3, padding="same", name="block1b_conv")(x)
+    branch = keras.layers.Dropout(0.5, noise_shape=(None, 1, 1, 1), name="block1b_drop")(branch)
+    x = keras.layers.Add(name="block1b_add")([x, branch])
+    out = keras.layers.Dense(2 * num_points, name="landmarks")(keras.layers.Flatten()(x))
+    return keras.Model(inp, out, name="teacher")
+
+
+def test_resume_takes_the_current_stochastic_depth(prepared, tmp_path):
+    # block 1b is block 1 of 2: its rate is half the setting, in the new run and after a resume
+    run = tmp_path / "run"
+    for epochs, depth in ((1, 0.4), (2, 0.0)):
+        teacher_trainer.train_teacher(tiny_cfg(prepared, run, epochs=epochs,
+                                               teacher_stochastic_depth=depth), "tough",
+                                      output=tmp_path / "m.keras", builder=_two_block_builder,
+                                      verbose=0)
+        saved = keras.models.load_model(run / "last.keras", compile=False)
+        assert saved.get_layer("block1b_drop").rate == pytest.approx(depth / 2)
+    assert _log_epochs(run) == [0, 1]
