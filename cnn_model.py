@@ -270,6 +270,16 @@ def fused_batchnorm(enabled: bool = True, only_if_faster: bool = True):
             cls.call = _bn_original_call
 
 
+def _training_call(model):
+    """model(x, training=True) on a float32 array: traced once under TensorFlow; an eager call on
+    the other backends (JAX on the GPU machine), where it updates the BatchNorm variables too."""
+    if _keras().backend.backend() != "tensorflow":
+        return lambda x: model(x, training=True)
+    import tensorflow as tf  # noqa: PLC0415
+    traced = traced_call(model, training=True)
+    return lambda x: traced(tf.constant(x))
+
+
 def recalibrate_batchnorm(model, images, batch_size: int) -> int:
     """Re-estimate every BatchNormalization layer's moving statistics from `images` (float32 in
     [0, 1]) with the current weights ("precise BN"). Returns the number of batches used.
@@ -292,7 +302,6 @@ def recalibrate_batchnorm(model, images, batch_size: int) -> int:
     shorter than `batch_size` is left out unless it is the only one.
     """
     import numpy as np  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
 
     keras = _keras()
     layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
@@ -302,7 +311,7 @@ def recalibrate_batchnorm(model, images, batch_size: int) -> int:
         return 0
     batch_size = int(batch_size)
     full = count - count % batch_size if count >= batch_size else count   # whole batches only
-    fn = traced_call(model, training=True)   # momentum is 0 whenever it runs (set below)
+    fn = _training_call(model)   # momentum is 0 whenever it runs (set below)
     saved = [layer.momentum for layer in layers]
     sums = [[np.zeros(layer.moving_mean.shape, np.float64), np.zeros(layer.moving_variance.shape, np.float64)]
             for layer in layers]
@@ -311,7 +320,7 @@ def recalibrate_batchnorm(model, images, batch_size: int) -> int:
         for layer in layers:
             layer.momentum = 0.0
         for start in range(0, full, batch_size):
-            fn(tf.constant(np.asarray(images[start:start + batch_size], dtype=np.float32)))
+            fn(np.asarray(images[start:start + batch_size], dtype=np.float32))
             batches += 1
             for (mean_sum, var_sum), layer in zip(sums, layers):
                 mean_sum += keras.ops.convert_to_numpy(layer.moving_mean)

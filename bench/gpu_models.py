@@ -8,10 +8,13 @@ landmarks (90% variance), then trains, each for its share of the time budget: th
 (`kd_loss.Distiller`, KD-Loss with both teachers' cached predictions) and the L2 student
 (MobileNetV2). Adam with a cosine learning rate over each model's *time* share (the number of steps
 a GPU manages is not known in advance; the schedule follows the wall clock from the end of the first,
-compiling, chunk); the teachers without dropout (models/README.md, departures). Every model is
+compiling, chunk); the teachers without dropout (models/README.md, departures). At the end each
+model's BatchNorm statistics are re-estimated on the pool, as the trainers do (kept if they score
+better on validation). Every model is
 written without optimizer state with float16-stored weights; files over 15 MiB are split into
 `.partN` pieces (the device tool returns files of at most 16 MiB). run.json records per model the
-images seen, seconds and the validation NME curve (5% of the faces held out).
+images seen, seconds, the validation NME curve (5% of the faces held out) and the validation NME
+before and after the re-estimation.
 
     # on the GPU machine (Keras carried as wheels: bench/README.md, "GPU lease")
     KERAS_BACKEND=jax python bench/gpu_models.py --faces 12000 --minutes 9 --out $OUT
@@ -52,6 +55,7 @@ INFO = C.dataset_info("300w")
 MODELS = ("tough", "tolerant", "kd", "l2")
 PART_BYTES = 15 * 1024 * 1024          # the device tool returns files of at most 16 MiB
 CHUNK_IMAGES = 16384                   # at most this many crops copied out per fit call (0.8 GB at 64 px)
+RECAL_CROPS = 1024                     # pool crops for the BatchNorm re-estimation (the trainers' default)
 
 
 def make_data(args, work: Path, log) -> tuple:
@@ -79,6 +83,31 @@ def make_data(args, work: Path, log) -> tuple:
     val_x = data.val_images().astype(np.float32) / np.float32(255.0)
     val_gt = data.val_landmarks()
     return x, hard, soft, val_x, val_gt
+
+
+def val_nme(net, val_x, val_gt) -> float:
+    """Mean inter-ocular NME (%) of `net` in inference mode on the validation faces."""
+    pred = net.predict(val_x, batch_size=512, verbose=0).reshape(len(val_gt), -1, 2)
+    return 100.0 * float(np.mean(nme_io_68(pred, val_gt)))
+
+
+def reestimate(net, x, args, val_x, val_gt) -> dict:
+    """Precise BatchNorm as the trainers do it at each epoch end: the statistics re-estimated on
+    RECAL_CROPS crops of the pool in random order, in batches of the training size
+    (cnn_model.recalibrate_batchnorm); the validation NME before and after. The statistics that
+    score better on validation are kept (a network a few steps from scratch, as in --quick, can do
+    worse re-estimated)."""
+    import cnn_model
+
+    saved = net.get_weights()
+    before = val_nme(net, val_x, val_gt)
+    rows = np.random.default_rng([int(args.seed), 7919]).choice(len(x), min(RECAL_CROPS, len(x)), replace=False)
+    cnn_model.recalibrate_batchnorm(net, x[rows], int(args.batch_size))
+    after = val_nme(net, val_x, val_gt)
+    if not after <= before:
+        net.set_weights(saved)
+    return {"val_nme_as_trained": before, "val_nme_reestimated": after,
+            "kept": "re-estimated" if after <= before else "as trained"}
 
 
 def train_for(model, x, y, seconds: float, args, val_x, val_gt, label: str, log) -> dict:
@@ -116,9 +145,7 @@ def train_for(model, x, y, seconds: float, args, val_x, val_gt, label: str, log)
             steps = int(np.clip(rate * (deadline - t_sched) / 50 / batch, 5, 5000))
             steps = min(steps, n // batch, CHUNK_IMAGES // batch)
         if frac >= next_val or time.time() >= deadline:
-            net = model.student if hasattr(model, "student") else model
-            pred = net.predict(val_x, batch_size=512, verbose=0).reshape(len(val_gt), -1, 2)
-            nme = 100.0 * float(np.mean(nme_io_68(pred, val_gt)))
+            nme = val_nme(model.student if hasattr(model, "student") else model, val_x, val_gt)
             history.append({"images": images, "seconds": round(time.time() - t_start, 1),
                             "lr": float(np.asarray(model.optimizer.learning_rate)), "val_nme": nme})
             print(f"  {label}: {images} images, {time.time() - t_start:.0f} s, val NME {nme:.2f}%",
@@ -228,6 +255,7 @@ def main(argv=None) -> int:
         net = teacher()
         net.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="mse")
         runs[kind] = train_for(net, x, targets, budget * shares[kind], args, val_x, val_gt, kind, log)
+        runs[kind].update(reestimate(net, x, args, val_x, val_gt))   # before it predicts the pool
         nets[kind] = net
         files[kind] = save_split(net, out / f"300w_{kind}.keras", teacher)
     t0 = time.time()
@@ -240,6 +268,7 @@ def main(argv=None) -> int:
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
         runs[mode] = train_for(model, x, {"landmarks": hard, **cached}, budget * shares[mode], args,
                                val_x, val_gt, f"{mode} student", log)
+        runs[mode].update(reestimate(net, x, args, val_x, val_gt))
         files[mode] = save_split(net, out / f"300w_{mode}.keras", student)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -179,11 +179,14 @@ def _bn_layers(model):
             if isinstance(l, keras.layers.BatchNormalization)]
 
 
-def test_recalibrate_batchnorm_is_the_mean_of_batch_statistics():
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_recalibrate_batchnorm_is_the_mean_of_batch_statistics(backend, monkeypatch):
     """Closed form: a Conv -> BN net; after recalibration on two batches the moving mean/variance
     are the means of the two batches' per-channel means/(biased) variances of the conv output; a
     shorter last batch (not the size the network trained on) is left out.
-    Weights and momentum are left as found."""
+    Weights and momentum are left as found. "jax": the eager call the other backends get (run
+    here under TensorFlow)."""
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
     inp = keras.Input((6, 6, 3))
     conv = keras.layers.Conv2D(4, 3, name="conv")(inp)
     out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(

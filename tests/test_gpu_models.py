@@ -111,3 +111,34 @@ def test_split_files_join_into_the_same_model(tmp_path, monkeypatch):
     back = cnn_model.load_model(joined)
     for w, v in zip(model.get_weights(), back.get_weights()):
         np.testing.assert_allclose(v, w, rtol=1e-3, atol=1e-6)   # float16-stored weights
+
+
+def test_reestimate_repairs_lagging_batchnorm_statistics():
+    """A BatchNorm whose moving statistics lag far behind (momentum 0.999, inputs far from 0 mean)
+    predicts badly in inference mode; re-estimated on the pool it predicts as it trained."""
+    import keras
+
+    sys.path.insert(0, str(BENCH))
+    import gpu_models
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.3, 0.7, (256, 68, 2)).astype(np.float32)
+    x = (5.0 + np.repeat(gt.reshape(256, 1, 1, -1)[..., :3], 8, 1).repeat(8, 2)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    hidden = keras.layers.BatchNormalization(momentum=0.999)(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, keras.layers.Dense(136)(hidden))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.fit(x, gt.reshape(256, -1), batch_size=32, epochs=5, verbose=0)
+    args = argparse.Namespace(seed=0, batch_size=32)
+    got = gpu_models.reestimate(model, x, args, x[:64], gt[:64])
+    assert got["val_nme_as_trained"] > 100.0                   # the stale statistics: far off
+    assert got["val_nme_reestimated"] < 0.5 * got["val_nme_as_trained"]
+    assert got["kept"] == "re-estimated"
+    assert got["val_nme_reestimated"] == pytest.approx(gpu_models.val_nme(model, x[:64], gt[:64]))
+    # statistics that score worse are not kept: re-estimated on one repeated crop, all variance is gone
+    before = model.get_weights()
+    worse = gpu_models.reestimate(model, np.repeat(x[:1], 64, 0), args, x[:64], gt[:64])
+    assert worse["kept"] == "as trained" and worse["val_nme_reestimated"] > worse["val_nme_as_trained"]
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
