@@ -189,8 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128, help="faces per training step")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate at the start")
     p.add_argument("--teacher-stochastic-depth", type=float, default=C.TEACHER_STOCHASTIC_DEPTH,
-                   help="EfficientNet's stochastic depth in the teachers (Keras' default 0.2; 0 trained "
-                        "faster on the CPU: models/README.md)")
+                   help="EfficientNet's stochastic depth in the teachers (Keras' default 0.2)")
     p.add_argument("--aug-copies", type=int, default=3, help="offline augmented copies per face (published: 3)")
     p.add_argument("--seed-faces", type=int, default=100000,
                    help="seed of the rendered faces (100000: disjoint from the demo's faces 0-3299)")
