@@ -18,6 +18,9 @@ before and after the re-estimation.
 
     # on the GPU machine (Keras carried as wheels: bench/README.md, "GPU lease")
     KERAS_BACKEND=jax python bench/gpu_models.py --faces 12000 --minutes 9 --out $OUT
+    # or go on from teachers trained elsewhere (the shipped ones, a CPU run's), at a lower rate
+    KERAS_BACKEND=jax python bench/gpu_models.py --faces 12000 --minutes 9 --out $OUT \
+        --teacher-weights models/teachers/300w_tough.keras models/teachers/300w_tolerant.keras --teacher-learning-rate 5e-4
     # back here: join the pieces, then score on the demo's test set
     cat 300w_tough.keras.part* > 300w_tough.keras
     python test.py --dataset 300w --model 300w_tough.keras --prepared-dir data/prepared/300w-synthetic-64 --mode teacher
@@ -190,6 +193,12 @@ def main(argv=None) -> int:
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate at the start")
     p.add_argument("--teacher-stochastic-depth", type=float, default=C.TEACHER_STOCHASTIC_DEPTH,
                    help="EfficientNet's stochastic depth in the teachers (Keras' default 0.2)")
+    p.add_argument("--teacher-weights", nargs=2, default=None, metavar=("TOUGH", "TOLERANT"),
+                   help="start the two teachers from these .keras teachers (e.g. the shipped ones, or a "
+                        "CPU run's) instead of from scratch")
+    p.add_argument("--teacher-learning-rate", type=float, default=None,
+                   help="the teachers' Adam learning rate at the start (default: --learning-rate; "
+                        "lower for --teacher-weights, e.g. 5e-4)")
     p.add_argument("--aug-copies", type=int, default=3, help="offline augmented copies per face (published: 3)")
     p.add_argument("--seed-faces", type=int, default=100000,
                    help="seed of the rendered faces (100000: disjoint from the demo's faces 0-3299)")
@@ -235,8 +244,8 @@ def main(argv=None) -> int:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     n_pts, size = INFO.num_points, args.input_size
 
-    def teacher():
-        return cnn_model.build_teacher(n_pts, size, dropout=0.0,
+    def teacher(weights=None):
+        return cnn_model.build_teacher(n_pts, size, dropout=0.0, weights=weights,
                                        stochastic_depth=args.teacher_stochastic_depth)
 
     def student():
@@ -249,11 +258,15 @@ def main(argv=None) -> int:
                          f"no training time; give more minutes or fewer --faces")
     shares = dict(zip(MODELS, np.asarray(args.shares) / np.sum(args.shares)))
     runs, files, nets = {}, {}, {}
+    starts = dict(zip(("tough", "tolerant"), args.teacher_weights or (None, None)))
+    teacher_args = argparse.Namespace(**{**vars(args), "learning_rate": args.teacher_learning_rate
+                                         or args.learning_rate})
     for kind, targets in (("tough", hard), ("tolerant", soft)):
         keras.utils.set_random_seed(args.seed)
-        net = teacher()
-        net.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="mse")
-        runs[kind] = train_for(net, x, targets, budget * shares[kind], args, val_x, val_gt, kind, log)
+        net = teacher(starts[kind])
+        net.compile(optimizer=keras.optimizers.Adam(teacher_args.learning_rate), loss="mse")
+        runs[kind] = train_for(net, x, targets, budget * shares[kind], teacher_args, val_x, val_gt, kind, log)
+        runs[kind]["started_from"] = starts[kind]
         runs[kind].update(reestimate(net, x, args, val_x, val_gt))   # before it predicts the pool
         nets[kind] = net
         files[kind] = save_split(net, out / f"300w_{kind}.keras", teacher)
