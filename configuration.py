@@ -418,7 +418,9 @@ FIELD_HELP: dict[str, str] = {
     "teacher_dropout": "dropout before the teacher's output layer",
     "teacher_stochastic_depth": "EfficientNet's stochastic depth: the last block's residual branch "
                                 "is dropped with this probability, earlier blocks less (Keras' "
-                                "default 0.2); may change when a run resumes",
+                                "default 0.2; without it a Tolerant teacher's inference-mode "
+                                "predictions blew up: models/README.md); may change when a run "
+                                "resumes",
     "weights": "initial weights: imagenet (backbone), a .keras landmark model of the same network, "
                "points and size (all its weights: fine-tune a shipped model), or leave out to "
                "train from scratch (as published)",
