@@ -419,8 +419,8 @@ FIELD_HELP: dict[str, str] = {
     "teacher_stochastic_depth": "EfficientNet's stochastic depth: the last block's residual branch "
                                 "is dropped with this probability, earlier blocks less (Keras' "
                                 "default 0.2; without it a Tolerant teacher's inference-mode "
-                                "predictions blew up: models/README.md); may change when a run "
-                                "resumes",
+                                "predictions blew up sooner: models/README.md); may change when a "
+                                "run resumes",
     "weights": "initial weights: imagenet (backbone), a .keras landmark model of the same network, "
                "points and size (all its weights: fine-tune a shipped model), or leave out to "
                "train from scratch (as published)",
