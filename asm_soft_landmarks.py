@@ -306,25 +306,34 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[
     return report
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Fit the Active Shape Model on prepared training shapes and write soft landmarks "
                     "(the Tolerant teacher's targets).")
-    parser.add_argument("--dataset", default="300w", help="300w, cofw, wflw or a custom name")
+    parser.add_argument("--dataset", default="300w",
+                        help="dataset name: 300w, cofw, wflw or a custom name (default: 300w)")
     parser.add_argument("--variance", type=float, default=0.90,
-                        help="fraction of shape variance to keep (1.0 gives the hard landmarks)")
+                        help="fraction of shape variance to keep (1.0 gives the hard landmarks; "
+                             "default: 0.90)")
     parser.add_argument("--fit-on", choices=FIT_ON, default=None,
                         help="augmented: fit on train/ and train_aug/, the Tolerant teacher's pool "
                              "(the original's choice); plain: train/ only (default: the choice in "
                              "an existing asm.npz, else augmented)")
     parser.add_argument("--prepared-dir", default=None,
-                        help="default: data/prepared/<dataset>[-synthetic]-<input size>")
+                        help="prepared data to fit on and write soft landmarks into (default: "
+                             "data/prepared/<dataset>[-synthetic]-<input size>)")
     parser.add_argument("--root", default=None,
                         help="official dataset folder the data was prepared from (only names the "
                              "default prepared folder; omit for the embedded synthetic data)")
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--input-size", type=int, default=224,
+                        help="side in pixels of the prepared crops; only names the default prepared "
+                             "folder (default: 224)")
     parser.add_argument("--custom-spec", default=None, help="JSON spec of a custom dataset")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.custom_spec:
         args.dataset = register_custom_dataset(args.custom_spec).name
     dataset_info(args.dataset)

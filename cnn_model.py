@@ -124,6 +124,23 @@ def set_batchnorm_momentum(model, momentum: float) -> None:
             layer.momentum = float(momentum)
 
 
+def set_batchnorm_frozen(model, frozen: bool) -> int:
+    """Freeze (or release) every BatchNormalization layer of `model` (nested models too); returns
+    how many layers changed. A frozen layer (trainable=False) normalises with its moving statistics
+    in training steps too and updates nothing: neither the statistics nor its scale and offset.
+    The trainer's --freeze-batchnorm-epochs: in training mode a crop far outside the training
+    distribution is normalised by its own batch's variance and looks harmless; frozen, training
+    sees what inference sees (models/README.md, "The KD students' swings" in README.md).
+    Recompile after changing it: the set of trainable variables changes."""
+    keras = _keras()
+    changed = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable == bool(frozen):
+            layer.trainable = not frozen
+            changed += 1
+    return changed
+
+
 # EfficientNet's stochastic depth: keras.applications drops block b's residual branch (of B blocks,
 # counted over the whole network) with probability drop_connect_rate * b / B, default 0.2; the
 # Dropout layers are named block<stage><letter>_drop (the default rate: configuration.py).
@@ -544,7 +561,8 @@ def main(argv=None) -> int:
     parser.add_argument("--input-size", type=_whole_number, default=224,
                         help=f"input side in pixels, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} "
                              f"(default: 224)")
-    parser.add_argument("--width-multiplier", type=float, default=1.0)
+    parser.add_argument("--width-multiplier", type=float, default=1.0,
+                        help="MobileNetV2 width (alpha) of the student summarised (default: 1.0)")
     parser.add_argument("--float16-weights", nargs=2, metavar=("SRC", "DST"),
                         help="copy model SRC to DST (.keras) with its weights stored as float16 "
                              "(half the size; how models/teachers/ are shipped)")

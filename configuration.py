@@ -307,6 +307,7 @@ class TrainConfig:
     bn_recalibration: int = 1024          # training crops that re-estimate BatchNorm statistics at
                                           # each epoch end, before validation (0: off); see
                                           # cnn_model.recalibrate_batchnorm
+    freeze_batchnorm_epochs: int = 0      # the last K epochs with BatchNorm frozen (0: none)
 
     def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(dataset=self.dataset, root=self.root, input_size=self.input_size,
@@ -353,6 +354,9 @@ class TrainConfig:
         if not (0.0 <= self.teacher_stochastic_depth < 1.0):
             raise ConfigError(f"--teacher-stochastic-depth {self.teacher_stochastic_depth}: must lie "
                               f"in [0, 1)")
+        if not (0 <= self.freeze_batchnorm_epochs <= self.epochs):
+            raise ConfigError(f"--freeze-batchnorm-epochs {self.freeze_batchnorm_epochs}: must lie "
+                              f"in 0 .. --epochs ({self.epochs})")
         if self.max_faces is not None and self.max_faces < 1:
             raise ConfigError(f"--max-faces {self.max_faces}: must be >= 1")
         loss_config(self.loss_preset)
@@ -444,6 +448,8 @@ FIELD_HELP: dict[str, str] = {
     "max_faces": "train on the first K training faces only (quick runs, tests)",
     "bn_recalibration": "training crops (faces and their augmented copies) that re-estimate "
                         "BatchNorm statistics at each epoch end (0: off)",
+    "freeze_batchnorm_epochs": "train the last K epochs with BatchNorm frozen: statistics as "
+                               "re-estimated before them, scale and offset fixed (0: never)",
 }
 
 # Fields with a fixed set of values: shown as the option's metavar (validate() checks the value, so

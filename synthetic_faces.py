@@ -1790,23 +1790,33 @@ def generate_default(dataset: str, root=None, progress: bool = True) -> Path:
 # CLI
 # ================================================================================================
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Render synthetic faces in the official 300W/COFW/WFLW formats.")
-    ap.add_argument("--dataset", default="all", choices=["300w", "cofw", "wflw", "all"])
+    ap.add_argument("--dataset", default="all", choices=["300w", "cofw", "wflw", "all"],
+                    help="which dataset to render: 300w, cofw, wflw or all three (default: all)")
     ap.add_argument("--out", default=None, help="output folder (default: data/synthetic); "
                     "each dataset goes into OUT/<dataset>")
-    ap.add_argument("--train", type=int, default=None, help="training faces (default: per dataset)")
-    ap.add_argument("--test", type=int, default=None, help="test faces (default: per dataset)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train", type=int, default=None,
+                    help="training faces per dataset (default: 3000 300W, 500 COFW, 600 WFLW)")
+    ap.add_argument("--test", type=int, default=None,
+                    help="test faces per dataset (default: 300 300W, 150 COFW, 200 WFLW)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="random seed; face k is drawn from seed + k, so the same arguments give "
+                         "the same images (default: 0)")
     ap.add_argument("--image-size", type=int, default=None, help="square images of this side "
                     "(default: random 256-450)")
-    ap.add_argument("--workers", type=int, default=None, help="processes (default: min(2, cores))")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes rendering faces in parallel (default: min(2, cores))")
     ap.add_argument("--style", default="default", choices=list(STYLES),
                     help="default (the embedded data's look) or randomized (domain randomisation for "
                          "photographs: real-photo backgrounds and textures, lighting, colour, blur, "
                          "noise, JPEG, hair at the face border; issue #16)")
-    ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
     if a.out is None:
         from configuration import SYNTHETIC_DIR
         out = SYNTHETIC_DIR

@@ -850,6 +850,32 @@ def resumed_optimizer(model, cfg: TrainConfig, previous: Optional[dict], steps_p
     return new
 
 
+def set_batchnorm_frozen(cfg: TrainConfig, model: keras.Model, fit_on: keras.Model, strategy,
+                         frozen: bool, steps_per_epoch: int) -> bool:
+    """Freeze (or release) the BatchNorm layers of `model` for --freeze-batchnorm-epochs and
+    recompile `model` and `fit_on` with an optimizer over the new set of trainable variables that
+    carries the old one's state (iteration count, so the schedule's position, and the moments of
+    every variable still trained; a released layer's start at zero). Returns whether anything changed.
+    A checkpoint written frozen reloads frozen (Keras saves `trainable`), with a matching optimizer."""
+    if not cnn_model.set_batchnorm_frozen(model, frozen):
+        return False
+    old = model.optimizer
+    with strategy.scope():
+        new = make_optimizer(cfg, steps_per_epoch)
+        new.build(model.trainable_variables)
+        by_name = {v.path: v for v in old.variables}
+        prefix_old, prefix_new = old.name + "/", new.name + "/"
+        for dst in new.variables:
+            src = by_name.get(prefix_old + dst.path[len(prefix_new):] if dst.path.startswith(prefix_new)
+                              else dst.path)
+            if src is not None and tuple(src.shape) == tuple(dst.shape):
+                dst.assign(src)
+        model.compile(optimizer=new, loss=model.loss, jit_compile=bool(cfg.jit_compile))
+        if fit_on is not model:
+            fit_on.compile(optimizer=new, jit_compile=bool(cfg.jit_compile))
+    return True
+
+
 def resume_position(state: dict, model, steps_per_epoch: int, run_dir: Path) -> tuple:
     """(epoch, step in that epoch) to resume at: the checkpoint's optimizer iteration count split
     into whole epochs and the steps done of the next one (a --checkpoint-every checkpoint written
@@ -934,15 +960,29 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
             nan_guard = NaNGuard(run.dir, cfg.learning_rate)
             recalibration = recalibration_images(data, cfg.bn_recalibration, augment_fn)
             val_images, val_landmarks = data.val_images(), data.val_landmarks()
-            # A mid-epoch resume first finishes that epoch (its remaining batches), then goes on.
+            # A mid-epoch resume first finishes that epoch (its remaining batches), then goes on;
+            # the last --freeze-batchnorm-epochs run as a segment of their own, BatchNorm frozen.
             segments = [(initial_epoch, initial_epoch + 1, start_step)] if start_step else []
             if initial_epoch + (1 if start_step else 0) < epochs:
                 segments.append((initial_epoch + (1 if start_step else 0), epochs, 0))
+            freeze_at = epochs - int(cfg.freeze_batchnorm_epochs)
+            segments = [part for first, end, skip in segments for part in (
+                [(first, freeze_at, skip), (freeze_at, end, 0)] if first < freeze_at < end
+                else [(first, end, skip)])]
             append = run.resuming and (initial_epoch > 0 or start_step > 0)
             # TensorFlow's fused batch-norm kernel for the training steps (and the BatchNorm
             # recalibration): same results, faster on CPU (cnn_model.fused_batchnorm)
             with cnn_model.fused_batchnorm():
                 for first, end, skip in segments:
+                    frozen = first >= freeze_at
+                    if frozen and first == 0 and len(recalibration):
+                        # frozen from the start (a fine-tune): statistics of these weights first
+                        cnn_model.recalibrate_batchnorm(model, recalibration.astype(np.float32) / np.float32(255.0),
+                                                        replica_batch_size(cfg, strategy))
+                    # else the last epoch end re-estimated them (its checkpoint when resuming)
+                    if set_batchnorm_frozen(cfg, model, fit_on, strategy, frozen, steps) and v:
+                        print(f"epoch {first + 1}/{epochs}: BatchNorm "
+                              f"{'frozen' if frozen else 'trained again'}", flush=True)
                     ds = data.dataset(first, end, targets=targets, extra=extra,
                                       augment_fn=augment_fn, start_step=skip)
                     nan_guard.step_offset = skip
@@ -989,6 +1029,7 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
 def export_final(checkpoint: Path, output: Path) -> Path:
     """Write the selected checkpoint's model (without optimizer state) to `output` atomically."""
     model = keras.models.load_model(checkpoint, compile=False)
+    cnn_model.set_batchnorm_frozen(model, False)    # a plain model: fine-tuning it trains BatchNorm
     if output.suffix != ".keras":
         raise ConfigError(f"--output {output}: model files must end in .keras")
     cnn_model.save_model(model, output)
