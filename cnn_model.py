@@ -141,6 +141,21 @@ def set_batchnorm_frozen(model, frozen: bool) -> int:
     return changed
 
 
+def carry_optimizer_state(old, new, variables) -> None:
+    """Build optimizer `new` on `variables` (a model's trainable variables, e.g. after
+    set_batchnorm_frozen changed them) with the state of `old`: its iteration count (a schedule's
+    position) and the slots (Adam's moments) of every variable both know, matched by name; the
+    others start at zero. Backend-agnostic (the GPU script uses it under JAX)."""
+    new.build(variables)
+    prefix_old, prefix_new = old.name + "/", new.name + "/"
+    by_name = {v.path[len(prefix_old):] if v.path.startswith(prefix_old) else v.path: v
+               for v in old.variables}
+    for dst in new.variables:
+        src = by_name.get(dst.path[len(prefix_new):] if dst.path.startswith(prefix_new) else dst.path)
+        if src is not None and tuple(src.shape) == tuple(dst.shape):
+            dst.assign(src)
+
+
 # EfficientNet's stochastic depth: keras.applications drops block b's residual branch (of B blocks,
 # counted over the whole network) with probability drop_connect_rate * b / B, default 0.2; the
 # Dropout layers are named block<stage><letter>_drop (the default rate: configuration.py).

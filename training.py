@@ -862,14 +862,7 @@ def set_batchnorm_frozen(cfg: TrainConfig, model: keras.Model, fit_on: keras.Mod
     old = model.optimizer
     with strategy.scope():
         new = make_optimizer(cfg, steps_per_epoch)
-        new.build(model.trainable_variables)
-        by_name = {v.path: v for v in old.variables}
-        prefix_old, prefix_new = old.name + "/", new.name + "/"
-        for dst in new.variables:
-            src = by_name.get(prefix_old + dst.path[len(prefix_new):] if dst.path.startswith(prefix_new)
-                              else dst.path)
-            if src is not None and tuple(src.shape) == tuple(dst.shape):
-                dst.assign(src)
+        cnn_model.carry_optimizer_state(old, new, model.trainable_variables)
         model.compile(optimizer=new, loss=model.loss, jit_compile=bool(cfg.jit_compile))
         if fit_on is not model:
             fit_on.compile(optimizer=new, jit_compile=bool(cfg.jit_compile))

@@ -94,6 +94,29 @@ def val_nme(net, val_x, val_gt) -> float:
     return 100.0 * float(np.mean(nme_io_68(pred, val_gt)))
 
 
+def _recal_rows(x, args) -> np.ndarray:
+    return np.random.default_rng([int(args.seed), 7919]).choice(len(x), min(RECAL_CROPS, len(x)), replace=False)
+
+
+def freeze_batchnorm(model, x, args) -> bool:
+    """--freeze-batchnorm-share: as the trainers' --freeze-batchnorm-epochs, the statistics
+    re-estimated on the pool, then every BatchNorm layer frozen (cnn_model.set_batchnorm_frozen) and
+    `model` (a network or a Distiller) recompiled with its optimizer's state carried over."""
+    import keras
+
+    import cnn_model
+
+    net = model.student if hasattr(model, "student") else model
+    cnn_model.recalibrate_batchnorm(net, x[_recal_rows(x, args)], int(args.batch_size))
+    if not cnn_model.set_batchnorm_frozen(net, True):
+        return False
+    old = model.optimizer
+    new = keras.optimizers.Adam(float(np.asarray(old.learning_rate)))
+    cnn_model.carry_optimizer_state(old, new, model.trainable_variables)
+    model.compile(optimizer=new, loss=getattr(model, "loss", None))
+    return True
+
+
 def reestimate(net, x, args, val_x, val_gt) -> dict:
     """Precise BatchNorm as the trainers do it at each epoch end: the statistics re-estimated on
     RECAL_CROPS crops of the pool in random order, in batches of the training size
@@ -104,8 +127,7 @@ def reestimate(net, x, args, val_x, val_gt) -> dict:
 
     saved = net.get_weights()
     before = val_nme(net, val_x, val_gt)
-    rows = np.random.default_rng([int(args.seed), 7919]).choice(len(x), min(RECAL_CROPS, len(x)), replace=False)
-    cnn_model.recalibrate_batchnorm(net, x[rows], int(args.batch_size))
+    cnn_model.recalibrate_batchnorm(net, x[_recal_rows(x, args)], int(args.batch_size))
     after = val_nme(net, val_x, val_gt)
     if not after <= before:
         net.set_weights(saved)
@@ -128,8 +150,13 @@ def train_for(model, x, y, seconds: float, args, val_x, val_gt, label: str, log)
     steps = 5 if args.quick else 20
     images, pos, order = 0, 0, rng.permutation(len(x))[:n]
     history, next_val = [], 0.0
+    freeze_from, frozen_at = 1.0 - float(getattr(args, "freeze_batchnorm_share", 0.0) or 0.0), None
     while time.time() < deadline:
         frac = 0.0 if t_sched is None else (time.time() - t_sched) / max(deadline - t_sched, 1e-9)
+        if frozen_at is None and freeze_from < 1.0 and frac >= freeze_from:
+            frozen_at = images
+            if freeze_batchnorm(model, x, args):
+                print(f"  {label}: BatchNorm frozen after {images} images", flush=True)
         model.optimizer.learning_rate = float(args.learning_rate * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         if pos + steps * batch > n:             # a new epoch: a new order
             order, pos = rng.permutation(len(x))[:n], 0
@@ -158,6 +185,7 @@ def train_for(model, x, y, seconds: float, args, val_x, val_gt, label: str, log)
     return {"images": images, "seconds": round(train_s, 1), "epochs": round(images / len(x), 2),
             "images_per_s": round(images / max(train_s, 1e-9), 1), "history": history,
             "final_val_nme": history[-1]["val_nme"] if history else None,
+            "batchnorm_frozen_at_images": frozen_at,
             "backend": keras.backend.backend()}
 
 
@@ -199,6 +227,9 @@ def main(argv=None) -> int:
     p.add_argument("--teacher-learning-rate", type=float, default=None,
                    help="the teachers' Adam learning rate at the start (default: --learning-rate; "
                         "lower for --teacher-weights, e.g. 5e-4)")
+    p.add_argument("--freeze-batchnorm-share", type=float, default=0.0,
+                   help="last share of each model's training time with BatchNorm frozen (statistics "
+                        "re-estimated first), in [0, 1]; 0 never (the trainers' --freeze-batchnorm-epochs)")
     p.add_argument("--aug-copies", type=int, default=3, help="offline augmented copies per face (published: 3)")
     p.add_argument("--seed-faces", type=int, default=100000,
                    help="seed of the rendered faces (100000: disjoint from the demo's faces 0-3299)")
@@ -215,6 +246,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 24 faces, 32 px, 2 minutes (meaningless numbers)")
     args = p.parse_args(argv)
+    if not 0.0 <= args.freeze_batchnorm_share <= 1.0:
+        p.error(f"--freeze-batchnorm-share {args.freeze_batchnorm_share}: must lie in [0, 1]")
     if args.quick:
         args.faces, args.input_size, args.batch_size, args.aug_copies = 24, 32, 8, 1
         args.minutes = min(args.minutes, 2.0)

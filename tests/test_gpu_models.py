@@ -142,3 +142,39 @@ def test_reestimate_repairs_lagging_batchnorm_statistics():
     assert worse["kept"] == "as trained" and worse["val_nme_reestimated"] > worse["val_nme_as_trained"]
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_freeze_batchnorm_share_freezes_the_statistics_it_re_estimated():
+    """--freeze-batchnorm-share 1: BatchNorm re-estimated on the pool and frozen before the first
+    step; through training its statistics stay those, its scale and offset their initial values,
+    the optimizer going on (a recompiled step), while the rest trains."""
+    import keras
+
+    sys.path.insert(0, str(BENCH))
+    import cnn_model
+    import gpu_models
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.3, 0.7, (64, 68, 2)).astype(np.float32)
+    x = (3.0 + rng.uniform(0, 1, (64, 8, 8, 3))).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    hidden = keras.layers.BatchNormalization(name="bn")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, keras.layers.Dense(136, name="out")(hidden))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    args = argparse.Namespace(seed=0, batch_size=8, quick=True, learning_rate=1e-2,
+                              freeze_batchnorm_share=1.0)
+    expected = keras.models.clone_model(model)
+    expected.set_weights(model.get_weights())
+    cnn_model.recalibrate_batchnorm(expected, x[gpu_models._recal_rows(x, args)], 8)
+    dense_before = np.array(model.get_layer("out").kernel)
+    run = gpu_models.train_for(model, x, gt.reshape(64, -1), 4.0, args, x[:8], gt[:8], "tiny",
+                               lambda *a, **k: None)
+    assert run["batchnorm_frozen_at_images"] == 0 and run["images"] > 0
+    bn, want = model.get_layer("bn"), expected.get_layer("bn")
+    assert not bn.trainable
+    np.testing.assert_array_equal(np.array(bn.moving_mean), np.array(want.moving_mean))
+    np.testing.assert_array_equal(np.array(bn.moving_variance), np.array(want.moving_variance))
+    np.testing.assert_array_equal(np.array(bn.gamma), np.ones(bn.gamma.shape, np.float32))
+    assert not np.array_equal(np.array(model.get_layer("out").kernel), dense_before)
+    assert int(np.asarray(model.optimizer.iterations)) * 8 == run["images"]
