@@ -146,7 +146,8 @@ def carry_optimizer_state(old, new, variables) -> None:
     set_batchnorm_frozen changed them) with the state of `old`: its iteration count (a schedule's
     position) and the slots (Adam's moments) of every variable both know, matched by name; the
     others start at zero. Backend-agnostic (the GPU script uses it under JAX)."""
-    new.build(variables)
+    if not getattr(new, "built", False):
+        new.build(variables)
     prefix_old, prefix_new = old.name + "/", new.name + "/"
     by_name = {v.path[len(prefix_old):] if v.path.startswith(prefix_old) else v.path: v
                for v in old.variables}

@@ -411,10 +411,13 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         self.images = images
         self.batch_size = batch_size
 
-    def on_epoch_end(self, epoch, logs=None):
+    def recalibrate(self) -> None:
         if len(self.images):
             cnn_model.recalibrate_batchnorm(self.target, self.images.astype(np.float32) / np.float32(255.0),
                                   self.batch_size)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.recalibrate()
 
 
 def replica_batch_size(cfg: TrainConfig, strategy=None) -> int:
@@ -842,8 +845,7 @@ def resumed_optimizer(model, cfg: TrainConfig, previous: Optional[dict], steps_p
     new = make_optimizer(cfg, steps_per_epoch)
     new.build(model.trainable_variables)
     if old is not None and getattr(old, "built", False) and len(old.variables) == len(new.variables):
-        for dst, src in zip(new.variables, old.variables):
-            dst.assign(src)
+        cnn_model.carry_optimizer_state(old, new, model.trainable_variables)
         print(f"resuming with learning rate {cfg.learning_rate:g} ({cfg.lr_schedule}, decay "
               f"{cfg.lr_decay:g}, {cfg.epochs} epochs) at step "
               f"{int(keras.ops.convert_to_numpy(new.iterations))}", flush=True)
@@ -951,7 +953,9 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
             checkpointer = Checkpointer(model, run.dir, epochs, steps, state=state,
                                         every_steps=checkpoint_every, started=t_start)
             nan_guard = NaNGuard(run.dir, cfg.learning_rate)
-            recalibration = recalibration_images(data, cfg.bn_recalibration, augment_fn)
+            recalibrator = RecalibrateBatchNorm(model, recalibration_images(data, cfg.bn_recalibration,
+                                                                            augment_fn),
+                                                replica_batch_size(cfg, strategy))
             val_images, val_landmarks = data.val_images(), data.val_landmarks()
             # A mid-epoch resume first finishes that epoch (its remaining batches), then goes on;
             # the last --freeze-batchnorm-epochs run as a segment of their own, BatchNorm frozen.
@@ -968,10 +972,9 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
             with cnn_model.fused_batchnorm():
                 for first, end, skip in segments:
                     frozen = first >= freeze_at
-                    if frozen and first == 0 and len(recalibration):
+                    if frozen and first == 0:
                         # frozen from the start (a fine-tune): statistics of these weights first
-                        cnn_model.recalibrate_batchnorm(model, recalibration.astype(np.float32) / np.float32(255.0),
-                                                        replica_batch_size(cfg, strategy))
+                        recalibrator.recalibrate()
                     # else the last epoch end re-estimated them (its checkpoint when resuming)
                     if set_batchnorm_frozen(cfg, model, fit_on, strategy, frozen, steps) and v:
                         print(f"epoch {first + 1}/{epochs}: BatchNorm "
@@ -981,7 +984,7 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
                     nan_guard.step_offset = skip
                     callbacks = [
                         # must run before ValidationNME and the Checkpointer (list order)
-                        RecalibrateBatchNorm(model, recalibration, replica_batch_size(cfg, strategy)),
+                        recalibrator,
                         ValidationNME(model, val_images, val_landmarks, data.info,
                                       batch_size=max(int(cfg.batch_size), 32)),
                         nan_guard,
