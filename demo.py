@@ -36,7 +36,8 @@ from runtime import malloc_env, quiet_tensorflow, user_set_malloc
 
 quiet_tensorflow()
 
-from configuration import MODELS_DIR, PRESETS, REPO_ROOT, PrepareConfig, check_input_size  # noqa: E402
+from configuration import (MODELS_DIR, PRESETS, REPO_ROOT, PrepareConfig, check_input_size,  # noqa: E402
+                           preset_frozen_epochs)
 
 # The quick and the published configurations: configuration.PRESETS (one table with the trainers'
 # --preset).
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                 f"faces (3000 train / 300 test), prepares {QUICK['input_size']} px crops, trains the "
                 f"KD student (from the teachers shipped in models/teachers/) and the L2 baseline for "
                 f"{QUICK['student_epochs']} epochs each (batch {QUICK['batch_size']}, "
-                f"{QUICK['lr_schedule']} schedule, no augmentation), evaluates them beside the teachers "
+                f"{QUICK['lr_schedule']} schedule, the last {QUICK['student_freeze_batchnorm_epochs']} "
+                f"with BatchNorm frozen, no augmentation), evaluates them beside the teachers "
                 f"and the mean training shape and writes results/demo-300w-seed0/{{results.md,ced.png,"
                 f"samples.png}} (README 'Results': the time measured on 2 CPU cores). --train-teachers "
                 f"also trains both teachers here ({QUICK['teacher_epochs']} epochs each). --full trains "
@@ -274,10 +276,13 @@ def run_one(args) -> int:
                 f"{name} teacher (EfficientNet-B3)",
                 ["teacher_trainer.py", "--teacher", name, *common, "--epochs", str(cfg["teacher_epochs"]),
                  "--run-dir", str(runs / f"teacher-{name}"), "--output", str(path)], log)
+    student_only = ["--freeze-batchnorm-epochs", str(preset_frozen_epochs(
+        cfg.get("student_freeze_batchnorm_epochs", 0), cfg["student_epochs"]))]
     for mode in students:
         times[f"student-{mode}"] = _run(
             f"{mode} student (MobileNetV2)",
             ["student_trainer.py", "--student-mode", mode, *common, "--epochs", str(cfg["student_epochs"]),
+             *student_only,
              "--tough", str(tough), "--tolerant", str(tolerant),
              "--run-dir", str(runs / f"student-{mode}"), "--output", str(models / "students" / f"{ds}_{mode}.keras")], log)
     evaluated = {f"student-{m}": models / "students" / f"{ds}_{m}.keras" for m in students}

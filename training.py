@@ -117,6 +117,9 @@ def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed
         file_values.pop("run", None)       # a run folder's config.json: its identity, not a setting
         base.update(file_values)
     cfg = C.dataclass_from_args(TrainConfig, args, base)
+    if getattr(args, "freeze_batchnorm_epochs", None) is None and "freeze_batchnorm_epochs" in base \
+            and not (getattr(args, "config", None) and "freeze_batchnorm_epochs" in file_values):
+        cfg.freeze_batchnorm_epochs = C.preset_frozen_epochs(cfg.freeze_batchnorm_epochs, cfg.epochs)
     for key, value in fixed.items():
         if value is not None:
             setattr(cfg, key, value)

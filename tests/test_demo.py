@@ -73,6 +73,7 @@ def test_step_sequence_and_seed(tmp_path, monkeypatch):
         assert c[c.index("--input-size") + 1] == str(demo.QUICK["input_size"])
         assert c[c.index("--epochs") + 1] == str(demo.QUICK["student_epochs"])
         assert c[c.index("--lr-schedule") + 1] == demo.QUICK["lr_schedule"]
+        assert c[c.index("--freeze-batchnorm-epochs") + 1] == str(demo.QUICK["student_freeze_batchnorm_epochs"])
         assert c[c.index("--tough") + 1] == str(tough) and c[c.index("--tolerant") + 1] == str(tolerant)
     assert json.loads((tmp_path / "timings.json").read_text())["seed"] == 3
 
@@ -102,6 +103,10 @@ def test_train_teachers_adds_the_asm_and_both_teachers(tmp_path, monkeypatch):
     kd = next(c for c in calls if c[0] == "student_trainer.py")
     assert kd[kd.index("--tough") + 1] == trained[0] and kd[kd.index("--tolerant") + 1] == trained[1]
     assert str(tmp_path) in trained[0]            # not the shipped models/teachers
+    assert all("--freeze-batchnorm-epochs" not in c for c in calls if c[0] == "teacher_trainer.py")
+    calls.clear()
+    assert demo.main(["--student-epochs", "2", "--out", str(tmp_path / "short")]) == 0
+    assert [c[c.index("--freeze-batchnorm-epochs") + 1] for c in calls if c[0] == "student_trainer.py"] == ["0", "0"]
 
 
 def test_missing_shipped_teachers_is_one_line_error(tmp_path, monkeypatch):

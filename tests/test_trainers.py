@@ -386,6 +386,23 @@ def test_mirrored_strategy_on_two_logical_cpus(teachers, prepared, tmp_path):
     assert (tmp_path / "student.keras").is_file()
 
 
+def test_quick_preset_freezes_batchnorm_for_the_students_last_epochs_only(tmp_path):
+    """The quick preset's students train their last 3 epochs with BatchNorm frozen; its teachers do
+    not; a run too short for that freezes none; an explicit option or a config file wins."""
+    parser = training.build_parser("test")
+
+    def frozen(argv, trainer="student"):
+        return training.config_from_args(parser.parse_args(argv), trainer=trainer).freeze_batchnorm_epochs
+
+    assert frozen(["--preset", "quick"]) == C.PRESETS["quick"]["student_freeze_batchnorm_epochs"] == 3
+    assert frozen(["--preset", "quick"], trainer="teacher") == 0
+    assert frozen(["--preset", "paper"]) == 0
+    assert frozen(["--preset", "quick", "--epochs", "3"]) == 0 and frozen(["--preset", "quick", "--epochs", "4"]) == 3
+    assert frozen(["--preset", "quick", "--freeze-batchnorm-epochs", "1"]) == 1
+    (tmp_path / "exp.json").write_text(json.dumps({"freeze_batchnorm_epochs": 2, "epochs": 2}))
+    assert frozen(["--preset", "quick", "--config", str(tmp_path / "exp.json")]) == 2
+
+
 def test_config_precedence_defaults_preset_file_options(tmp_path):
     (tmp_path / "exp.json").write_text(json.dumps({"type": "TrainConfig", "epochs": 7,
                                                    "batch_size": 5, "seed": 9}))
