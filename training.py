@@ -86,7 +86,9 @@ def build_parser(description: str, skip=(), choices: Optional[dict] = None,
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", choices=sorted(C.PRESETS), default="paper",
                         help="published settings ('paper', default) or a quick CPU run ('quick': "
-                             f"{C.PRESETS['quick']['input_size']} px, no augmentation; demo.py's)")
+                             f"{C.PRESETS['quick']['input_size']} px, no augmentation, a student's last "
+                             f"{C.PRESETS['quick']['student_freeze_batchnorm_epochs']} epochs with BatchNorm "
+                             f"frozen; demo.py's)")
     parser.add_argument("--config", metavar="FILE.json", default=None,
                         help="JSON experiment configuration (TrainConfig fields); explicit options win")
     if run_options:
