@@ -111,6 +111,7 @@ def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed
     """Defaults < preset (configuration.PRESETS; the `trainer`'s epochs) < --config file < explicit
     options (< `fixed`, e.g. the CLI's own choices)."""
     base = C.preset_settings(getattr(args, "preset", None) or "paper", trainer)
+    file_values: dict = {}
     if getattr(args, "config", None):
         file_values = C.load_config_file(args.config)
         if not isinstance(file_values, dict):
@@ -119,8 +120,9 @@ def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed
         file_values.pop("run", None)       # a run folder's config.json: its identity, not a setting
         base.update(file_values)
     cfg = C.dataclass_from_args(TrainConfig, args, base)
+    # a preset's frozen epochs fit the run's epochs; a file's or an explicit value is taken as given
     if getattr(args, "freeze_batchnorm_epochs", None) is None and "freeze_batchnorm_epochs" in base \
-            and not (getattr(args, "config", None) and "freeze_batchnorm_epochs" in file_values):
+            and "freeze_batchnorm_epochs" not in file_values:
         cfg.freeze_batchnorm_epochs = C.preset_frozen_epochs(cfg.freeze_batchnorm_epochs, cfg.epochs)
     for key, value in fixed.items():
         if value is not None:
