@@ -427,6 +427,35 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         self.recalibrate()
 
 
+def recalibrate_unless_worse(recalibrator: RecalibrateBatchNorm, model, val_images, val_landmarks,
+                             info, batch_size: int, verbose: int = 0) -> bool:
+    """Re-estimate the BatchNorm statistics before a run that is frozen from its first step, unless
+    the model's own statistics score better on the validation faces; returns whether the new ones
+    were kept. A model already trained with BatchNorm frozen depends on the statistics it was frozen
+    at: re-estimating those of the shipped Tough teacher (5.57% test NME) took it to 19.20%
+    (bench/results/freeze_batchnorm.md), and a frozen fine-tune from there spent its images
+    recovering. Without validation faces the statistics are re-estimated."""
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not layers or len(val_images) == 0:
+        recalibrator.recalibrate()
+        return True
+    own = [(np.array(layer.moving_mean), np.array(layer.moving_variance)) for layer in layers]
+    nme_own = mean_nme(predict_images(model, val_images, batch_size), val_landmarks, info)
+    recalibrator.recalibrate()
+    nme_new = mean_nme(predict_images(model, val_images, batch_size), val_landmarks, info)
+    keep_new = bool(nme_new <= nme_own) or not np.isfinite(nme_own)
+    if not keep_new:
+        for layer, (mean, variance) in zip(layers, own):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+    if verbose:
+        print(f"BatchNorm statistics before the frozen epochs: validation NME {100 * nme_own:.2f}% "
+              f"with the model's own, {100 * nme_new:.2f}% re-estimated; keeping "
+              f"{'the re-estimated' if keep_new else 'its own'}", flush=True)
+    return keep_new
+
+
 def replica_batch_size(cfg: TrainConfig, strategy=None) -> int:
     """The batch one replica normalises in a training step: the global batch over the replicas."""
     replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
@@ -981,7 +1010,8 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
                     frozen = first >= freeze_at
                     if frozen and first == 0:
                         # frozen from the start (a fine-tune): statistics of these weights first
-                        recalibrator.recalibrate()
+                        recalibrate_unless_worse(recalibrator, model, val_images, val_landmarks,
+                                                 data.info, max(int(cfg.batch_size), 32), v)
                     # else the last epoch end re-estimated them (its checkpoint when resuming)
                     if set_batchnorm_frozen(cfg, model, fit_on, strategy, frozen, steps) and v:
                         print(f"epoch {first + 1}/{epochs}: BatchNorm "

@@ -98,16 +98,18 @@ def _recal_rows(x, args) -> np.ndarray:
     return np.random.default_rng([int(args.seed), 7919]).choice(len(x), min(RECAL_CROPS, len(x)), replace=False)
 
 
-def freeze_batchnorm(model, x, args) -> bool:
+def freeze_batchnorm(model, x, args, val_x, val_gt) -> bool:
     """--freeze-batchnorm-share: as the trainers' --freeze-batchnorm-epochs, the statistics
-    re-estimated on the pool, then every BatchNorm layer frozen (cnn_model.set_batchnorm_frozen) and
-    `model` (a network or a Distiller) recompiled with its optimizer's state carried over."""
+    re-estimated on the pool unless the network's own validate better (`reestimate`: a
+    --teacher-weights teacher trained frozen depends on the statistics it was frozen at), then every
+    BatchNorm layer frozen (cnn_model.set_batchnorm_frozen) and `model` (a network or a Distiller)
+    recompiled with its optimizer's state carried over."""
     import keras
 
     import cnn_model
 
     net = model.student if hasattr(model, "student") else model
-    cnn_model.recalibrate_batchnorm(net, x[_recal_rows(x, args)], int(args.batch_size))
+    reestimate(net, x, args, val_x, val_gt)
     if not cnn_model.set_batchnorm_frozen(net, True):
         return False
     old = model.optimizer
@@ -155,7 +157,7 @@ def train_for(model, x, y, seconds: float, args, val_x, val_gt, label: str, log)
         frac = 0.0 if t_sched is None else (time.time() - t_sched) / max(deadline - t_sched, 1e-9)
         if frozen_at is None and freeze_from < 1.0 and frac >= freeze_from:
             frozen_at = images
-            if freeze_batchnorm(model, x, args):
+            if freeze_batchnorm(model, x, args, val_x, val_gt):
                 print(f"  {label}: BatchNorm frozen after {images} images", flush=True)
         model.optimizer.learning_rate = float(args.learning_rate * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         if pos + steps * batch > n:             # a new epoch: a new order
