@@ -435,20 +435,16 @@ def recalibrate_unless_worse(recalibrator: RecalibrateBatchNorm, model, val_imag
     at: re-estimating those of the shipped Tough teacher (5.57% test NME) took it to 19.20%
     (bench/results/freeze_batchnorm.md), and a frozen fine-tune from there spent its images
     recovering. Without validation faces the statistics are re-estimated."""
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-    if not layers or len(val_images) == 0:
+    if len(val_images) == 0:
         recalibrator.recalibrate()
         return True
-    own = [(np.array(layer.moving_mean), np.array(layer.moving_variance)) for layer in layers]
+    own = model.get_weights()   # recalibration changes only the moving statistics among them
     nme_own = mean_nme(predict_images(model, val_images, batch_size), val_landmarks, info)
     recalibrator.recalibrate()
     nme_new = mean_nme(predict_images(model, val_images, batch_size), val_landmarks, info)
     keep_new = bool(nme_new <= nme_own) or not np.isfinite(nme_own)
     if not keep_new:
-        for layer, (mean, variance) in zip(layers, own):
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(variance)
+        model.set_weights(own)
     if verbose:
         print(f"BatchNorm statistics before the frozen epochs: validation NME {100 * nme_own:.2f}% "
               f"with the model's own, {100 * nme_new:.2f}% re-estimated; keeping "
