@@ -884,8 +884,8 @@ def resumed_optimizer(model, cfg: TrainConfig, previous: Optional[dict], steps_p
     return new
 
 
-def set_batchnorm_frozen(cfg: TrainConfig, model: keras.Model, fit_on: keras.Model, strategy,
-                         frozen: bool, steps_per_epoch: int) -> bool:
+def freeze_batchnorm_and_recompile(cfg: TrainConfig, model: keras.Model, fit_on: keras.Model, strategy,
+                                    frozen: bool, steps_per_epoch: int) -> bool:
     """Freeze (or release) the BatchNorm layers of `model` for --freeze-batchnorm-epochs and
     recompile `model` and `fit_on` with an optimizer over the new set of trainable variables that
     carries the old one's state (iteration count, so the schedule's position, and the moments of
@@ -1009,7 +1009,7 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
                         recalibrate_unless_worse(recalibrator, model, val_images, val_landmarks,
                                                  data.info, max(int(cfg.batch_size), 32), v)
                     # else the last epoch end re-estimated them (its checkpoint when resuming)
-                    if set_batchnorm_frozen(cfg, model, fit_on, strategy, frozen, steps) and v:
+                    if freeze_batchnorm_and_recompile(cfg, model, fit_on, strategy, frozen, steps) and v:
                         print(f"epoch {first + 1}/{epochs}: BatchNorm "
                               f"{'frozen' if frozen else 'trained again'}", flush=True)
                     ds = data.dataset(first, end, targets=targets, extra=extra,
