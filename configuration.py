@@ -293,6 +293,7 @@ class TrainConfig:
     teacher_stochastic_depth: float = TEACHER_STOCHASTIC_DEPTH
     weights: Optional[str] = None         # None (from scratch, as published), "imagenet" or a .keras model
     asm_variance: float = 0.90            # soft landmarks for the Tolerant teacher
+    asm_align: bool = False               # Procrustes-align before the ASM (METHOD.md 3.4's option)
     loss_preset: str = DEFAULT_LOSS_PRESET
     student_mode: str = "kd"              # "kd", "l2", "tough-only", "tolerant-only"
     cache_teacher_predictions: bool = True
@@ -441,6 +442,8 @@ FIELD_HELP: dict[str, str] = {
                "train from scratch (as published)",
     "asm_variance": "share of shape variance the Active Shape Model keeps for the Tolerant "
                     "teacher's soft landmarks, in (0, 1]",
+    "asm_align": "Procrustes-align the shapes before the Active Shape Model, so soft landmarks keep "
+                 "each face's position, size and roll (off by default, as the original)",
     "loss_preset": "KD-Loss constants: code (the authors' code, default) or paper (the article's)",
     "student_mode": "kd (KD-Loss with both teachers), l2 (plain L2 baseline), tough-only or "
                     "tolerant-only (KD-Loss with one teacher: the ablations)",

@@ -211,7 +211,8 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
 
 def main(argv=None, builder: Optional[Callable] = None) -> int:
     parser = training.build_parser(__doc__.split("\n\n")[0],
-                                   skip=("teacher_dropout", "teacher_stochastic_depth", "asm_variance"),
+                                   skip=("teacher_dropout", "teacher_stochastic_depth", "asm_variance",
+                                         "asm_align"),
                                    choices={"student_mode": MODES})
     parser.add_argument("--tough", metavar="PATH", default=None,
                         help="Tough teacher (default models/teachers/<dataset>_tough.keras)")

@@ -70,7 +70,7 @@ TB_DIR = "tensorboard"
 # teacher files are compared too (run_identity).
 RESUME_KEYS = ("dataset", "input_size", "batch_size", "seed", "val_fraction", "max_faces", "augment",
                "student_mode", "width_multiplier", "teacher_dropout", "prepared_dir", "root",
-               "loss_preset", "asm_variance", "weights", "custom_spec", "bn_recalibration")
+               "loss_preset", "asm_variance", "asm_align", "weights", "custom_spec", "bn_recalibration")
 LOCK = ".lock"
 
 
@@ -275,10 +275,10 @@ def load_training_data(cfg: TrainConfig, need_soft: bool = False) -> du.TrainDat
 
 
 def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
-    """soft_landmarks.npy beside landmarks.npy (train, train_aug), fitted at cfg.asm_variance on
-    the training pool (asm_soft_landmarks: train + train_aug unless asm.npz records --fit-on plain);
-    written (asm_soft_landmarks.make_soft_landmarks) when missing, fitted at another variance or on
-    other data (asm_soft_landmarks.soft_landmarks_current). Soft files without an asm.npz are
+    """soft_landmarks.npy beside landmarks.npy (train, train_aug), fitted at cfg.asm_variance
+    (Procrustes-aligned first with cfg.asm_align) on the training pool (asm_soft_landmarks: train +
+    train_aug unless asm.npz records --fit-on plain); written (asm_soft_landmarks.make_soft_landmarks)
+    when missing, fitted at another variance or alignment or on other data (asm_soft_landmarks.soft_landmarks_current). Soft files without an asm.npz are
     taken as supplied."""
     prepared_dir = Path(prepared_dir)
     splits = ["train"] + (["train_aug"] if du.prepared_complete(prepared_dir, "train_aug") else [])
@@ -287,11 +287,12 @@ def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
         return
     import asm_soft_landmarks as asm  # noqa: PLC0415  (a module above data_util: imported when used)
 
-    if have and asm.soft_landmarks_current(prepared_dir, float(cfg.asm_variance)):
+    if have and asm.soft_landmarks_current(prepared_dir, float(cfg.asm_variance), bool(cfg.asm_align)):
         return
-    print(f"fitting the shape model ({100 * cfg.asm_variance:.0f}% variance) and writing soft "
-          f"landmarks into {prepared_dir} ...", flush=True)
-    asm.make_soft_landmarks(prepared_dir, variance=float(cfg.asm_variance),
+    print(f"fitting the shape model ({100 * cfg.asm_variance:.0f}% variance"
+          f"{', aligned' if cfg.asm_align else ''}) and writing soft landmarks into {prepared_dir} ...",
+          flush=True)
+    asm.make_soft_landmarks(prepared_dir, variance=float(cfg.asm_variance), align=bool(cfg.asm_align),
                             dataset=None if cfg.custom_spec else cfg.dataset, verbose=True)
     missing = [s for s in splits if not (prepared_dir / s / "soft_landmarks.npy").is_file()]
     if missing:

@@ -45,7 +45,7 @@ def run_parser(description: str):
                                  skip=("student_mode", "cache_teacher_predictions", "loss_preset",
                                        "width_multiplier", "teacher_dropout",
                                        "teacher_stochastic_depth", "epochs", "learning_rate",
-                                       "lr_decay", "lr_schedule", "weights", "asm_variance",
+                                       "lr_decay", "lr_schedule", "weights", "asm_variance", "asm_align",
                                        "strategy", "mixed_precision", "jit_compile",
                                        "deterministic", "run_dir", "resume"))
 

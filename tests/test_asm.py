@@ -110,6 +110,98 @@ def test_bad_inputs(shapes):
 
 
 # ---------------------------------------------------------------------------------------------
+# Procrustes alignment before the PCA (METHOD.md 3.4's option, `--align`)
+# ---------------------------------------------------------------------------------------------
+
+def random_similarity(m, seed):
+    """Per-shape (scale, angle, shift): a pose spread like a face crop's (roll up to 0.5 rad)."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.7, 1.3, m), rng.uniform(-0.5, 0.5, m), rng.normal(0, 0.05, (m, 1, 2))
+
+
+def apply_similarity(shapes, scale, angle, shift):
+    """Rotate by `angle` about the origin, scale, shift: shapes (M, N, 2)."""
+    c, s = np.cos(angle), np.sin(angle)
+    x, y = shapes[..., 0], shapes[..., 1]
+    rotated = np.stack([c[:, None] * x - s[:, None] * y, s[:, None] * x + c[:, None] * y], -1)
+    return scale[:, None, None] * rotated + shift
+
+
+def test_similarity_align_inverts_and_removes_pose(shapes):
+    x = shapes.astype(np.float64)
+    posed = apply_similarity(x, *random_similarity(len(x), 3))
+    reference = asm_mod.procrustes_reference(x)
+    np.testing.assert_allclose(reference.mean(axis=0), 0, atol=1e-12)
+    assert np.linalg.norm(reference) == pytest.approx(1.0)
+    aligned, transform = asm_mod.similarity_align(posed, reference)
+    np.testing.assert_allclose(asm_mod.undo_similarity(aligned, transform), posed, atol=1e-12)
+    # the pose of each shape is gone: the posed and the plain shapes align to the same place
+    np.testing.assert_allclose(aligned, asm_mod.similarity_align(x, reference)[0], atol=1e-10)
+    # a shape that is a similarity of the reference aligns onto it exactly
+    one = apply_similarity(reference[None], np.array([2.0]), np.array([0.4]), np.array([[[0.1, -0.2]]]))
+    np.testing.assert_allclose(asm_mod.similarity_align(one, reference)[0][0], reference, atol=1e-12)
+
+
+def test_aligned_model_is_pose_equivariant_and_keeps_full_variance(shapes):
+    x = shapes.astype(np.float64)
+    pose = random_similarity(len(x), 4)
+    posed = apply_similarity(x, *pose)
+    aligned = ActiveShapeModel().fit(posed, variance=0.9, align=True)
+    # soft(pose(x)) == pose(soft(x)): the soft shape keeps each face's position, size and roll
+    moved = random_similarity(len(x), 5)
+    np.testing.assert_allclose(aligned.project(apply_similarity(posed, *moved)),
+                               apply_similarity(aligned.project(posed), *moved), atol=1e-9)
+    # in crop coordinates the same does not hold (the PCA models the pose too)
+    plain = ActiveShapeModel().fit(posed, variance=0.9)
+    assert np.abs(plain.project(apply_similarity(posed, *moved))
+                  - apply_similarity(plain.project(posed), *moved)).max() > 1e-3
+    # aligned, the 90% of variance goes to the shape: soft shapes much closer to the hard ones
+    err_aligned = np.linalg.norm(aligned.project(posed) - posed, axis=-1).mean()
+    err_plain = np.linalg.norm(plain.project(posed) - posed, axis=-1).mean()
+    assert err_aligned < 0.5 * err_plain
+    # 100% still gives back the hard landmarks
+    full = ActiveShapeModel().fit(posed, variance=1.0, align=True)
+    np.testing.assert_allclose(full.project(posed), posed, atol=1e-9)
+
+
+def test_aligned_model_save_load_and_currency(shapes, tmp_path):
+    asm = ActiveShapeModel().fit(shapes, variance=0.9, align=True)
+    back = ActiveShapeModel.load(asm.save(tmp_path / "asm.npz"))
+    assert back.align and back.reference.shape == (shapes.shape[1], 2)
+    np.testing.assert_allclose(back.project(shapes), asm.project(shapes))
+    assert not ActiveShapeModel.load(ActiveShapeModel().fit(shapes, 0.9).save(tmp_path / "p.npz")).align
+    prepared = tmp_path / "prep"
+    train = make_prepared(prepared)
+    assert asm_mod.main(["--dataset", "300w", "--prepared-dir", str(prepared), "--align"]) == 0
+    fitted = ActiveShapeModel.load(prepared / "asm.npz")
+    assert fitted.align
+    np.testing.assert_allclose(np.load(prepared / "train" / "soft_landmarks.npy"), fitted.project(train),
+                               atol=1e-6)
+    assert asm_mod.soft_landmarks_current(prepared, 0.9, align=True)
+    assert not asm_mod.soft_landmarks_current(prepared, 0.9)          # an unaligned run refits
+    asm_mod.make_soft_landmarks(prepared, 0.9, verbose=False)
+    assert not ActiveShapeModel.load(prepared / "asm.npz").align
+    assert asm_mod.soft_landmarks_current(prepared, 0.9)
+    assert not asm_mod.soft_landmarks_current(prepared, 0.9, align=True)
+
+
+def test_trainer_option_asm_align_reaches_the_soft_landmarks(tmp_path):
+    """--asm-align (TrainConfig.asm_align) fits the aligned model the Tolerant teacher trains on,
+    and switching it off refits (training.ensure_soft_landmarks)."""
+    import training
+    from configuration import TrainConfig
+
+    prepared = tmp_path / "prep"
+    train = make_prepared(prepared)
+    for align in (True, False, True):
+        training.ensure_soft_landmarks(TrainConfig(dataset="300w", asm_align=align), prepared)
+        fitted = ActiveShapeModel.load(prepared / "asm.npz")
+        assert fitted.align == align
+        np.testing.assert_allclose(np.load(prepared / "train" / "soft_landmarks.npy"),
+                                   fitted.project(train), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
 # CLI on a tiny prepared folder (docs/ARCHITECTURE.md layout)
 # ---------------------------------------------------------------------------------------------
 
