@@ -92,16 +92,19 @@ def undo_similarity(aligned, transform) -> np.ndarray:
     return np.einsum("mnk,mjk->mnj", a / scales[:, None, None], rotations) + centroids
 
 
+def _centred_unit(shape: np.ndarray) -> np.ndarray:
+    """A shape (N, 2) moved to centroid 0 and scaled to unit Frobenius norm."""
+    centred = shape - shape.mean(axis=0)
+    return centred / max(np.linalg.norm(centred), np.finfo(np.float64).tiny)
+
+
 def procrustes_reference(shapes, iterations: int = 5) -> np.ndarray:
     """Generalized Procrustes mean of shapes (M, N, 2): centred, unit Frobenius norm, (N, 2)."""
     x = np.asarray(shapes, np.float64)
     ref = x.mean(axis=0)
     for _ in range(max(1, int(iterations))):
-        ref = ref - ref.mean(axis=0)
-        ref = ref / max(np.linalg.norm(ref), np.finfo(np.float64).tiny)
-        ref = similarity_align(x, ref)[0].mean(axis=0)
-    ref = ref - ref.mean(axis=0)
-    return ref / max(np.linalg.norm(ref), np.finfo(np.float64).tiny)
+        ref = similarity_align(x, _centred_unit(ref))[0].mean(axis=0)
+    return _centred_unit(ref)
 
 
 class ActiveShapeModel:
@@ -116,7 +119,6 @@ class ActiveShapeModel:
         self.explained_ratio: Optional[np.ndarray] = None   # per kept component
         self.fit_on: Optional[str] = None                   # make_soft_landmarks: FIT_ON entry
         self.fit_shapes: Optional[int] = None               # how many shapes it was fitted on
-        self.align: bool = False                            # Procrustes-aligned before the PCA
         self.reference: Optional[np.ndarray] = None         # (N, 2) frame of an aligned model
 
     # -- fitting ----------------------------------------------------------------------------
@@ -130,8 +132,8 @@ class ActiveShapeModel:
             raise ConfigError(f"an Active Shape Model needs at least 2 training shapes, got {x.shape[0]}")
         if not np.all(np.isfinite(x)):
             raise DataFormatError("training shapes contain NaN or infinite values; re-run prepare")
-        self.align, self.reference = bool(align), None
-        if self.align:
+        self.reference = None
+        if align:
             points = x.reshape(x.shape[0], -1, 2)
             self.reference = procrustes_reference(points)
             x = similarity_align(points, self.reference)[0].reshape(x.shape)
@@ -153,6 +155,11 @@ class ActiveShapeModel:
         return self
 
     @property
+    def align(self) -> bool:
+        """Whether the shapes are Procrustes-aligned onto `reference` before the PCA."""
+        return self.reference is not None
+
+    @property
     def k(self) -> int:
         self._check_fitted()
         return int(self.components.shape[1])
@@ -167,32 +174,30 @@ class ActiveShapeModel:
             raise ModelError("the Active Shape Model is not fitted; call fit() or load() first")
 
     # -- projection -------------------------------------------------------------------------
-    def _model_frame(self, shapes) -> tuple[np.ndarray, Optional[tuple]]:
-        """The shapes as vectors (M, 2N) in the frame the PCA was fitted in, and, for an aligned
-        model, each shape's similarity back to its own frame."""
+    def _coefficients(self, shapes, clip: Optional[bool]) -> tuple[np.ndarray, Optional[tuple]]:
+        """`coefficients`, and, for an aligned model, each shape's similarity back to its own
+        frame (None otherwise)."""
         self._check_fitted()
         x, _ = _as_vectors(shapes)
         if x.shape[1] != self.mean.shape[0]:
             raise ConfigError(f"shapes have {x.shape[1] // 2} points but the shape model has "
                               f"{self.num_points}")
-        if not self.align:
-            return x, None
-        aligned, transform = similarity_align(x.reshape(x.shape[0], -1, 2), self.reference)
-        return aligned.reshape(x.shape), transform
-
-    def coefficients(self, shapes, clip: Optional[bool] = None) -> np.ndarray:
-        """b = V^T (x - m), (M, k); clipped to +-3 sqrt(lambda) unless variance is 1.0 (see module).
-        For an aligned model x is the shape aligned onto the reference."""
-        x, _ = self._model_frame(shapes)
-        return self._clipped((x - self.mean) @ self.components, clip)
-
-    def _clipped(self, b: np.ndarray, clip: Optional[bool]) -> np.ndarray:
+        transform = None
+        if self.align:
+            aligned, transform = similarity_align(x.reshape(x.shape[0], -1, 2), self.reference)
+            x = aligned.reshape(x.shape)
+        b = (x - self.mean) @ self.components
         if clip is None:
             clip = self.variance is None or self.variance < 1.0
         if clip:
             limit = CLIP_SIGMAS * np.sqrt(self.eigenvalues)
             b = np.clip(b, -limit, limit)
-        return b
+        return b, transform
+
+    def coefficients(self, shapes, clip: Optional[bool] = None) -> np.ndarray:
+        """b = V^T (x - m), (M, k); clipped to +-3 sqrt(lambda) unless variance is 1.0 (see module).
+        For an aligned model x is the shape aligned onto the reference."""
+        return self._coefficients(shapes, clip)[0]
 
     def reconstruct(self, b) -> np.ndarray:
         self._check_fitted()
@@ -202,8 +207,8 @@ class ActiveShapeModel:
         """Soft shapes m + V b, in the input's layout ((M, N, 2) or (M, 2N)), float64; for an
         aligned model put back into each shape's own frame (its similarity undone)."""
         _, shape = _as_vectors(shapes)
-        x, transform = self._model_frame(shapes)
-        soft = self.reconstruct(self._clipped((x - self.mean) @ self.components, clip))
+        b, transform = self._coefficients(shapes, clip)
+        soft = self.reconstruct(b)
         if transform is not None:
             soft = undo_similarity(soft.reshape(len(soft), -1, 2), transform)
         return soft.reshape(shape)
@@ -241,7 +246,6 @@ class ActiveShapeModel:
                 asm.fit_on = str(z["fit_on"]) if "fit_on" in z.files else None
                 asm.fit_shapes = int(z["fit_shapes"]) if "fit_shapes" in z.files else None
                 asm.reference = z["reference"].astype(np.float64) if "reference" in z.files else None
-                asm.align = asm.reference is not None
         except (OSError, ValueError, KeyError) as err:
             raise ModelError(f"{path}: not a shape model written by asm_soft_landmarks.py "
                              f"({err}); delete it and run the command again") from None

@@ -278,8 +278,8 @@ def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
     """soft_landmarks.npy beside landmarks.npy (train, train_aug), fitted at cfg.asm_variance
     (Procrustes-aligned first with cfg.asm_align) on the training pool (asm_soft_landmarks: train +
     train_aug unless asm.npz records --fit-on plain); written (asm_soft_landmarks.make_soft_landmarks)
-    when missing, fitted at another variance or alignment or on other data (asm_soft_landmarks.soft_landmarks_current). Soft files without an asm.npz are
-    taken as supplied."""
+    when missing, fitted at another variance or alignment or on other data
+    (asm_soft_landmarks.soft_landmarks_current). Soft files without an asm.npz are taken as supplied."""
     prepared_dir = Path(prepared_dir)
     splits = ["train"] + (["train_aug"] if du.prepared_complete(prepared_dir, "train_aug") else [])
     have = all((prepared_dir / s / "soft_landmarks.npy").is_file() for s in splits)
