@@ -208,7 +208,7 @@ def traced_call(model, training: bool):
 
 # Fused batch norm for training on the TensorFlow backend. Keras 3 computes BatchNormalization from
 # element-wise ops (tf.nn.moments, then x * rsqrt(var + eps) * gamma + beta; the gradient is as many
-# ops again): 32-37% of the student's CPU training step (bench/results/training_profile.md).
+# ops again): 32-37% of the student's CPU training step (bench/speed/training_profile.md).
 # TensorFlow's fused kernel (FusedBatchNormV3, oneDNN's when TF_ENABLE_ONEDNN_OPTS=1) does the same
 # in one op forward and one backward. `fused_batchnorm()` swaps it in for the layers' training-mode
 # call while it is active (training.fit_model wraps fit in it); everything else is Keras' own code:
@@ -260,7 +260,7 @@ def _fused_bn_call(self, inputs, training=None, mask=None):
 def _fast_fused_kernel() -> bool:
     """True where TensorFlow's fused batch norm is the faster one: oneDNN on (its kernel) or a GPU.
     TensorFlow's own CPU kernel (oneDNN off) measured slower than Keras' ops on this 2-core CPU
-    (teacher step 0.60x, student 0.96x; bench/results/training_speed_round3.md)."""
+    (teacher step 0.60x, student 0.96x; bench/speed/fused_batchnorm.md)."""
     import tensorflow as tf  # noqa: PLC0415
 
     try:
@@ -281,7 +281,7 @@ def fused_batchnorm(enabled: bool = True, only_if_faster: bool = True):
     `only_if_faster`, on a CPU with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0). Takes effect for
     functions traced while it is active (fit's train function is traced on its first step).
 
-    Measured side by side on this 2-core CPU, oneDNN on (bench/results/training_speed_round3.md):
+    Measured side by side on this 2-core CPU, oneDNN on (bench/speed/fused_batchnorm.md):
     the demo's KD student step 1.14-1.58x the images/s of Keras' batch norm, the teacher's 1.18x."""
     global _bn_original_call, _bn_fused_depth
     keras = _keras()
@@ -331,7 +331,7 @@ def recalibrate_batchnorm(model, images, batch_size: int) -> int:
     mode every layer normalises with its own batch's statistics, so the statistics deeper layers see
     depend on the batch size. Validation NME of the converged KD student (trained in batches of 64)
     over three draws of 1024 crops: 5.12-5.20% re-estimated in batches of 64, 6.19-8.93% in batches
-    of 128; the converged L2 student 3.67% and 3.66% (bench/results/bn_fragility.md). A last batch
+    of 128; the converged L2 student 3.67% and 3.66% (bench/studies/batchnorm/bn_fragility.md). A last batch
     shorter than `batch_size` is left out unless it is the only one.
     """
     import numpy as np  # noqa: PLC0415

@@ -47,7 +47,7 @@ def tune_malloc() -> bool:
 
 
 # oneDNN (TF_ENABLE_ONEDNN_OPTS=1) is kept on: measured side by side in one run on this 2-core
-# machine (bench/results/training_speed_round2.md), 64 px batch 32 training steps ran 1.29-1.43x
+# machine (bench/speed/onednn_and_settings.md), 64 px batch 32 training steps ran 1.29-1.43x
 # (student) and 1.29-1.36x (teacher) faster than with it off; same-seed runs stay bit-identical.
 # TensorFlow then writes a notice about it straight to file descriptor 2 while it is imported,
 # before its log settings apply; _QuietImport hides those lines (and only those).

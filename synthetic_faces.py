@@ -39,7 +39,7 @@ Gaussian, motion and defocus blur, down-sampling, signal-dependent noise and a J
 roll (std 0.8 x the difficulty's roll range, clipped at that range + 20 deg) and wider face
 proportions (chin, nose length, brow height, mouth width). The default style's draws are untouched,
 so the default output (the embedded benchmark data) is byte-identical (tests/test_synthetic_randomize.py).
-Statistics of both styles against real photographs: bench/domain_gap.py.
+Statistics of both styles against real photographs: bench/studies/sim_to_real/domain_gap.py.
 
 Pixel convention: landmark coordinates are 0-based pixel coordinates (pixel (r, c) has its centre
 at x = c, y = r), written into the files as they are.
@@ -123,7 +123,7 @@ class FaceShape:
     def __init__(self, rng: np.random.Generator, expressive: float = 1.0, wide: bool = False):
         u = rng.uniform
         # ---- identity (wide: the randomized style's wider ranges of chin, nose, brow and mouth,
-        # covering the proportions measured on real faces, bench/results/domain_gap.md; the same
+        # covering the proportions measured on real faces, bench/studies/sim_to_real/domain_gap.md; the same
         # number of draws either way)
         self.W = u(0.80, 0.97)              # half width at eye level
         self.C = u(1.10, 1.52) if wide else u(1.22, 1.52)   # chin below the eye line

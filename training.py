@@ -434,7 +434,7 @@ def recalibrate_unless_worse(recalibrator: RecalibrateBatchNorm, model, val_imag
     the model's own statistics score better on the validation faces; returns whether the new ones
     were kept. A model already trained with BatchNorm frozen depends on the statistics it was frozen
     at: re-estimating those of the shipped Tough teacher (5.57% test NME) took it to 19.20%
-    (bench/results/freeze_batchnorm.md), and a frozen fine-tune from there spent its images
+    (bench/studies/batchnorm/freeze_batchnorm.md), and a frozen fine-tune from there spent its images
     recovering. Without validation faces the statistics are re-estimated."""
     if len(val_images) == 0:
         recalibrator.recalibrate()
@@ -469,7 +469,7 @@ def recalibration_images(data: du.TrainData, count: int,
     batch mixed plain and augmented crops. Statistics of plain faces alone shift every layer: the
     shipped Tough teacher (offline augmentation) scored test MSE 0.00143 with 256 plain faces and
     0.00098 with 1024 pool crops, the converged L2 student 0.00019 and 0.00016
-    (bench/results/precise_bn.md).
+    (bench/studies/batchnorm/precise_bn.md).
     Drawn rather than the first rows because official files are grouped by source (LFPW, HELEN...)."""
     if count <= 0 or data.size == 0:
         return np.zeros((0,), np.uint8)

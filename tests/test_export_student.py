@@ -9,7 +9,7 @@ Stated tolerances (normalised crop coordinates, crop side = 1; NME in percentage
   full int8 (int8 input and output): |NME(int8) - NME(Keras)| < 1.5 points (inter-ocular), and a
   median per-face mean point shift < 2% of the crop side.
 Measured with the shipped converged KD student on these fixtures (`python
-bench/export_agreement.py`, bench/results/export_agreement.md, 2026-11-28): float32 max 7.7e-7;
+bench/studies/export_agreement/export_agreement.py`, bench/studies/export_agreement/export_agreement.md, 2026-11-28): float32 max 7.7e-7;
 float16 mean 3.7e-5, max 1.5e-4 (its weights are stored in float16 already); dynamic int8 mean
 8.3e-4, max 4.5e-3; full int8 NME 11.43% against 10.87% (Keras), per-face shifts 0.7-1.8% of the
 side. Its outputs stay within +-0.42, inside the calibrated range: full int8 clips outputs to the

@@ -1,4 +1,4 @@
-"""bench/gpu_models.py, the prepared GPU-lease script (issue #11): it and the Distiller load none of
+"""bench/tools/gpu_models.py, the prepared GPU-lease script (issue #11): it and the Distiller load none of
 the project's TensorFlow modules and, where JAX is installed, import with TensorFlow absent (the GPU
 machine has only JAX); its time-based cosine schedule decays the learning rate to zero over the time
 share and stops there; its split files join back into the same model."""
@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT
 
-BENCH = ROOT / "bench"
+BENCH = ROOT / "bench" / "tools"   # gpu_models.py
 
 
 def _run(code: str, backend: str) -> subprocess.CompletedProcess:
@@ -30,7 +30,7 @@ def test_distiller_and_gpu_script_leave_the_tensorflow_modules_alone():
     """Importing the GPU script and the Distiller loads none of the project modules that need
     TensorFlow (training.py and the trainers import it at the top)."""
     out = _run("import sys\n"
-               "sys.path.insert(0, 'bench')\n"
+               "sys.path.insert(0, 'bench/tools')\n"
                "import gpu_models\n"
                "from kd_loss import Distiller\n"
                "print(sorted(m for m in ('training', 'student_trainer', 'teacher_trainer') if m in sys.modules))\n",
@@ -48,7 +48,7 @@ def test_distiller_and_gpu_script_import_without_tensorflow():
                "        if name.split('.')[0] == 'tensorflow':\n"
                "            raise ImportError('no tensorflow here')\n"
                "sys.meta_path.insert(0, NoTF())\n"
-               "sys.path.insert(0, 'bench')\n"
+               "sys.path.insert(0, 'bench/tools')\n"
                "import gpu_models\n"
                "from kd_loss import Distiller\n"
                "assert 'tensorflow' not in sys.modules\n"

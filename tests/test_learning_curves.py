@@ -1,4 +1,4 @@
-"""bench/learning_curves.py: images seen per epoch from a run folder, first crossings, the plot."""
+"""bench/studies/learning_curves/learning_curves.py: images seen per epoch from a run folder, first crossings, the plot."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("learning_curves", ROOT / "bench" / "learning_curves.py")
+    spec = importlib.util.spec_from_file_location("learning_curves", ROOT / "bench" / "studies" / "learning_curves" / "learning_curves.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

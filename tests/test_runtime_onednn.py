@@ -1,5 +1,5 @@
-"""runtime.quiet_tensorflow keeps oneDNN on (faster training on CPU, bench/results/
-training_speed_round2.md) and still gives a silent start-up: the notice TensorFlow writes to file
+"""runtime.quiet_tensorflow keeps oneDNN on (faster training on CPU, bench/speed/
+onednn_and_settings.md) and still gives a silent start-up: the notice TensorFlow writes to file
 descriptor 2 while it is imported is hidden, nothing else is."""
 from __future__ import annotations
 

@@ -327,7 +327,7 @@ def test_validation_faces_and_their_copies_never_train(prepared, tmp_path):
 def test_batchnorm_is_re_estimated_in_batches_of_the_training_size(prepared, tmp_path, monkeypatch):
     """Each replica normalised batches of the training size, so precise BN re-estimates in batches of
     that size (cnn_model.recalibrate_batchnorm): on a converged KD student, batches of 128 instead of
-    its 64 gave 6.2-8.9% validation NME against 5.1-5.2% (bench/results/bn_fragility.md)."""
+    its 64 gave 6.2-8.9% validation NME against 5.1-5.2% (bench/studies/batchnorm/bn_fragility.md)."""
     import cnn_model
     import teacher_trainer
 

@@ -5,8 +5,8 @@ and the warning for a model worse than the mean training shape.
 
 The photos are the real samples (tests/data/real_samples); the WFLW "Cheering" photo holds 3
 annotated and 14+ unannotated faces, and three of the default frontal cascade's detections on it are
-not faces (an arm, a shirt and a raised fist scoring -0.08, 0.20 and 4.61; bench/results/
-detector_compare.md). The model is a tiny untrained CNN: these tests check the plumbing, not accuracy.
+not faces (an arm, a shirt and a raised fist scoring -0.08, 0.20 and 4.61; bench/studies/
+detector_choice/detector_compare.md). The model is a tiny untrained CNN: these tests check the plumbing, not accuracy.
 """
 from __future__ import annotations
 
