@@ -235,6 +235,12 @@ def loss_config(preset: str) -> LossConfig:
 # Run configuration
 # ----------------------------------------------------------------------------------------------
 
+# Wing loss (the --student-mode wing baseline): Feng et al. (CVPR 2018) use w = 10 px and
+# epsilon = 2 px on their 64 px CNN-6 input; in the crop-normalised units of this project (one unit
+# is the crop side) that is 10/64 and 2/64, at any input size.
+WING_WIDTH = 10 / 64
+WING_CURVATURE = 2 / 64
+
 MIN_INPUT_SIZE = 32   # the smallest input both backbones accept
 MAX_INPUT_SIZE = 1024  # crops above this only cost memory (a 1024 px crop is 3 MB per face)
 TEACHER_STOCHASTIC_DEPTH = 0.2  # keras.applications EfficientNet's drop_connect_rate
@@ -295,7 +301,7 @@ class TrainConfig:
     asm_variance: float = 0.90            # soft landmarks for the Tolerant teacher
     asm_align: bool = False               # Procrustes-align before the ASM (METHOD.md 3.4's option)
     loss_preset: str = DEFAULT_LOSS_PRESET
-    student_mode: str = "kd"              # "kd", "l2", "tough-only", "tolerant-only"
+    student_mode: str = "kd"              # kd_loss.MODES: "kd", "l2", "l1", "wing", "tough-only", "tolerant-only"
     cache_teacher_predictions: bool = True
     strategy: str = "default"             # "default", "mirrored", "multiworker"
     mixed_precision: bool = False         # GPUs only
@@ -445,7 +451,8 @@ FIELD_HELP: dict[str, str] = {
     "asm_align": "Procrustes-align the shapes before the Active Shape Model, so soft landmarks keep "
                  "each face's position, size and roll (off by default, as the original)",
     "loss_preset": "KD-Loss constants: code (the authors' code, default) or paper (the article's)",
-    "student_mode": "kd (KD-Loss with both teachers), l2 (plain L2 baseline), tough-only or "
+    "student_mode": "kd (KD-Loss with both teachers), l2 (plain L2 baseline), l1 (plain L1: the "
+                    "teacher-free control of KD-Loss's shape), wing (Wing loss), tough-only or "
                     "tolerant-only (KD-Loss with one teacher: the ablations)",
     "cache_teacher_predictions": "let each teacher predict the stored training images once "
                                  "instead of at every step (not with --augment online)",

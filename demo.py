@@ -8,6 +8,7 @@ plot, sample grid).
     python demo.py --seed 1 --out results/demo-seed1
     python demo.py --ablations --seeds 0 1 2 3 4   # the paper's claim over seeds, paired differences
     python demo.py --students tough-only tolerant-only --seeds 0 1 2 3 4   # only the two ablations
+    python demo.py --students kd --loss-preset paper   # KD with the article's constants (student-kd-paper)
 
 Steps (each a command of the repo, run as a subprocess so each is exactly what a user would type):
   1. generate the embedded synthetic 300W faces (official .pts layout) if missing, and
@@ -15,8 +16,9 @@ Steps (each a command of the repo, run as a subprocess so each is exactly what a
   2. with --train-teachers (or --full): `asm_soft_landmarks.py` soft landmarks and
      `teacher_trainer.py` Tough and Tolerant teachers; otherwise the teachers shipped in
      models/teachers/ (trained long on a separate synthetic set; models/README.md);
-  3. `student_trainer.py` the KD student and the L2 baseline (and, with --ablations, the
-     Tough-only and Tolerant-only students);
+  3. `student_trainer.py` the KD student, the L1 control (no teachers, the same shape of loss:
+     KD - L1 is what the teachers add) and the L2 baseline (the paper's comparison); with
+     --ablations also the Tough-only and Tolerant-only students;
   4. `test.py` on every model, then one table (with the mean training shape), one CED plot and one
      sample grid for all of them.
 Every step resumes: running the command again skips finished models and continues interrupted ones.
@@ -36,12 +38,18 @@ from runtime import malloc_env, quiet_tensorflow, user_set_malloc
 
 quiet_tensorflow()
 
-from configuration import (MODELS_DIR, PRESETS, REPO_ROOT, PrepareConfig, check_input_size,  # noqa: E402
-                           preset_frozen_epochs)
+from configuration import (DEFAULT_LOSS_PRESET, LOSS_PRESETS, MODELS_DIR, PRESETS, REPO_ROOT,  # noqa: E402
+                           PrepareConfig, check_input_size, preset_frozen_epochs)
 
 # The quick and the published configurations: configuration.PRESETS (one table with the trainers'
 # --preset).
+from kd_loss import MODE_TEACHERS  # noqa: E402
 from kd_loss import MODES as STUDENT_MODES  # noqa: E402  (the one list of student modes)
+
+# KD, its control of the same shape without teachers (L1), and the paper's baseline (L2)
+DEFAULT_STUDENTS = ("kd", "l1", "l2")
+# the baselines every student is compared with over seeds: L1 isolates the teachers, L2 is the paper's
+BASELINES = (("student-l1", "what the teachers add"), ("student-l2", "the paper's comparison"))
 
 QUICK, FULL = PRESETS["quick"], PRESETS["paper"]
 
@@ -53,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.fill(f"With no options (the quick configuration) it generates the embedded synthetic 300W "
                 f"faces (3000 train / 300 test), prepares {QUICK['input_size']} px crops, trains the "
-                f"KD student (from the teachers shipped in models/teachers/) and the L2 baseline for "
+                f"KD student (from the teachers shipped in models/teachers/), the L1 control (no "
+                f"teachers: KD - L1 is what the teachers add) and the L2 baseline for "
                 f"{QUICK['student_epochs']} epochs each (batch {QUICK['batch_size']}, "
                 f"{QUICK['lr_schedule']} schedule, the last {QUICK['student_freeze_batchnorm_epochs']} "
                 f"with BatchNorm frozen, no augmentation), evaluates them beside the teachers "
@@ -78,13 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"epochs of each student (default: {QUICK['student_epochs']}, --full "
                         f"{FULL['student_epochs']})")
     p.add_argument("--max-faces", type=int, default=None, help="use only the first K training faces")
+    p.add_argument("--width-multiplier", type=float, default=None,
+                   help="the students' MobileNetV2 width (default 1.0; the study of where the teachers "
+                        "matter also runs 0.35 and 0.5)")
     p.add_argument("--train-teachers", action="store_true",
                    help="also fit the ASM and train both teachers here (default: distil from the "
                         "teachers shipped in models/teachers/; --full always trains them)")
     p.add_argument("--ablations", action="store_true", help="also train the Tough-only and Tolerant-only students")
     p.add_argument("--students", nargs="+", default=None, choices=STUDENT_MODES, metavar="MODE",
-                   help="train only these students (choices: " + ", ".join(STUDENT_MODES) + "; default: kd l2, "
-                        "and the two ablations with --ablations)")
+                   help="train only these students (choices: " + ", ".join(STUDENT_MODES) + "; default: "
+                        + " ".join(DEFAULT_STUDENTS) + ", and tough-only tolerant-only with --ablations)")
+    p.add_argument("--loss-preset", default=DEFAULT_LOSS_PRESET, choices=tuple(LOSS_PRESETS),
+                   help="KD-Loss constants of the students that use teachers (choices: "
+                        + ", ".join(LOSS_PRESETS) + f"; default {DEFAULT_LOSS_PRESET}); any other "
+                        "than the default is named in the student's folder, e.g. student-kd-paper")
     p.add_argument("--out", default=None, help="results folder (default results/demo-<dataset>-seed<seed>; "
                                                "with --seeds: the parent of one seed<S> folder per seed and seeds/)")
     p.add_argument("--models-dir", default=None,
@@ -175,7 +191,8 @@ def verdict(name: str, baseline: str, diff: dict) -> str:
 
 def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
     """Mean, sample standard deviation and range over seeds of each model's NME per subset, and
-    each student's paired difference to the L2 baseline (same seed) with its 95% CI."""
+    each student's paired difference to the L1 control and to the L2 baseline (same seed) with its
+    95% CI."""
     import numpy as np
 
     from safe_io import atomic_write_json, atomic_write_text  # noqa: PLC0415
@@ -203,21 +220,25 @@ def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
             summary.setdefault(name, {})[sub] = {"values": v.tolist(), "mean": float(v.mean()), "std": sd}
             cells.append(f"{v.mean():.2f} ± {sd:.2f} [{v.min():.2f}-{v.max():.2f}]")
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
-    base = "student-l2"
-    if base in per_model:
+    for base, meaning in BASELINES:
+        if base not in per_model:
+            continue
         rows, sentences = [], []
         for name, runs in per_model.items():
             if not name.startswith("student-") or name == base:
                 continue
             both = [o for o in runs if o in per_model[base]]
+            if not both:
+                continue
             diff = paired_difference([runs[o]["full"] for o in both], [per_model[base][o]["full"] for o in both])
-            summary.setdefault("paired_vs_l2", {})[name] = diff
+            summary.setdefault(f"paired_vs_{base.split('-', 1)[1]}", {})[name] = diff
             lo, hi = diff["ci95"]
             rows.append(f"| {name} - {base} | {diff['n']} | {diff['mean']:+.2f} | {diff['std']:.2f} | "
                         f"{lo:+.2f} to {hi:+.2f} | " + ", ".join(f"{x:+.2f}" for x in diff.get("values", [])) + " |")
             sentences.append(verdict(name, base, diff))
         if rows:
-            lines += ["", "Paired differences of the full-set NME (same seed; negative: lower NME than L2):", "",
+            lines += ["", f"Paired differences of the full-set NME against {base} ({meaning}; same seed; "
+                          f"negative: lower NME than {base}):", "",
                       "| difference | seeds | mean | sd | 95% CI of the mean | per seed |",
                       "|---|---|---|---|---|---|", *rows, "", *sentences]
     text = "\n".join(lines) + "\n"
@@ -225,6 +246,13 @@ def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
     atomic_write_text(folder / "results.md", text)
     atomic_write_json(folder / "summary.json", summary)
     return text
+
+
+def student_name(mode: str, preset: str) -> str:
+    """The student's name in folders and tables: its mode, and the KD-Loss preset where it is not
+    the default and the mode uses it (a student with a teacher)."""
+    uses_preset = any(MODE_TEACHERS[mode])
+    return f"{mode}-{preset}" if uses_preset and preset != DEFAULT_LOSS_PRESET else mode
 
 
 def shipped_teachers(dataset: str) -> tuple:
@@ -260,8 +288,11 @@ def run_one(args) -> int:
         common += ["--lr-schedule", cfg["lr_schedule"]]
     if cfg["max_faces"]:
         common += ["--max-faces", str(cfg["max_faces"])]
+    width = getattr(args, "width_multiplier", None)
+    student_width = ["--width-multiplier", str(width)] if width else []
     students = (list(dict.fromkeys(args.students)) if args.students
-                else ["kd", "l2"] + (["tough-only", "tolerant-only"] if args.ablations else []))
+                else [*DEFAULT_STUDENTS] + (["tough-only", "tolerant-only"] if args.ablations else []))
+    preset = getattr(args, "loss_preset", DEFAULT_LOSS_PRESET)
     times = {}
     t_start = time.time()
 
@@ -278,22 +309,23 @@ def run_one(args) -> int:
                  "--run-dir", str(runs / f"teacher-{name}"), "--output", str(path)], log)
     student_only = ["--freeze-batchnorm-epochs", str(preset_frozen_epochs(
         cfg.get("student_freeze_batchnorm_epochs", 0), cfg["student_epochs"]))]
-    for mode in students:
-        times[f"student-{mode}"] = _run(
-            f"{mode} student (MobileNetV2)",
+    names = {mode: student_name(mode, preset) for mode in students}
+    for mode, name in names.items():
+        times[f"student-{name}"] = _run(
+            f"{name} student (MobileNetV2)",
             ["student_trainer.py", "--student-mode", mode, *common, "--epochs", str(cfg["student_epochs"]),
-             *student_only,
+             *student_only, *student_width, "--loss-preset", preset,
              "--tough", str(tough), "--tolerant", str(tolerant),
-             "--run-dir", str(runs / f"student-{mode}"), "--output", str(models / "students" / f"{ds}_{mode}.keras")], log)
-    evaluated = {f"student-{m}": models / "students" / f"{ds}_{m}.keras" for m in students}
+             "--run-dir", str(runs / f"student-{name}"), "--output", str(models / "students" / f"{ds}_{name}.keras")], log)
+    evaluated = {f"student-{n}": models / "students" / f"{ds}_{n}.keras" for n in names.values()}
+    modes = {f"student-{n}": m for m, n in names.items()}
     evaluated["teacher-tough"] = tough
     evaluated["teacher-tolerant"] = tolerant
     for name, path in evaluated.items():
         times[f"test-{name}"] = _run(
             f"evaluate {name}",
             ["test.py", "--dataset", ds, "--model", str(path), "--prepared-dir", str(prepared),
-             "--out-dir", str(out / name), "--mode", name.split("-", 1)[1] if name.startswith("student")
-             else "teacher"], log)
+             "--out-dir", str(out / name), "--mode", modes.get(name, "teacher")], log)
     report = write_report(out, ds, evaluated, prepared)
     total = time.time() - t_start
     times["total"] = total
@@ -304,6 +336,23 @@ def run_one(args) -> int:
                                                           "trained_here": train_teachers}})
     print(f"\n{report}\nwrote {out}/results.md, ced.png, samples.png; total {total / 60:.1f} min", flush=True)
     return 0
+
+
+def comparison_lines(full: dict, mean_shape=None) -> list:
+    """The sentences under the demo's table: KD against the L1 control and the L2 baseline, and
+    against the mean shape; `full` maps model names to full-set NME."""
+    if "student-kd" not in full:
+        return []
+    lines = [""]
+    for base, meaning in BASELINES:
+        if base in full:
+            lines.append(f"KD - {base.split('-', 1)[1].upper()} ({meaning}): "
+                         f"{full['student-kd'] - full[base]:+.2f} points of full-set NME (one seed: "
+                         f"`--seeds` gives the confidence interval).")
+    if mean_shape is not None:
+        lines.append(f"KD student / mean shape (full set): "
+                     f"{full['student-kd'] / mean_shape['full']['nme_interocular']:.2f}x.")
+    return lines
 
 
 def write_report(out: Path, dataset: str, evaluated: dict, prepared_dir) -> str:
@@ -332,10 +381,8 @@ def write_report(out: Path, dataset: str, evaluated: dict, prepared_dir) -> str:
         full = scores.get("full", {})
         lines.append(f"| {name} | " + " | ".join(f"{scores[s]['nme_interocular']:.2f}" for s in subsets)
                      + f" | {full.get('fr@0.1', float('nan')):.2f} | {full.get('auc@0.1', float('nan')):.4f} |")
-    if mean_shape is not None and "student-kd" in evaluated:
-        kd = dict(rows)["student-kd"]["full"]["nme_interocular"]
-        floor = mean_shape["full"]["nme_interocular"]
-        lines += ["", f"KD student / mean shape (full set): {kd / floor:.2f}x."]
+    lines += comparison_lines({name: scores["full"]["nme_interocular"] for name, scores in rows
+                               if "full" in scores}, mean_shape)
     text = "\n".join(lines) + "\n"
     from safe_io import atomic_write_text  # noqa: PLC0415
 

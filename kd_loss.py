@@ -39,7 +39,14 @@ configuration read it from here):
   * "tough-only": only the Tough teacher is available, so it also supplies the main loss's d
     (d = |G - A|) and only its assistive term is added (w_main main + w_tough ALoss_Tough).
   * "tolerant-only": d = |G - S| and only the Tolerant assistive term (w_main main + w_tol ALoss_Tol).
-  * "l2": mean squared error against G (the baseline), teachers ignored.
+  * "l2": mean squared error against G (the paper's baseline), teachers ignored.
+  * "l1": mean absolute error against G, no teachers: the control of the same shape as KD-Loss
+    (per coordinate KD-Loss's gradient is sign(P - G) times a weight the teachers set, so L1 is
+    KD-Loss with teachers that say nothing; KD - L1 is what the teachers add).
+  * "wing": Wing loss (Feng et al., CVPR 2018) against G, no teachers: w ln(1 + e / eps) for
+    e < w, e - C beyond (C = w - w ln(1 + w / eps), continuous at e = w); w and eps are
+    configuration.WING_WIDTH / WING_CURVATURE, in crop-normalised units.
+The teacher-free modes return their loss as "main" and "total" (the assistive terms are 0).
 These are the paper's "student with the Tough / Tolerant teacher only" ablations (METHOD.md 8); the
 paper does not say which error the main loss used for the Tough-only student; we use the only
 teacher present.
@@ -58,12 +65,13 @@ import keras
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # what keras.losses.Loss applies
 
-from configuration import DEFAULT_LOSS_PRESET, LOSS_PRESETS, LossConfig, loss_config
+from configuration import (DEFAULT_LOSS_PRESET, LOSS_PRESETS, WING_CURVATURE, WING_WIDTH, LossConfig,
+                           loss_config)
 from errors import ConfigError
 
 # student mode -> (needs the Tough teacher, needs the Tolerant teacher)
-MODE_TEACHERS = {"kd": (True, True), "l2": (False, False), "tough-only": (True, False),
-                 "tolerant-only": (False, True)}
+MODE_TEACHERS = {"kd": (True, True), "l2": (False, False), "l1": (False, False),
+                 "wing": (False, False), "tough-only": (True, False), "tolerant-only": (False, True)}
 MODES = tuple(MODE_TEACHERS)
 
 
@@ -98,6 +106,27 @@ def l2_loss(y_true, y_pred):
     """Mean squared error over the batch and all coordinates (teachers and the L2 baseline)."""
     y_true, y_pred = _prepare(y_true, y_pred)
     return ops.mean(ops.square(y_pred - y_true))
+
+
+def l1_loss(y_true, y_pred):
+    """Mean absolute error over the batch and all coordinates (the teacher-free control)."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return ops.mean(ops.abs(y_pred - y_true))
+
+
+def wing_loss(y_true, y_pred, width=WING_WIDTH, curvature=WING_CURVATURE):
+    """Wing loss (Feng et al. 2018) averaged over batch and coordinates: log-shaped for errors
+    below `width` (steeper than L1 near 0), L1 beyond; `curvature` is the paper's epsilon."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    e = ops.abs(y_pred - y_true)
+    w = ops.convert_to_tensor(width, e.dtype)
+    eps = ops.convert_to_tensor(curvature, e.dtype)
+    c = w - w * ops.log1p(w / eps)
+    return ops.mean(ops.where(e < w, w * ops.log1p(e / eps), e - c))
+
+
+# the loss of each student mode that uses no teacher
+TEACHER_FREE_LOSSES = {"l2": l2_loss, "l1": l1_loss, "wing": wing_loss}
 
 
 def main_loss_elementwise(G, P, S, cfg=None):
@@ -171,7 +200,7 @@ def kd_loss_terms(G, P, A, S, cfg=None) -> dict:
 class KDLoss:
     """The student's loss for a trainer: `loss(G, P, A=None, S=None)` returns the scalar total;
     `loss.terms(...)` the dict of its parts (absent parts are 0). See the module docstring for the
-    modes "kd", "tough-only", "tolerant-only" and "l2"."""
+    modes (MODES)."""
 
     def __init__(self, cfg: Union[LossConfig, str, None] = None, mode: str = "kd"):
         self.cfg = _cfg(cfg)
@@ -193,8 +222,8 @@ class KDLoss:
             raise ConfigError(f"KD-Loss mode {self.mode!r} needs the Tolerant teacher's predictions")
         G, P = _prepare(G, P)
         zero = ops.zeros((), P.dtype)
-        if self.mode == "l2":
-            main = l2_loss(G, P)
+        if self.mode in TEACHER_FREE_LOSSES:
+            main = TEACHER_FREE_LOSSES[self.mode](G, P)
             return {"main": main, "tough": zero, "tolerant": zero, "total": main}
         # the main loss's d comes from the Tolerant teacher, or from the only teacher present
         main = main_loss(G, P, S if self.needs_tolerant else A, cfg)

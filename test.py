@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="results sub-folder name (default: a timestamp)")
     p.add_argument("--out-dir", default=None, help="output folder (default: results/<name>, or "
                                                    "models/export for --export)")
-    p.add_argument("--mode", default=None, help="kd, l2, tough-only, tolerant-only or teacher: which "
+    p.add_argument("--mode", default=None, help="kd, l2, l1, wing, tough-only, tolerant-only or teacher: which "
                                                 "published row is the same setting (default: guessed "
                                                 "from the model's file name)")
     p.add_argument("--batch-size", type=int, default=32, help="faces per prediction batch "
@@ -126,7 +126,8 @@ def _guess_mode(model_name: str):
     s = Path(str(model_name)).stem.lower()
     for key, mode in (("tough-only", "tough-only"), ("tough_only", "tough-only"),
                       ("tolerant-only", "tolerant-only"), ("tolerant_only", "tolerant-only"),
-                      ("teacher", "teacher"), ("tough", "teacher"), ("_l2", "l2"), ("_kd", "kd")):
+                      ("teacher", "teacher"), ("tough", "teacher"), ("_l2", "l2"), ("_l1", "l1"),
+                      ("_wing", "wing"), ("_kd", "kd")):
         if key in s:
             return mode
     return None

@@ -64,11 +64,14 @@ def test_step_sequence_and_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
     assert demo.main(["--seed", "3", "--ablations", "--out", str(tmp_path)]) == 0
     scripts = [c[0] for c in calls]
-    assert scripts == ["data_util.py"] + ["student_trainer.py"] * 4 + ["test.py"] * 6
+    assert scripts == ["data_util.py"] + ["student_trainer.py"] * 5 + ["test.py"] * 7
     modes = [c[c.index("--student-mode") + 1] for c in calls if c[0] == "student_trainer.py"]
-    assert modes == ["kd", "l2", "tough-only", "tolerant-only"]
+    assert modes == ["kd", "l1", "l2", "tough-only", "tolerant-only"]
+    tested = [c[c.index("--mode") + 1] for c in calls if c[0] == "test.py"]
+    assert tested == ["kd", "l1", "l2", "tough-only", "tolerant-only", "teacher", "teacher"]
     tough, tolerant = demo.shipped_teachers("300w")
-    for c in calls[1:5]:
+    for c in calls[1:6]:
+        assert c[c.index("--loss-preset") + 1] == "code"
         assert c[c.index("--seed") + 1] == "3"
         assert c[c.index("--input-size") + 1] == str(demo.QUICK["input_size"])
         assert c[c.index("--epochs") + 1] == str(demo.QUICK["student_epochs"])
@@ -98,7 +101,7 @@ def test_train_teachers_adds_the_asm_and_both_teachers(tmp_path, monkeypatch):
     assert demo.main(["--train-teachers", "--out", str(tmp_path)]) == 0
     scripts = [c[0] for c in calls]
     assert scripts == ["data_util.py", "asm_soft_landmarks.py", "teacher_trainer.py", "teacher_trainer.py",
-                       "student_trainer.py", "student_trainer.py"] + ["test.py"] * 4
+                       "student_trainer.py", "student_trainer.py", "student_trainer.py"] + ["test.py"] * 5
     trained = [c[c.index("--output") + 1] for c in calls if c[0] == "teacher_trainer.py"]
     kd = next(c for c in calls if c[0] == "student_trainer.py")
     assert kd[kd.index("--tough") + 1] == trained[0] and kd[kd.index("--tolerant") + 1] == trained[1]
@@ -106,7 +109,7 @@ def test_train_teachers_adds_the_asm_and_both_teachers(tmp_path, monkeypatch):
     assert all("--freeze-batchnorm-epochs" not in c for c in calls if c[0] == "teacher_trainer.py")
     calls.clear()
     assert demo.main(["--student-epochs", "2", "--out", str(tmp_path / "short")]) == 0
-    assert [c[c.index("--freeze-batchnorm-epochs") + 1] for c in calls if c[0] == "student_trainer.py"] == ["0", "0"]
+    assert [c[c.index("--freeze-batchnorm-epochs") + 1] for c in calls if c[0] == "student_trainer.py"] == ["0"] * 3
 
 
 def test_missing_shipped_teachers_is_one_line_error(tmp_path, monkeypatch):
@@ -137,3 +140,39 @@ def test_steps_get_the_allocator_settings_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     env = demo.step_env()
     assert env["MALLOC_ARENA_MAX"] == "2" and not any(k in env for k in demo.MALLOC_ENV)
+
+
+def test_loss_preset_names_the_students_that_use_it(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
+    monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
+    assert demo.main(["--students", "kd", "l1", "--loss-preset", "paper", "--out", str(tmp_path)]) == 0
+    trained = [c for c in calls if c[0] == "student_trainer.py"]
+    assert [c[c.index("--loss-preset") + 1] for c in trained] == ["paper", "paper"]
+    assert [c[c.index("--run-dir") + 1] for c in trained] == [str(tmp_path / "runs" / "student-kd-paper"),
+                                                              str(tmp_path / "runs" / "student-l1")]
+    tested = [(c[c.index("--out-dir") + 1], c[c.index("--mode") + 1]) for c in calls if c[0] == "test.py"]
+    assert tested[:2] == [(str(tmp_path / "student-kd-paper"), "kd"), (str(tmp_path / "student-l1"), "l1")]
+
+
+def test_seed_table_compares_every_student_with_l1_and_with_l2(tmp_path):
+    """KD 10, 12, 14; L1 11, 12, 16; L2 12, 12, 15: KD - L1 per seed -1, 0, -2 (mean -1, sd 1)."""
+    outs = _three_seeds(tmp_path)
+    for out, l1 in zip(outs, (11.0, 12.0, 16.0)):
+        _write_scores(out, "student-l1", {"full": l1})
+    text = demo.summarize_seeds(outs, "300w", tmp_path / "seeds")
+    summary = json.loads((tmp_path / "seeds" / "summary.json").read_text())
+    assert summary["paired_vs_l1"]["student-kd"]["values"] == pytest.approx([-1.0, 0.0, -2.0])
+    assert summary["paired_vs_l2"]["student-l1"]["values"] == pytest.approx([-1.0, 0.0, 1.0])
+    assert "student-l1" not in summary["paired_vs_l1"]
+    assert "| student-kd - student-l1 | 3 | -1.00 | 1.00 | -3.48 to +1.48 | -1.00, +0.00, -2.00 |" in text
+    assert "against student-l1 (what the teachers add" in text
+
+
+def test_report_states_what_the_teachers_add():
+    full = {"student-kd": 7.5, "student-l1": 7.75, "student-l2": 11.5, "teacher-tough": 4.8}
+    text = "\n".join(demo.comparison_lines(full, {"full": {"nme_interocular": 20.0}}))
+    assert "KD - L1 (what the teachers add): -0.25 points" in text
+    assert "KD - L2 (the paper's comparison): -4.00 points" in text
+    assert "KD student / mean shape (full set): 0.38x." in text
+    assert demo.comparison_lines({"student-l2": 11.5}) == []

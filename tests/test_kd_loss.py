@@ -332,6 +332,49 @@ def test_kdloss_modes():
         kd_loss.KDLoss("unknown-preset")
 
 
+def test_l1_and_wing_closed_form():
+    """Hand-computed values: L1 is the mean |P - G|; Wing (w = 10/64, eps = 2/64) is
+    w ln(1 + e / eps) below w and e - (w - w ln(1 + w / eps)) beyond, continuous at e = w."""
+    from configuration import WING_CURVATURE, WING_WIDTH
+
+    assert (WING_WIDTH, WING_CURVATURE) == (10 / 64, 2 / 64)   # Feng et al.'s 10 px / 2 px at 64 px
+    G = np.zeros((1, 4))
+    P = np.array([[0.01, -0.03, 0.5, -1.0]])
+    assert float(kd_loss.KDLoss("code", "l1")(G, P)) == pytest.approx((0.01 + 0.03 + 0.5 + 1.0) / 4, rel=1e-12)
+    w, eps = 10 / 64, 2 / 64
+    c = w - w * np.log(1 + w / eps)
+    by_hand = [w * np.log(1 + 0.01 / eps), w * np.log(1 + 0.03 / eps), 0.5 - c, 1.0 - c]
+    wing = kd_loss.KDLoss("paper", "wing")
+    assert float(wing(G, P)) == pytest.approx(np.mean(by_hand), rel=1e-12)
+    terms = wing.terms(G, P)
+    assert float(terms["tough"]) == float(terms["tolerant"]) == 0.0
+    assert float(terms["main"]) == float(terms["total"])
+    # continuous at the width; near 0 steeper than L1 (slope w / eps = 5)
+    below, above = (float(kd_loss.wing_loss(G[:, :1], np.array([[w + d]]))) for d in (-1e-9, 1e-9))
+    assert below == pytest.approx(above, abs=1e-8)
+    assert float(kd_loss.wing_loss(G[:, :1], np.array([[1e-6]]))) == pytest.approx(5e-6, rel=1e-4)
+
+
+def test_teacher_free_modes_ignore_teachers_and_pull_to_ground_truth():
+    rng = np.random.default_rng(3)
+    G, P, A, S = random_batch(rng)
+    for mode in ("l1", "wing", "l2"):
+        loss = kd_loss.KDLoss("code", mode)
+        assert not loss.needs_tough and not loss.needs_tolerant
+        assert float(loss(G, P)) == float(loss(G, P, A, S))
+        Pv = tf.Variable(P)
+        with tf.GradientTape() as tape:
+            value = loss(G, Pv)
+        grad = tape.gradient(value, Pv).numpy()
+        moved = P != G
+        assert np.all(np.sign(grad[moved]) == np.sign((P - G)[moved]))
+    # L1's gradient is the sign alone: the shape KD-Loss has when its teachers say nothing
+    Pv = tf.Variable(P)
+    with tf.GradientTape() as tape:
+        value = kd_loss.KDLoss("code", "l1")(G, Pv)
+    np.testing.assert_allclose(tape.gradient(value, Pv).numpy(), np.sign(P - G) / P.size, rtol=1e-12)
+
+
 def test_float32_inputs_and_tf_function():
     cfg = LOSS_PRESETS["code"]
     rng = np.random.default_rng(1)
