@@ -1,0 +1,166 @@
+"""The documents (issue 34): rendered tables in step with their JSON, the README's commands in step
+with the scripts' options, the README a front page, the model card naming exactly the shipped files,
+and .gitignore keeping user models out of git."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import render_docs as R  # noqa: E402
+
+README = ROOT / "README.md"
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendered blocks
+# ----------------------------------------------------------------------------------------------
+
+
+def test_every_rendered_block_is_up_to_date():
+    cache: dict = {}
+    stale = {str(p.relative_to(ROOT)): R.stale_blocks(p, cache) for p in R.documents()}
+    assert not {k: v for k, v in stale.items() if v}, "run python tools/render_docs.py"
+    names = {m.group("name") for p in R.documents() for m in R.BLOCK.finditer(p.read_text())}
+    assert {"what_teachers_add", "shipped_models", "model_card", "scores_synthetic"} <= names
+
+
+def test_a_hand_edited_figure_is_found_stale():
+    text = README.read_text()
+    block = next(m for m in R.BLOCK.finditer(text) if m.group("name") == "what_teachers_add")
+    edited = text.replace(block.group("body"), block.group("body").replace("7.62", "7.61", 1))
+    assert edited != text and R.render_text(edited) == text
+
+
+def test_check_exits_non_zero_on_a_stale_document(tmp_path, monkeypatch, capsys):
+    doc = tmp_path / "README.md"
+    doc.write_text("x\n<!-- BEGIN rendered:shipped_models -->\nold\n<!-- END rendered:shipped_models -->\n")
+    monkeypatch.setattr(R, "documents", lambda root=R.ROOT: [doc])
+    monkeypatch.setattr(R, "ROOT", tmp_path)
+    assert R.main(["--check"]) == 1
+    assert "README.md: shipped_models" in capsys.readouterr().err
+    assert "old" in doc.read_text()                      # --check writes nothing
+    assert R.main([]) == 0 and R.main(["--check"]) == 0
+    assert "`students/300w_kd.keras`" in doc.read_text()
+
+
+def test_paired_difference_against_a_hand_computed_t_interval():
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2 d.f.) = 4.302653 -> half-width 4.302653 / sqrt(3)
+    d = R.paired([0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
+    assert d["mean"] == pytest.approx(2.0)
+    assert d["high"] - d["mean"] == pytest.approx(4.302653 / 3 ** 0.5, abs=1e-5)
+    assert R.spread([1.0, 2.0, 3.0]) == "2.00 ± 1.00 [1.00-3.00]"
+
+
+def test_the_headline_reproduces_the_study_files_own_statistics():
+    """The rendered KD - L2 interval equals the one demo.summarize_seeds wrote beside the data."""
+    spec = json.loads((R.DEMO_SEEDS / "results.json").read_text())["what_teachers_add"]
+    source = json.loads((R.DEMO_SEEDS / spec["sources"][0]).read_text())
+    rows = {r["key"]: r["values"] for r in R.seed_rows(spec)}
+    d = R.paired(rows["student-l2"], rows["student-kd"])
+    assert [d["low"], d["high"]] == pytest.approx(source["paired_vs_l2"]["student-kd"]["ci95"])
+
+
+def test_plain_json_table_block(tmp_path, monkeypatch):
+    (tmp_path / "r.json").write_text(json.dumps({"t": {"columns": ["a", "b"], "rows": [[1, "x"]]}}))
+    monkeypatch.setattr(R, "ROOT", tmp_path)
+    assert R.render_block("table:r.json#t") == "| a | b |\n|---|---|\n| 1 | x |\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# The README
+# ----------------------------------------------------------------------------------------------
+
+
+def test_readme_is_a_front_page():
+    assert len(README.read_text().splitlines()) <= 250
+
+
+def readme_commands(text: str):
+    """(script, [args]) for every `python X.py ...` line of the README's ```bash blocks, with
+    continuation lines joined, comments dropped and `&&` chains split."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            for part in line.split("&&"):
+                words = shlex.split(part)
+                if len(words) >= 2 and words[0] == "python" and words[1].endswith(".py"):
+                    out.append((words[1], words[2:]))
+    return out
+
+
+def _help_texts(commands):
+    """`python SCRIPT [SUBCOMMAND] --help` for each distinct script, run side by side."""
+    keys = {(s, a[0] if a and not a[0].startswith("-") else None) for s, a in commands}
+    procs = {k: subprocess.Popen([sys.executable, k[0], *([k[1]] if k[1] else []), "--help"], cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for k in keys}
+    return {k: (p.communicate(timeout=300)[0], p.returncode) for k, p in procs.items()}
+
+
+def test_readme_commands_use_only_options_their_scripts_have():
+    commands = readme_commands(README.read_text())
+    assert len(commands) >= 20 and ("demo.py", []) in commands
+    helps = _help_texts(commands)
+    for (script, sub), (text, code) in helps.items():
+        assert code == 0, f"python {script} {sub or ''} --help failed:\n{text[-2000:]}"
+    for script, args in commands:
+        assert (ROOT / script).is_file(), script
+        sub = args[0] if args and not args[0].startswith("-") else None
+        text = helps[(script, sub)][0]
+        for flag in (a.split("=")[0] for a in args if a.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), f"README: `python {script}` has no {flag}"
+
+
+def test_readme_command_parser_sees_a_stale_flag():
+    cmds = readme_commands("```bash\npython test.py --no-such-flag x \\\n    --mode kd  # c\n```\n")
+    assert cmds == [("test.py", ["--no-such-flag", "x", "--mode", "kd"])]
+
+
+def test_readme_paths_exist():
+    """Every repository file or folder the README names in backticks or links exists."""
+    text = README.read_text()
+    named = set(re.findall(r"\]\(([^)#:]+)\)", text))
+    named |= {p for p in re.findall(r"`([\w./-]+/[\w./-]*)`", text)
+              if p.split("/")[0] in {"docs", "bench", "models", "tools", "tests", "data", "samples"}
+              and not p.startswith(("data/prepared/", "data/synthetic/"))}   # made on first use
+    missing = [p for p in sorted(named) if not (ROOT / p).exists()]
+    assert not missing, missing
+
+
+# ----------------------------------------------------------------------------------------------
+# Models: the card names exactly the shipped files; user files stay out of git
+# ----------------------------------------------------------------------------------------------
+
+
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None or _git("rev-parse").returncode != 0,
+                               reason="not a git checkout")
+
+
+@needs_git
+def test_model_card_lists_exactly_the_tracked_model_files():
+    tracked = {p[len("models/"):] for p in _git("ls-files", "models").stdout.split()
+               if p.endswith((".keras", ".tflite"))}
+    carded = {m["file"] for m in json.loads(R.SCORES.read_text())["models"]}
+    assert carded == tracked
+
+
+@needs_git
+def test_user_models_in_models_are_ignored_and_shipped_ones_are_not():
+    user = ["models/students/mine.keras", "models/export/x_int8.tflite", "models/mine.keras"]
+    assert _git("check-ignore", *user).stdout.split() == user
+    shipped = ["models/" + m["file"] for m in json.loads(R.SCORES.read_text())["models"]]
+    assert _git("check-ignore", *shipped, "models/scores.json").stdout.split() == []

@@ -1,0 +1,307 @@
+"""Render the documents' result tables from the JSON files that hold the numbers.
+
+Every figure a table shows is typed once, in a JSON file beside the run or study that made it
+(`models/scores.json` for the shipped models, `bench/studies/<study>/results.json` and the
+`demo.summarize_seeds` outputs it names for a study); this script writes the tables into the
+Markdown documents, between marker lines:
+
+    <!-- BEGIN rendered:NAME -->
+    ... (written by this script: do not edit by hand)
+    <!-- END rendered:NAME -->
+
+    python tools/render_docs.py            # rewrite every rendered block that is out of date
+    python tools/render_docs.py --check    # exit 1 (naming the blocks) if any is out of date; writes nothing
+
+The documents searched are README.md, CHANGELOG.md, models/*.md, docs/**/*.md and bench/**/*.md.
+tests/test_docs.py runs `--check`, so a table edited by hand, or a JSON changed without rendering,
+fails the tests.
+
+Adding a block:
+
+* a plain table: put {"columns": [...], "rows": [[...], ...]} (and optionally "note": "...") under a
+  key of a JSON file, and write the markers with NAME = `table:<path from the repo root>#<key>`,
+  e.g. `table:bench/studies/my_study/results.json#main`; nothing to add here.
+* a computed table (means, confidence intervals, hashes...): write a function
+  `def my_block() -> str` that reads its JSON and returns Markdown, register it in BLOCKS under
+  the NAME, and put the markers in the documents that show it. Keep it a pure function of the
+  files it reads, so `--check` is deterministic.
+
+Rendering and checking need no TensorFlow (numpy and scipy only), so they are fast.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORES = ROOT / "models" / "scores.json"
+DEMO_SEEDS = ROOT / "bench" / "studies" / "demo_seeds"
+DOCUMENTS = ("README.md", "CHANGELOG.md", "models/*.md", "docs/**/*.md", "bench/**/*.md")
+BLOCK = re.compile(r"(<!-- BEGIN rendered:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- END rendered:(?P=name) -->)",
+                   re.S)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def md_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def paired(values: Sequence[float], reference: Sequence[float]) -> Dict[str, float]:
+    """reference - values over the same seeds: mean and 95% CI (t with n-1 degrees of freedom)."""
+    from scipy import stats  # noqa: PLC0415
+
+    d = np.asarray(reference, float) - np.asarray(values, float)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return {"mean": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half)}
+
+
+def spread(values: Sequence[float]) -> str:
+    """`mean ± sd [min-max]`, sample standard deviation."""
+    v = np.asarray(values, float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f} [{v.min():.2f}-{v.max():.2f}]"
+
+
+def signed(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def mib(path: Path) -> str:
+    return f"{path.stat().st_size / 2**20:.1f} MiB"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+# The demo over five seeds (bench/studies/demo_seeds/results.json)
+# ----------------------------------------------------------------------------------------------
+
+
+def seed_rows(spec: dict, folder: Path = DEMO_SEEDS) -> List[dict]:
+    """Each row of spec with its per-seed values: from the first source holding its key, else its own."""
+    sources = [load(folder / s) for s in spec.get("sources", [])]
+    out = []
+    for row in spec["rows"]:
+        found = next((s[row["key"]][spec["metric"]]["values"] for s in sources if row["key"] in s), None)
+        values = found if found is not None else row.get("values")
+        if values is None:
+            raise SystemExit(f"{folder / 'results.json'}: no values for {row['key']!r}: add a source "
+                             f"that holds it or give the row 'values'")
+        out.append({**row, "values": [float(v) for v in values], "measured_here": found is not None})
+    return out
+
+
+def what_teachers_add(path: Path = DEMO_SEEDS / "results.json") -> str:
+    spec = load(path)["what_teachers_add"]
+    rows = seed_rows(spec, path.parent)
+    ref = next(r for r in rows if r["key"] == spec["reference"])
+    table = []
+    for r in rows:
+        diff = "" if r is ref else paired(r["values"], ref["values"])
+        name = r["label"] + ("" if r["measured_here"] else " *")
+        mean = spread(r["values"])
+        table.append([f"**{name}**" if r is ref else name,
+                      f"**{mean}**" if r is ref else mean,
+                      ", ".join(f"{v:.2f}" for v in r["values"]),
+                      "" if r is ref else f"{signed(diff['mean'])} ({signed(diff['low'])} to {signed(diff['high'])})"])
+    text = md_table(["model", f"NME {spec['metric']} %, mean ± sd [min-max]",
+                     f"per seed ({len(ref['values'])} seeds)", "KD minus this row (95% CI)"], table)
+    notes = [f"\\* {r['note']}." for r in rows if not r["measured_here"] and r.get("note")]
+    return text + "".join(f"\n{n}\n" for n in notes)
+
+
+def what_teachers_add_summary(path: Path = DEMO_SEEDS / "results.json") -> str:
+    """One sentence: the control's per-seed values and KD minus control, with what the CI says."""
+    spec = load(path)["what_teachers_add"]
+    rows = {r["key"]: r for r in seed_rows(spec, path.parent)}
+    ref, ctl = rows[spec["reference"]], rows[spec["control"]]
+    d = paired(ctl["values"], ref["values"])
+    verdict = ("what the teachers add is not distinguishable from zero at the demo's budget"
+               if d["low"] <= 0 <= d["high"] else
+               "the teachers help at the demo's budget" if d["high"] < 0 else
+               "the teachers cost accuracy at the demo's budget")
+    seeds = ", ".join(f"{v:.2f}" for v in ctl["values"])
+    return (f"{ctl.get('summary_label', ctl['label'])} gave {seeds}% for seeds 0-{len(ctl['values']) - 1} "
+            f"against {', '.join(f'{v:.2f}' for v in ref['values'])}% for KD, so KD - {ctl.get('short', 'control')} = "
+            f"**{d['mean']:.2f}** (95% CI {d['low']:.2f} to {signed(d['high'])}): {verdict}.\n")
+
+
+def teacher_sets(path: Path = DEMO_SEEDS / "results.json") -> str:
+    spec = load(path)["teacher_sets"]
+    metric = spec["metric"]
+    keys = ["student-kd", "student-tough-only", "student-tolerant-only", "student-l2"]
+    table = []
+    for row in spec["rows"]:
+        data = load(path.parent / row["source"])
+        cells = [f"{data[k][metric]['mean']:.2f} ± {data[k][metric]['std']:.2f}" if k in data else "-" for k in keys]
+        d = paired(data["student-l2"][metric]["values"], data["student-kd"][metric]["values"])
+        table.append([row["label"], f"{data['teacher-tough'][metric]['mean']:.2f} / "
+                      f"{data['teacher-tolerant'][metric]['mean']:.2f}", *cells,
+                      f"{signed(d['mean'])} ({signed(d['low'])} to {signed(d['high'])})", f"`{row['source']}`"])
+    return md_table(["teachers of", "Tough / Tolerant", "KD", "Tough only", "Tolerant only", "L2",
+                     "KD - L2 (95% CI)", "data"], table)
+
+
+# ----------------------------------------------------------------------------------------------
+# The shipped models (models/scores.json)
+# ----------------------------------------------------------------------------------------------
+
+
+def _real(m: dict) -> str:
+    return f"{m['real']['mean']:.2f} / {m['real']['median']:.2f}" if "real" in m else "-"
+
+
+def shipped_models(path: Path = SCORES) -> str:
+    """The README's short table."""
+    rows = [[f"`{m['file']}`", m["network"], f"{m['input']} px", f"{m['synthetic']['full']:.2f}",
+             _real(m), mib(path.parent / m["file"])] for m in load(path)["models"]]
+    return md_table(["file", "network", "input", "synthetic NME %", "real faces NME % (mean / median)",
+                     "size"], rows)
+
+
+def model_card(path: Path = SCORES) -> str:
+    """models/README.md's table: every shipped file, its size and sha256 computed here."""
+    rows = []
+    for m in load(path)["models"]:
+        f = path.parent / m["file"]
+        rows.append([f"`{m['file']}`", m["network"], f"{m['input']} x {m['input']}", m["data"],
+                     f"{m['images_seen']:,}", f"{m['synthetic']['full']:.2f}", _real(m), mib(f),
+                     f"`{sha256(f)[:16]}`"])
+    return md_table(["file", "network", "input", "training data", "images seen", "synthetic NME %",
+                     "real NME % (mean / median)", "size", "sha256 (first 16)"], rows)
+
+
+def model_commands(path: Path = SCORES) -> str:
+    """One paragraph per shipped file: what it is and the commands that made it."""
+    parts = []
+    for m in load(path)["models"]:
+        f = path.parent / m["file"]
+        parts.append(f"**`{m['file']}`** ({m['date']}; sha256 `{sha256(f)}`). {m['about']}\n\n"
+                     "```bash\n" + "\n".join(m["commands"]) + "\n```\n")
+    return "\n".join(parts)
+
+
+def scores_synthetic(path: Path = SCORES) -> str:
+    data = load(path)
+    rows = []
+    for m in data["models"] + data["references"]:
+        if "synthetic" not in m:
+            continue
+        name = f"`{m['file']}`" if "file" in m else m["name"]
+        for label, s in (("", m["synthetic"]), (", flip test", m.get("synthetic_flip"))):
+            if s:
+                rows.append([name + label + (f" ({m['input']} px test crops)" if m.get("input", 64) != 64 and not label else ""),
+                             *(f"{s[k]:.2f}" if k in s else "-" for k in ("common", "challenging", "full", "fr")),
+                             f"{s['auc']:.4f}" if "auc" in s else "-"])
+    return md_table(["model", "NME common", "NME challenging", "NME full", "FR@0.1", "AUC@0.1"], rows)
+
+
+def scores_real(path: Path = SCORES) -> str:
+    data = load(path)
+    rows = [[f"`{m['file']}`" if "file" in m else m["name"], _real(m),
+             f"{m['cofw']:.2f}" if "cofw" in m else "-"]
+            for m in data["models"] + data["references"] if "real" in m]
+    return md_table(["model", "7 real 68-point faces, NME % mean / median", "2 COFW faces (29 points), NME %"],
+                    rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry and the rewrite
+# ----------------------------------------------------------------------------------------------
+
+BLOCKS: Dict[str, Callable[[], str]] = {
+    "what_teachers_add": what_teachers_add,
+    "what_teachers_add_summary": what_teachers_add_summary,
+    "teacher_sets": teacher_sets,
+    "shipped_models": shipped_models,
+    "model_card": model_card,
+    "model_commands": model_commands,
+    "scores_synthetic": scores_synthetic,
+    "scores_real": scores_real,
+}
+
+
+def plain_table(ref: str) -> str:
+    """`table:<json path>#<key>`: the {"columns", "rows", "note"?} object at that key, as Markdown."""
+    file, _, key = ref.partition("#")
+    spec = load(ROOT / file)[key]
+    return md_table(spec["columns"], spec["rows"]) + (f"\n{spec['note']}\n" if spec.get("note") else "")
+
+
+def render_block(name: str) -> str:
+    if name.startswith("table:"):
+        return plain_table(name[len("table:"):])
+    if name not in BLOCKS:
+        raise SystemExit(f"unknown rendered block {name!r}: register it in tools/render_docs.py BLOCKS "
+                         f"or use table:<json>#<key>")
+    return BLOCKS[name]()
+
+
+def render_text(text: str, cache: Optional[dict] = None) -> str:
+    """The document with every marked block rewritten (each block computed once per run)."""
+    cache = {} if cache is None else cache
+
+    def body(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in cache:
+            cache[name] = render_block(name)
+        return m.group(1) + cache[name] + m.group(4)
+
+    return BLOCK.sub(body, text)
+
+
+def documents(root: Path = ROOT) -> List[Path]:
+    found = {p for pattern in DOCUMENTS for p in root.glob(pattern)}
+    return sorted(p for p in found if p.is_file())
+
+
+def stale_blocks(path: Path, cache: dict) -> List[str]:
+    old = path.read_text()
+    new = render_text(old, cache)
+    if new == old:
+        return []
+    olds = {m.group("name"): m.group("body") for m in BLOCK.finditer(old)}
+    return [m.group("name") for m in BLOCK.finditer(new) if olds.get(m.group("name")) != m.group("body")]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true",
+                   help="only check: exit 1, naming each out-of-date block, if any; write nothing")
+    args = p.parse_args(argv)
+    cache: dict = {}
+    stale = []
+    for path in documents():
+        names = stale_blocks(path, cache)
+        if names and not args.check:
+            path.write_text(render_text(path.read_text(), cache))
+            print(f"rendered {path.relative_to(ROOT)}: {', '.join(names)}")
+        stale += [f"{path.relative_to(ROOT)}: {n}" for n in names]
+    if args.check and stale:
+        print("out of date (run python tools/render_docs.py):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    if args.check:
+        print("every rendered block is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
