@@ -216,9 +216,14 @@ def scores_synthetic(path: Path = SCORES) -> str:
 
 def scores_real(path: Path = SCORES) -> str:
     data = load(path)
-    rows = [[f"`{m['file']}`" if "file" in m else m["name"], _real(m),
-             f"{m['cofw']:.2f}" if "cofw" in m else "-"]
-            for m in data["models"] + data["references"] if "real" in m]
+    rows = []
+    for m in data["models"] + data["references"]:
+        name = f"`{m['file']}`" if "file" in m else m["name"]
+        if "real" in m:
+            rows.append([name, _real(m), f"{m['cofw']:.2f}" if "cofw" in m else "-"])
+        if "real_flip" in m:
+            rows.append([name + ", flip test", _real({"real": m["real_flip"]}),
+                         f"{m['cofw_flip']:.2f}" if "cofw_flip" in m else "-"])
     return md_table(["model", "7 real 68-point faces, NME % mean / median", "2 COFW faces (29 points), NME %"],
                     rows)
 
