@@ -44,7 +44,8 @@ from typing import Optional
 import numpy as np
 
 import data_util as du
-from configuration import PrepareConfig, dataset_info, register_custom_dataset
+from configuration import DatasetInfo, PrepareConfig, dataset_info
+from dataset_formats import resolve_dataset
 from errors import ConfigError, DataFormatError, ModelError, run_cli
 from safe_io import atomic_path, atomic_save_npy
 
@@ -323,7 +324,7 @@ def soft_landmarks_current(prepared_dir, variance: float, align: bool = False) -
     return asm.fit_shapes == expected
 
 
-def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[str] = None,
+def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset=None,
                         verbose: bool = True, input_size: Optional[int] = None,
                         fit_on: Optional[str] = None, align: bool = False) -> dict:
     """Fit the ASM (Procrustes-aligned first with `align`) and write asm.npz and
@@ -331,14 +332,16 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[
 
     fit_on: "augmented" (train/ and train_aug/ stacked: the Tolerant teacher's pool, the original's
     choice), "plain" (train/ only) or None (the choice recorded in an existing asm.npz, else
-    "augmented"). Without train_aug/ both fit on train/.
+    "augmented"). Without train_aug/ both fit on train/. dataset: a built-in name or a DatasetInfo
+    (a custom spec as read by dataset_formats.read_custom_spec); None skips the point-count check.
     """
     prepared = Path(prepared_dir)
+    info: Optional[DatasetInfo] = dataset_info(dataset) if dataset is not None else None
     if fit_on is not None and fit_on not in FIT_ON:
         raise ConfigError(f"--fit-on {fit_on!r}: choose augmented (train + train_aug, as the "
                           f"original) or plain (train only)")
     size = f"--input-size {input_size}" if input_size else "[--input-size S]"
-    hint = (f"run python data_util.py prepare --dataset {dataset or 'NAME'} [--root PATH] {size} "
+    hint = (f"run python data_util.py prepare --dataset {info.name if info else 'NAME'} [--root PATH] {size} "
             f"first (or pass --prepared-dir)")
     if not prepared.is_dir():
         raise DataFormatError(f"{prepared}: prepared data not found; {hint}")
@@ -354,10 +357,9 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset: Optional[
                               f"shape(s); an Active Shape Model needs at least 2; prepare more faces")
     n = train.shape[1]
     interocular = None
-    if dataset is not None:
-        info = dataset_info(dataset)
+    if info is not None:
         if info.num_points != n:
-            raise DataFormatError(f"{prepared}: train landmarks have {n} points but {dataset} has "
+            raise DataFormatError(f"{prepared}: train landmarks have {n} points but {info.name} has "
                                   f"{info.num_points}; pass the right --dataset or --prepared-dir")
         interocular = info.interocular
     if fit_on is None:
@@ -396,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit the Active Shape Model on prepared training shapes and write soft landmarks "
                     "(the Tolerant teacher's targets).")
     parser.add_argument("--dataset", default="300w",
-                        help="dataset name: 300w, cofw, wflw or a custom name (default: 300w)")
+                        help="dataset name: 300w, cofw or wflw (a custom dataset: pass --custom-spec "
+                             "instead; default: 300w)")
     parser.add_argument("--variance", type=float, default=0.90,
                         help="fraction of shape variance to keep (1.0 gives the hard landmarks; "
                              "default: 0.90)")
@@ -423,13 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.custom_spec:
-        args.dataset = register_custom_dataset(args.custom_spec).name
-    dataset_info(args.dataset)
-    prepared = PrepareConfig(dataset=args.dataset, root=args.root, input_size=args.input_size,
+    info = resolve_dataset(args.dataset, args.custom_spec)   # a custom spec read once, here
+    prepared = PrepareConfig(dataset=info.name, root=args.root, input_size=args.input_size,
                              custom_spec=args.custom_spec,
                              out_dir=args.prepared_dir).resolved_out_dir()
-    make_soft_landmarks(prepared, args.variance, args.dataset, input_size=args.input_size,
+    make_soft_landmarks(prepared, args.variance, info, input_size=args.input_size,
                         fit_on=args.fit_on, align=args.align)
     return 0
 

@@ -1,22 +1,26 @@
 """Dataset metadata (one table, used everywhere) and the typed configuration of every run.
 
 * `DATASETS`: point count, flip pairs, normalisers, splits and test subsets of 300W, COFW and WFLW
-  (METHOD.md section 7). `dataset_info(name)` is the only way the rest of the code reads it; a
-  custom dataset registers its own entry from a JSON spec (see `register_custom_dataset`).
+  (METHOD.md section 7), read-only. `dataset_info(name)` is the only way the rest of the code reads
+  it. A custom dataset is not added to it: its spec is read once, at the command-line edge
+  (dataset_formats.read_custom_spec), into a `DatasetInfo` (`DatasetInfo.from_spec`) that is passed
+  down as data (`dataset_info` hands a DatasetInfo back unchanged).
 * `LOSS_PRESETS`: the two sets of KD-Loss constants (METHOD.md section 5); "code" is the default.
 * `PrepareConfig`, `TrainConfig`: dataclasses with the published settings as defaults, overridable
-  from the command line (`add_dataclass_args` / `dataclass_from_args`) and saved beside every run's
-  outputs (`save_config`).
+  from the command line (`add_dataclass_args` / `dataclass_from_args`); `config_record` is what
+  every run saves beside its outputs.
+
+Pure: this module reads no file, writes none and keeps no state that changes (tests/test_configuration_pure.py).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from types import MappingProxyType
+from typing import Mapping, Optional
 
 from errors import ConfigError
 
@@ -83,6 +87,55 @@ class DatasetInfo:
     # Extra augmented copies of a face per hard-attribute flag it carries, on top of aug_copies
     # (WFLW's oversampling, METHOD.md section 6): ((attribute name in WFLW_ATTRIBUTES, copies), ...).
     attribute_copies: tuple = ()
+    # A custom dataset's test list file (its train list is train_splits[0]); built-ins: ().
+    test_splits: tuple = ()
+
+    @classmethod
+    def from_spec(cls, spec, source="custom spec") -> "DatasetInfo":
+        """A user's own landmark layout from its parsed JSON spec (format in data/README.md); each
+        error is one line starting with `source` (the spec file's path).
+
+        {"name": "mine", "num_points": 5, "flip_pairs": [[0, 1], [3, 4]],
+         "interocular": [[0], [1]], "interpupil": [[0], [1]],   # optional, defaults to interocular
+         "train_list": "train.txt", "test_list": "test.txt", "aug_copies": 3}
+        """
+        try:
+            n = int(spec["num_points"])
+            name = str(spec["name"]).lower()
+            pairs = tuple((int(i), int(j)) for i, j in spec.get("flip_pairs", []))
+            io = tuple(tuple(int(k) for k in g) for g in spec["interocular"])
+            ip = tuple(tuple(int(k) for k in g) for g in spec.get("interpupil", spec["interocular"]))
+            lists = (str(spec.get("train_list", "train.txt")), str(spec.get("test_list", "test.txt")))
+            copies = int(spec.get("aug_copies", 3))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ConfigError(f"{source}: missing or invalid field {err}; needs name, num_points, "
+                              f"interocular (flip_pairs, interpupil optional)") from None
+        used = [k for pair in pairs for k in pair] + [k for g in io + ip for k in g]
+        if not 1 <= n <= MAX_POINTS:
+            raise ConfigError(f"{source}: num_points {n} must lie in 1 .. {MAX_POINTS}")
+        if any(k < 0 or k >= n for k in used) or len(io) != 2 or len(ip) != 2:
+            raise ConfigError(f"{source}: indices must lie in 0..{n - 1} and each normaliser needs "
+                              f"two groups")
+        flat = [k for pair in pairs for k in pair]
+        if len(flat) != len(set(flat)):
+            raise ConfigError(f"{source}: a point appears in two flip pairs; each index may be "
+                              f"swapped at most once")
+        if name in DATASETS:
+            raise ConfigError(f"{source}: name {name!r} is a built-in dataset; choose another name")
+        return cls(name=name, num_points=n, flip_pairs=pairs, interocular=io, interpupil=ip,
+                   train_splits=lists[:1], test_splits=lists[1:], test_subsets={"full": ("all",)},
+                   aug_copies=copies, official_format="custom", download="(your own data)")
+
+    def as_spec(self) -> dict:
+        """The JSON spec of this layout: DatasetInfo.from_spec(info.as_spec()) == info for a custom
+        dataset (prepare records it in the manifest, so the prepared data carry their own layout)."""
+        return {"name": self.name, "num_points": self.num_points,
+                "flip_pairs": [list(p) for p in self.flip_pairs],
+                "interocular": [list(g) for g in self.interocular],
+                "interpupil": [list(g) for g in self.interpupil],
+                "train_list": self.train_splits[0] if self.train_splits else "train.txt",
+                "test_list": self.test_splits[0] if self.test_splits else "test.txt",
+                "aug_copies": self.aug_copies}
 
     @property
     def flip_permutation(self) -> list:
@@ -104,7 +157,7 @@ class DatasetInfo:
 # field is X (300W: "common" or "challenging"); ("attribute", k) those with WFLW attribute flag k set.
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
 
-DATASETS: dict[str, DatasetInfo] = {
+DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({   # read-only: the built-in datasets only
     "300w": DatasetInfo(
         name="300w", num_points=68, flip_pairs=tuple(_FLIP_68),
         interocular=((36,), (45,)),
@@ -138,61 +191,19 @@ DATASETS: dict[str, DatasetInfo] = {
         download="https://wywu.github.io/projects/LAB/WFLW.html (WFLW_images.tar.gz, "
                  "WFLW_annotations.tar.gz)",
     ),
-}
+})
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """The metadata of a dataset by name (case-insensitive); one clear error for unknown names."""
+def dataset_info(name) -> DatasetInfo:
+    """The metadata of a built-in dataset by name (case-insensitive); one clear error for unknown
+    names. A DatasetInfo (a custom dataset read from its spec) is returned as it is."""
+    if isinstance(name, DatasetInfo):
+        return name
     key = str(name).lower()
     if key not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))} "
                           f"or register a custom one with --custom-spec FILE.json")
     return DATASETS[key]
-
-
-def register_custom_dataset(spec_path) -> DatasetInfo:
-    """Register a user's own landmark layout from a JSON spec (format in data/README.md).
-
-    {"name": "mine", "num_points": 5, "flip_pairs": [[0, 1], [3, 4]],
-     "interocular": [[0], [1]], "interpupil": [[0], [1]],   # optional, defaults to interocular
-     "train_list": "train.txt", "test_list": "test.txt"}
-    """
-    spec_path = Path(spec_path)
-    try:
-        spec = json.loads(spec_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{spec_path}: custom dataset spec not found; pass an existing JSON file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{spec_path}: is a folder; pass the dataset's JSON spec file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{spec_path}: not valid JSON ({err}); see data/README.md for the format") from None
-    try:
-        n = int(spec["num_points"])
-        name = str(spec["name"]).lower()
-        pairs = tuple((int(i), int(j)) for i, j in spec.get("flip_pairs", []))
-        io = tuple(tuple(int(k) for k in g) for g in spec["interocular"])
-        ip = tuple(tuple(int(k) for k in g) for g in spec.get("interpupil", spec["interocular"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(f"{spec_path}: missing or invalid field {err}; needs name, num_points, "
-                          f"interocular (flip_pairs, interpupil optional)") from None
-    used = [k for pair in pairs for k in pair] + [k for g in io + ip for k in g]
-    if not 1 <= n <= MAX_POINTS:
-        raise ConfigError(f"{spec_path}: num_points {n} must lie in 1 .. {MAX_POINTS}")
-    if any(k < 0 or k >= n for k in used) or len(io) != 2 or len(ip) != 2:
-        raise ConfigError(f"{spec_path}: indices must lie in 0..{n - 1} and each normaliser needs "
-                          f"two groups")
-    flat = [k for pair in pairs for k in pair]
-    if len(flat) != len(set(flat)):
-        raise ConfigError(f"{spec_path}: a point appears in two flip pairs; each index may be "
-                          f"swapped at most once")
-    if name in DATASETS and DATASETS[name].official_format != "custom":
-        raise ConfigError(f"{spec_path}: name {name!r} is a built-in dataset; choose another name")
-    info = DatasetInfo(name=name, num_points=n, flip_pairs=pairs, interocular=io, interpupil=ip,
-                       train_splits=(str(spec.get("train_list", "train.txt")),),
-                       test_subsets={"full": ("all",)}, aug_copies=int(spec.get("aug_copies", 3)),
-                       official_format="custom", download="(your own data)")
-    DATASETS[name] = info
-    return info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -523,23 +534,7 @@ def dataclass_from_args(cls, args: argparse.Namespace, base: Optional[dict] = No
     return cls(**values)
 
 
-def load_config_file(path) -> dict:
-    """Read a JSON experiment configuration (one per experiment, HRNet-style)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-
-
-def save_config(config, run_dir, name: str = "config.json", extra: Optional[dict] = None) -> Path:
-    """Write the configuration a run used beside its outputs (atomically); `extra` adds keys
-    (a training run's identity under "run")."""
-    from safe_io import atomic_write_json
-
-    path = Path(run_dir) / name
-    payload = {"type": type(config).__name__, **dataclasses.asdict(config), **(extra or {})}
-    atomic_write_json(path, payload)
-    return path
+def config_record(config, extra: Optional[dict] = None) -> dict:
+    """What a run saves beside its outputs (config.json, prepare_config.json): the configuration's
+    type and fields, and `extra` (a training run's identity under "run")."""
+    return {"type": type(config).__name__, **dataclasses.asdict(config), **(extra or {})}

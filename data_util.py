@@ -37,10 +37,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 import image_utility as iu
-from configuration import (PrepareConfig, add_dataclass_args, check_input_size, dataclass_from_args,
-                           dataset_info, register_custom_dataset, save_config)
-from dataset_formats import (check_landmarks_in_image, load_image, one_line, read_dataset,
-                             report_bad_sample)
+from configuration import (DatasetInfo, PrepareConfig, add_dataclass_args, check_input_size,
+                           config_record, dataclass_from_args, dataset_info)
+from dataset_formats import (check_landmarks_in_image, load_image, one_line, read_custom_spec,
+                             read_dataset, report_bad_sample)
 from errors import ConfigError, DataFormatError, LandmarkError, run_cli
 from safe_io import atomic_path, atomic_save_npy, atomic_write_json
 
@@ -452,11 +452,14 @@ def _synthetic_sizes(cfg: PrepareConfig) -> Optional[list]:
 
 
 def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
-            force: bool = False) -> Path:
+            force: bool = False, info: Optional[DatasetInfo] = None) -> Path:
     """Crop, resize and normalise both splits into cfg.resolved_out_dir(); returns that folder.
 
     Idempotent: a complete folder prepared with the same configuration is reused. manifest.json
     ("complete": true) is written last, so an interrupted run is never mistaken for a finished one.
+    `info`: the dataset as the command already read it (a custom spec: dataset_formats.
+    read_custom_spec); by default read here from cfg.custom_spec or cfg.dataset. A custom layout is
+    recorded in the manifest ("dataset_spec"), so the prepared data carry it.
     """
     check_input_size(cfg.input_size)
     if cfg.box not in ("landmarks", "dataset"):
@@ -466,7 +469,8 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
     if cfg.custom_spec and Path(cfg.custom_spec).is_dir():
         raise ConfigError(f"--custom-spec {cfg.custom_spec}: is a folder; pass the JSON spec file "
                           f"inside it")
-    info = register_custom_dataset(cfg.custom_spec) if cfg.custom_spec else dataset_info(cfg.dataset)
+    if info is None:
+        info = read_custom_spec(cfg.custom_spec) if cfg.custom_spec else dataset_info(cfg.dataset)
     if cfg.custom_spec and cfg.dataset.lower() != info.name:
         if cfg.dataset != PrepareConfig().dataset:
             raise ConfigError(f"--dataset {cfg.dataset} does not match the name {info.name!r} in "
@@ -500,7 +504,7 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
     counts, skipped, samples = {}, {}, {}
     for split in ("train", "test"):
         skipped[split] = []
-        samples[split] = read_dataset(info.name, root, split, custom_spec=cfg.custom_spec,
+        samples[split] = read_dataset(info, root, split, custom_spec=cfg.custom_spec,
                                       strict=strict, skipped=skipped[split])
         if not samples[split]:
             raise DataFormatError(f"{root}: no usable {split} faces ({len(skipped[split])} skipped); "
@@ -514,8 +518,9 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
         for split in ("train", "test"):
             counts[split] = _prepare_split(samples[split], out_dir / split, cfg, info, strict,
                                            skipped[split], progress)
-        save_config(cfg, out_dir, "prepare_config.json")
+        atomic_write_json(out_dir / "prepare_config.json", config_record(cfg))
         manifest = {"complete": True, "dataset": info.name, "num_points": info.num_points,
+                    **({"dataset_spec": info.as_spec()} if info.official_format == "custom" else {}),
                     "input_size": cfg.input_size,
                     "source_root": str(Path(cfg.custom_spec).parent if cfg.custom_spec else root),
                     "counts": counts,
@@ -541,10 +546,16 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
 # ----------------------------------------------------------------------------------------------
 
 
-def _info_from_manifest(manifest: dict):
+def dataset_of_manifest(manifest: dict) -> DatasetInfo:
+    """The dataset a prepared folder holds: a custom layout as prepare recorded it ("dataset_spec":
+    the spec's content when the crops were made), else the built-in dataset of that name. A folder
+    prepared before the layout was recorded names its spec file, read here."""
+    recorded = manifest.get("dataset_spec")
+    if isinstance(recorded, dict):
+        return DatasetInfo.from_spec(recorded, source="manifest.json \"dataset_spec\"")
     spec = (manifest.get("config") or {}).get("custom_spec")
     if spec:
-        return register_custom_dataset(spec)
+        return read_custom_spec(spec)
     return dataset_info(manifest["dataset"])
 
 
@@ -582,7 +593,7 @@ def augment_prepared(prepared_dir, copies: Optional[int] = None, seed: int = 0,
     """
     prepared_dir = Path(prepared_dir)
     manifest = read_manifest(prepared_dir)
-    info = _info_from_manifest(manifest)
+    info = dataset_of_manifest(manifest)
     copies = int(copies if copies is not None else info.aug_copies)
     if copies < 1:
         raise ConfigError(f"--copies {copies}: must be >= 1")
@@ -716,9 +727,11 @@ class TrainData:
     """The training pool (train faces + their offline copies) and the validation faces."""
 
     def __init__(self, cfg, prepared_dir: Path, train: PreparedSplit,
-                 aug: Optional[PreparedSplit] = None):
+                 aug: Optional[PreparedSplit] = None, info: Optional[DatasetInfo] = None):
         self.cfg = cfg
-        self.info = dataset_info(cfg.dataset)
+        # the trainer passes the dataset it read at its start; by default cfg's (built-in or spec)
+        self.info = info if info is not None else (
+            read_custom_spec(cfg.custom_spec) if cfg.custom_spec else dataset_info(cfg.dataset))
         self.prepared_dir = Path(prepared_dir)
         self.train = train
         self.aug = aug

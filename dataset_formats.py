@@ -9,8 +9,9 @@ Formats (METHOD.md section 7, data/README.md):
   flags; boxes x y w h. Images are kept in memory (`Sample.image`).
 * WFLW: WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_{train,test}.txt, one face
   a line: 196 coordinates, box x_min y_min x_max y_max, 6 attribute flags, image path under WFLW_images/.
-* custom: a JSON spec (configuration.register_custom_dataset) and list files of
-  "relative/image/path x0 y0 ... x(N-1) y(N-1)", paths relative to the spec's folder.
+* custom: a JSON spec (read once by `read_custom_spec` into a configuration.DatasetInfo, which the
+  callers pass down) and list files of "relative/image/path x0 y0 ... x(N-1) y(N-1)", paths relative
+  to the spec's folder.
 
 Bad samples: every reader takes `strict` (default True: the first bad sample raises one
 DataFormatError line naming the file) and `skipped` (a list; with strict=False a bad sample is skipped
@@ -36,7 +37,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from configuration import dataset_info, register_custom_dataset
+from configuration import DatasetInfo, dataset_info
 from errors import ConfigError, DataFormatError
 from safe_io import atomic_path, atomic_write_text
 
@@ -561,14 +562,39 @@ def write_wflw_list(path, samples: Sequence[Sample], image_root,
 # ----------------------------------------------------------------------------------------------
 
 
-def read_custom(spec_json, split: str, strict: bool = True, skipped: Optional[list] = None) -> list:
-    """A user's dataset: JSON spec + list files of 'relative/image/path x0 y0 ...' (data/README.md)."""
+def read_custom_spec(spec_path) -> DatasetInfo:
+    """The layout of a user's own dataset from its JSON spec file (format in data/README.md),
+    checked by configuration.DatasetInfo.from_spec; every problem is one ConfigError line naming the
+    file. Read once, where a command starts, and passed down."""
+    spec_path = Path(spec_path)
+    try:
+        spec = json.loads(spec_path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{spec_path}: custom dataset spec not found; pass an existing JSON file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{spec_path}: is a folder; pass the dataset's JSON spec file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ConfigError(f"{spec_path}: not valid JSON ({one_line(err)}); see data/README.md for "
+                          f"the format") from None
+    return DatasetInfo.from_spec(spec, source=spec_path)
+
+
+def resolve_dataset(dataset: str, custom_spec=None) -> DatasetInfo:
+    """The DatasetInfo of a command's --dataset / --custom-spec: the spec's layout when a spec is
+    given (read_custom_spec), else the built-in dataset's."""
+    return read_custom_spec(custom_spec) if custom_spec else dataset_info(dataset)
+
+
+def read_custom(spec_json, split: str, strict: bool = True, skipped: Optional[list] = None,
+                info: Optional[DatasetInfo] = None) -> list:
+    """A user's dataset: JSON spec + list files of 'relative/image/path x0 y0 ...' (data/README.md).
+    `info`: the spec as already read (read_custom_spec); list paths are relative to its folder."""
     _check_split(split)
     spec_json = Path(spec_json)
-    info = register_custom_dataset(spec_json)
-    spec = json.loads(spec_json.read_text())
+    info = info if info is not None else read_custom_spec(spec_json)
     key = "train_list" if split == "train" else "test_list"
-    list_path = spec_json.parent / str(spec.get(key, f"{split}.txt"))
+    listed = info.train_splits if split == "train" else info.test_splits
+    list_path = spec_json.parent / (listed[0] if listed else f"{split}.txt")
     if not list_path.is_file():
         raise DataFormatError(f"{list_path}: {split} list of custom dataset {info.name!r} not found; "
                               f"set {key!r} in {spec_json}")
@@ -622,11 +648,13 @@ def write_custom_list(path, samples: Sequence[Sample], decimals: Optional[int] =
 READERS = {"300w": read_300w, "cofw": read_cofw, "wflw": read_wflw}
 
 
-def read_dataset(name: str, root, split: str, custom_spec=None, strict: bool = True,
+def read_dataset(name, root, split: str, custom_spec=None, strict: bool = True,
                  skipped: Optional[list] = None) -> list:
-    """Dispatch to the reader of `name` (or of the custom spec) -> list[Sample]."""
+    """Dispatch to the reader of `name` (a built-in name, or the DatasetInfo of the custom spec,
+    read_custom_spec) -> list[Sample]."""
     if custom_spec:
-        return read_custom(custom_spec, split, strict=strict, skipped=skipped)
+        custom = name if isinstance(name, DatasetInfo) and name.official_format == "custom" else None
+        return read_custom(custom_spec, split, strict=strict, skipped=skipped, info=custom)
     info = dataset_info(name)
     if info.name not in READERS:
         raise ConfigError(f"dataset {name!r} is custom; pass --custom-spec FILE.json")

@@ -225,12 +225,13 @@ def subset_mask(split, how: tuple) -> np.ndarray:
     raise LandmarkError(f"unknown test subset rule {how!r}")
 
 
-def per_image_nme(pred_px, gt_px, dataset: str, normaliser: str = "interocular") -> np.ndarray:
+# `dataset` below: a built-in name or a DatasetInfo (a custom spec as the command read it).
+def per_image_nme(pred_px, gt_px, dataset, normaliser: str = "interocular") -> np.ndarray:
     info = dataset_info(dataset)
     return metrics.nme_per_image(pred_px, gt_px, info.normaliser(normaliser))
 
 
-def score_arrays(pred_px, gt_px, dataset: str, masks: dict[str, np.ndarray]) -> dict:
+def score_arrays(pred_px, gt_px, dataset, masks: dict[str, np.ndarray]) -> dict:
     """Scores for aligned arrays (M, N, 2) in the same pixel frame; masks: subset -> bool (M,)."""
     info = dataset_info(dataset)
     nme_io = metrics.nme_per_image(pred_px, gt_px, info.interocular)
@@ -253,7 +254,7 @@ def score_arrays(pred_px, gt_px, dataset: str, masks: dict[str, np.ndarray]) -> 
     return out
 
 
-def score_predictions(predictions, split, dataset: Optional[str] = None) -> dict:
+def score_predictions(predictions, split, dataset=None) -> dict:
     """{subset: {"count", "nme_interocular" %, "nme_interpupil" %, "fr@t" % (inter-ocular NME > t),
     "auc@0.1" (0..1), "auc_authors@0.1" (0..0.95, metrics.auc_authors)}} over dataset_info(dataset).test_subsets.
 
@@ -263,12 +264,11 @@ def score_predictions(predictions, split, dataset: Optional[str] = None) -> dict
     if isinstance(predictions, (str, Path)):
         predictions = read_predictions(predictions)
     split = _test_split(split)
-    dataset = (dataset or predictions.dataset).lower()
-    info = dataset_info(dataset)
+    info = dataset_info(dataset if dataset is not None else predictions.dataset)
     pred = align_predictions(predictions, split)
     gt = np.asarray(split.landmarks_px, dtype=np.float64)
     masks = {name: subset_mask(split, how) for name, how in info.test_subsets.items()}
-    return score_arrays(pred, gt, dataset, masks)
+    return score_arrays(pred, gt, info, masks)
 
 
 def nmes_for_ced(predictions, split, normaliser: str = "interocular") -> np.ndarray:
@@ -291,7 +291,7 @@ def _fmt(v, digits=2) -> str:
     return f"{v:.{digits}f}"
 
 
-def mean_shape_scores(prepared_dir, split, dataset: str) -> Optional[dict]:
+def mean_shape_scores(prepared_dir, split, dataset) -> Optional[dict]:
     """Scores of the mean training shape (no model): the mean normalised landmarks of the prepared
     training faces placed in every test crop; the floor any trained model should beat. None when
     the folder holds no training split (a predictions file needs only the test split)."""
@@ -304,7 +304,7 @@ def mean_shape_scores(prepared_dir, split, dataset: str) -> Optional[dict]:
     pred = predictions_from_norm(norm, np.asarray(split.crop_boxes), split.input_size)
     info = dataset_info(dataset)
     masks = {name: subset_mask(split, how) for name, how in info.test_subsets.items()}
-    return score_arrays(pred, np.asarray(split.landmarks_px, np.float64), dataset, masks)
+    return score_arrays(pred, np.asarray(split.landmarks_px, np.float64), info, masks)
 
 
 def mean_shape_warning(scores: dict, baseline: dict, model_name: str = "the model",
@@ -321,7 +321,7 @@ def mean_shape_warning(scores: dict, baseline: dict, model_name: str = "the mode
             f"this data")
 
 
-def markdown_report(scores: dict, dataset: str, model_name: str = "ours", mode: Optional[str] = None,
+def markdown_report(scores: dict, dataset, model_name: str = "ours", mode: Optional[str] = None,
                     mean_shape: Optional[dict] = None) -> str:
     """Our scores per subset (and the mean training shape's, when given), then, for the benchmark
     datasets, a table with the paper's published numbers and ours side by side (ours in the
@@ -340,7 +340,7 @@ def markdown_report(scores: dict, dataset: str, model_name: str = "ours", mode: 
         normalisers = "NME in % of the inter-ocular (outer eye corners) or inter-pupil distance"
     header = ["| subset | faces | NME io % | NME ip % | " + " | ".join(f.upper() + " %" for f in frs)
               + " | AUC@0.1 | authors' AUC |", "|---|---|---|---|" + "---|" * len(frs) + "---|---|"]
-    lines = [f"# Results: {model_name} on {dataset}" + (" (custom dataset)" if custom else ""), "",
+    lines = [f"# Results: {model_name} on {info.name}" + (" (custom dataset)" if custom else ""), "",
              f"{normalisers}, computed in original-image pixels; FR in % of faces with io NME above "
              "the threshold; AUC@0.1 is the standard area under the CED (0..1); the authors' AUC "
              "(their trapz over 20 thresholds, 0.95 for a perfect set) is only for comparison with "

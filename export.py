@@ -239,9 +239,10 @@ def main(argv=None) -> int:
     size = int(model.inputs[0].shape[1])
     prepared = args.prepared_dir
     if prepared is None and (args.dataset or args.custom_spec):
-        from configuration import PrepareConfig, register_custom_dataset
+        from configuration import PrepareConfig
+        from dataset_formats import read_custom_spec
 
-        dataset = register_custom_dataset(args.custom_spec).name if args.custom_spec else args.dataset
+        dataset = read_custom_spec(args.custom_spec).name if args.custom_spec else args.dataset
         cand = PrepareConfig(dataset=dataset, input_size=size,
                              custom_spec=args.custom_spec).resolved_out_dir()
         prepared = cand if (Path(cand) / "train" / "images.npy").is_file() else None

@@ -132,13 +132,14 @@ def default_output(dataset: str, mode: str) -> Path:
 
 def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
                   builder: Optional[Callable] = None, verbose: Optional[int] = None,
-                  checkpoint_every: int = 0) -> training.TrainResult:
+                  checkpoint_every: int = 0, info: Optional[C.DatasetInfo] = None) -> training.TrainResult:
     """Train (or resume) the student in cfg.student_mode; returns the run's result.
 
     `tough` / `tolerant`: teacher paths (default models/teachers/...) or keras.Model objects.
-    `builder(num_points, input_size)` replaces MobileNetV2 (tests use a tiny network)."""
+    `builder(num_points, input_size)` replaces MobileNetV2 (tests use a tiny network). `info`: the
+    dataset as main read it (training.run_dataset), else read here from cfg."""
     mode = check_mode(cfg.student_mode)
-    info = C.dataset_info(cfg.dataset)
+    info = training.run_dataset(cfg, info)   # a custom spec names cfg.dataset
     needs = dict(zip(("tough", "tolerant"), MODE_TEACHERS[mode]))
     given = {"tough": tough, "tolerant": tolerant}
     paths = {}
@@ -154,10 +155,10 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
 
     strategy = training.setup_runtime(cfg)
     # the run folder (lock, resume check: the teacher files are part of what is trained) first
-    run = training.Run(cfg, f"student-{mode}", strategy,
+    run = training.Run(cfg, f"student-{mode}", strategy, info=info,
                        identity={k: training.file_identity(paths.get(k)) for k in needs if needs[k]})
     try:
-        data = training.load_training_data(cfg)
+        data = training.load_training_data(cfg, info=info)
     except BaseException:
         run.release()
         raise
@@ -220,7 +221,8 @@ def main(argv=None, builder: Optional[Callable] = None) -> int:
                         help="Tolerant teacher (default models/teachers/<dataset>_tolerant.keras)")
     args = parser.parse_args(argv)
     cfg = training.config_from_args(args)
-    train_student(cfg, tough=args.tough, tolerant=args.tolerant, output=args.output,
+    info = training.run_dataset(cfg)          # the dataset (a custom spec) read once, here
+    train_student(cfg, tough=args.tough, tolerant=args.tolerant, output=args.output, info=info,
                   builder=builder, verbose=args.verbose, checkpoint_every=args.checkpoint_every)
     return 0
 

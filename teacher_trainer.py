@@ -35,18 +35,19 @@ def default_output(dataset: str, teacher: str) -> Path:
 
 def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
                   builder: Optional[Callable] = None, verbose: Optional[int] = None,
-                  checkpoint_every: int = 0) -> training.TrainResult:
+                  checkpoint_every: int = 0, info: Optional[C.DatasetInfo] = None) -> training.TrainResult:
     """Train (or resume) one teacher; returns the run's result. `builder(num_points, input_size)`
     replaces EfficientNet-B3 (tests use a tiny network)."""
     if teacher not in TEACHERS:
         raise ConfigError(f"--teacher {teacher!r}: choose tough or tolerant")
+    info = training.run_dataset(cfg, info)   # main's (a custom spec read once), else cfg's
     out = Path(output) if output else default_output(cfg.dataset, teacher)
     training.check_outputs(cfg, f"teacher-{teacher}", out)   # before any data or model work
     strategy = training.setup_runtime(cfg)
     # the run folder (lock, resume check) before the data: a refused resume rewrites nothing
-    run = training.Run(cfg, f"teacher-{teacher}", strategy)
+    run = training.Run(cfg, f"teacher-{teacher}", strategy, info=info)
     try:
-        data = training.load_training_data(cfg, need_soft=(teacher == "tolerant"))
+        data = training.load_training_data(cfg, need_soft=(teacher == "tolerant"), info=info)
     except BaseException:
         run.release()
         raise
@@ -81,7 +82,8 @@ def main(argv=None, builder: Optional[Callable] = None) -> int:
                         help="tough: L2 on the ground truth; tolerant: L2 on the soft landmarks")
     args = parser.parse_args(argv)
     cfg = training.config_from_args(args, trainer="teacher")
-    train_teacher(cfg, args.teacher, output=args.output, builder=builder, verbose=args.verbose,
+    info = training.run_dataset(cfg)          # the dataset (a custom spec) read once, here
+    train_teacher(cfg, args.teacher, output=args.output, builder=builder, verbose=args.verbose, info=info,
                   checkpoint_every=args.checkpoint_every)
     return 0
 

@@ -26,8 +26,8 @@ from runtime import quiet_tensorflow
 
 quiet_tensorflow()
 
-from configuration import (DATASETS, MODELS_DIR, REPO_ROOT, PrepareConfig, dataset_info,  # noqa: E402
-                           register_custom_dataset)
+from configuration import DATASETS, MODELS_DIR, REPO_ROOT, PrepareConfig, dataset_info  # noqa: E402
+from dataset_formats import read_custom_spec  # noqa: E402
 from errors import ConfigError, ModelError, run_cli  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "results"
@@ -93,19 +93,18 @@ def _out_dir(args, model_path=None) -> Path:
     return RESULTS_DIR / name
 
 
-def _dataset_of_prepared(prepared: Path) -> str:
-    """The dataset a prepared folder holds (its manifest); a custom one is registered from the spec
-    prepare recorded, so its results carry its own name and normalisers, never 300W's."""
-    from data_util import read_manifest
+def _dataset_of_prepared(prepared: Path):
+    """The DatasetInfo of the data a prepared folder holds (its manifest): a custom layout as
+    prepare recorded it (data_util.dataset_of_manifest), so its results carry its own name and
+    normalisers, never 300W's."""
+    from data_util import dataset_of_manifest, read_manifest
 
     manifest = read_manifest(prepared)
     spec = (manifest.get("config") or {}).get("custom_spec")
-    if spec:
-        if not Path(spec).is_file():
-            raise ConfigError(f"{prepared}: prepared from the custom spec {spec}, which is gone; pass "
-                              f"--custom-spec FILE.json")
-        return register_custom_dataset(spec).name
-    return str(manifest["dataset"]).lower()
+    if spec and "dataset_spec" not in manifest and not Path(spec).is_file():
+        raise ConfigError(f"{prepared}: prepared from the custom spec {spec}, which is gone; pass "
+                          f"--custom-spec FILE.json")
+    return dataset_of_manifest(manifest)
 
 
 def _default_model(dataset: str, custom_spec=None, photos: bool = False) -> Path:
@@ -153,8 +152,9 @@ def predict_split(predictor, split, batch_size: int = 32):
 
 
 def score_and_report(pred_path: Path, prepared_dir, out_dir: Path, dataset=None, mode=None,
-                     samples: int = 12) -> dict:
-    """Score a predictions file and write scores.json, results.md, ced.png, samples.png."""
+                     samples: int = 12, info=None) -> dict:
+    """Score a predictions file and write scores.json, results.md, ced.png, samples.png. `info`:
+    the dataset's DatasetInfo (a custom spec as main read it); by default the built-in `dataset`."""
     import numpy as np
 
     import data_util as du
@@ -166,17 +166,20 @@ def score_and_report(pred_path: Path, prepared_dir, out_dir: Path, dataset=None,
     if preds.dataset != dataset:
         raise ConfigError(f"{pred_path}: predictions are for {preds.dataset!r}, --dataset says "
                           f"{dataset!r}; drop --dataset or pass the right file")
-    info = dataset_info(dataset)
+    info = info if info is not None else dataset_info(dataset)
+    if info.name != dataset:
+        raise ConfigError(f"{prepared_dir}: holds {info.name} faces, the predictions are for "
+                          f"{dataset!r}; pass the prepared folder of that dataset")
     split = du.load_prepared(prepared_dir, "test")
-    scores = ev.score_predictions(preds, split, dataset)
-    baseline = ev.mean_shape_scores(prepared_dir, split, dataset)
+    scores = ev.score_predictions(preds, split, info)
+    baseline = ev.mean_shape_scores(prepared_dir, split, info)
     model_name = preds.model or pred_path.stem
     mode = mode or _guess_mode(model_name)
     atomic_write_json(out_dir / "scores.json", {"dataset": dataset, "model": preds.model,
                                                  "prepared_dir": str(prepared_dir),
                                                  "predictions": str(pred_path), "scores": scores,
                                                  "mean_shape_scores": baseline})
-    report = ev.markdown_report(scores, dataset, Path(model_name).name, mode, mean_shape=baseline)
+    report = ev.markdown_report(scores, info, Path(model_name).name, mode, mean_shape=baseline)
     if baseline is None:      # a predictions file is scored on test/ alone; the floor needs train/
         note = (f"no mean-training-shape row: {Path(prepared_dir) / 'train'} is missing or "
                 f"incomplete (the floor is the average training face)")
@@ -188,7 +191,7 @@ def score_and_report(pred_path: Path, prepared_dir, out_dir: Path, dataset=None,
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     pred = ev.align_predictions(preds, split)
     gt = np.asarray(split.landmarks_px, dtype=np.float64)
-    nme = ev.per_image_nme(pred, gt, dataset)
+    nme = ev.per_image_nme(pred, gt, info)
     curves = {}
     for name, how in info.test_subsets.items():
         mask = ev.subset_mask(split, how)
@@ -242,7 +245,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_options(args)
 
-    custom = register_custom_dataset(args.custom_spec) if args.custom_spec else None
+    custom = read_custom_spec(args.custom_spec) if args.custom_spec else None   # read once, here
     if custom is not None and args.dataset and args.dataset.lower() != custom.name:
         raise ConfigError(f"--dataset {args.dataset} does not match the name {custom.name!r} in "
                           f"{args.custom_spec}; leave --dataset out")
@@ -257,22 +260,23 @@ def main(argv=None) -> int:
         prepared = args.prepared_dir or preds.prepared_dir
         if not prepared:
             raise ConfigError(f"{pred_path}: no prepared_dir in the file; pass --prepared-dir")
-        if dataset not in DATASETS:   # a custom dataset: its spec is recorded by prepare
-            _dataset_of_prepared(Path(prepared))
+        # a custom dataset without --custom-spec: its layout is recorded by prepare
+        info = custom or (dataset_info(dataset) if dataset in DATASETS else _dataset_of_prepared(Path(prepared)))
         out_dir = _out_dir(args, Path(preds.model or pred_path.stem))
-        scores = score_and_report(pred_path, Path(prepared), out_dir, dataset, args.mode, args.samples)
+        scores = score_and_report(pred_path, Path(prepared), out_dir, dataset, args.mode, args.samples,
+                                  info=info)
         _print_scores(scores, out_dir)
         return 0
 
     if custom:
-        dataset = custom.name
+        info = custom
     elif args.dataset:
-        dataset = args.dataset.lower()
+        info = dataset_info(args.dataset)
     elif args.prepared_dir and not args.export:
-        dataset = _dataset_of_prepared(Path(args.prepared_dir))
+        info = _dataset_of_prepared(Path(args.prepared_dir))
     else:
-        dataset = "300w"
-    info = dataset_info(dataset)
+        info = dataset_info("300w")
+    dataset = info.name
     model_path = Path(args.model) if args.model else _default_model(
         dataset, args.custom_spec, photos=bool(args.image or args.folder or args.video))
 
@@ -300,7 +304,7 @@ def main(argv=None) -> int:
     if args.flip_test:
         from inference import with_flip_test
 
-        predictor = with_flip_test(predictor, dataset if predictor.num_points == info.num_points else None)
+        predictor = with_flip_test(predictor, info if predictor.num_points == info.num_points else None)
         model_name += " (flip test)"
 
     # 3. Inference on photos / videos.
@@ -343,7 +347,7 @@ def main(argv=None) -> int:
         if not du.prepared_complete(prepared, "test"):
             print(f"preparing {dataset} at {cfg.input_size} px into {prepared} (first use) ...",
                   file=sys.stderr, flush=True)
-            du.prepare(cfg, progress=sys.stderr.isatty())
+            du.prepare(cfg, progress=sys.stderr.isatty(), info=info)
     split = du.load_prepared(prepared, "test")
     if split.dataset.lower() != dataset:
         raise ConfigError(f"{prepared}: holds {split.dataset} faces, not {dataset}; pass the matching "
@@ -355,7 +359,7 @@ def main(argv=None) -> int:
     pred_px = predict_split(predictor, split, args.batch_size)
     pred_path = ev.write_predictions(out_dir / "predictions.json", dataset, prepared, model_name,
                                      split.ids, pred_px)
-    scores = score_and_report(pred_path, prepared, out_dir, dataset, args.mode, args.samples)
+    scores = score_and_report(pred_path, prepared, out_dir, dataset, args.mode, args.samples, info=info)
     _print_scores(scores, out_dir)
     return 0
 

@@ -3,7 +3,8 @@
 * Configuration: `build_parser(description)` adds --preset, --config, --output and every
   TrainConfig field; `config_from_args(args)` builds the `TrainConfig` from the published defaults,
   then the preset (`--preset paper|quick`), then an optional `--config FILE.json`, then explicit
-  options.
+  options; `run_dataset(cfg)` reads the dataset (a custom spec) once, where a run starts, and the
+  trainers pass that DatasetInfo down.
 * Runtime: `setup_runtime(cfg)` seeds Python/NumPy/TensorFlow, turns on op determinism (bit-identical
   CPU runs for the same seed), sets the mixed-precision policy (GPUs only) and returns the
   `tf.distribute` strategy named by `cfg.strategy`.
@@ -54,6 +55,7 @@ import keras  # noqa: E402
 import cnn_model  # noqa: E402  (also registers the models' custom objects for load_model)
 import configuration as C  # noqa: E402
 import data_util as du  # noqa: E402
+import dataset_formats as fmt  # noqa: E402
 from configuration import TrainConfig  # noqa: E402
 from metrics import compare_to_mean_shape, nme_per_image  # noqa: E402
 from safe_io import atomic_path, atomic_write_json  # noqa: E402
@@ -113,7 +115,7 @@ def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed
     base = C.preset_settings(getattr(args, "preset", None) or "paper", trainer)
     file_values: dict = {}
     if getattr(args, "config", None):
-        file_values = C.load_config_file(args.config)
+        file_values = load_config_file(args.config)
         if not isinstance(file_values, dict):
             raise ConfigError(f"{args.config}: a configuration file holds one JSON object")
         file_values.pop("type", None)
@@ -127,10 +129,29 @@ def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed
     for key, value in fixed.items():
         if value is not None:
             setattr(cfg, key, value)
-    if cfg.custom_spec:
-        cfg.dataset = C.register_custom_dataset(cfg.custom_spec).name
-    cfg.dataset = cfg.dataset.lower()
+    cfg.dataset = cfg.dataset.lower()   # a custom spec names its data: run_dataset(cfg)
     return cfg.validate()
+
+
+def load_config_file(path) -> dict:
+    """Read a JSON experiment configuration (--config, one per experiment, HRNet-style)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def run_dataset(cfg: TrainConfig, info: Optional[C.DatasetInfo] = None) -> C.DatasetInfo:
+    """The run's dataset: `info` when the caller already read it, else cfg's custom spec
+    (dataset_formats.read_custom_spec, read here) or its built-in dataset. cfg.dataset becomes its
+    name (a spec names its data). The trainers call it once, first, and pass the result down."""
+    if info is None:
+        info = fmt.resolve_dataset(cfg.dataset, cfg.custom_spec)
+    cfg.dataset = info.name
+    return info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,8 +250,9 @@ def _prepare_command(cfg: TrainConfig) -> str:
             + (f" --root {cfg.root}" if cfg.root else ""))
 
 
-def ensure_prepared(cfg: TrainConfig) -> Path:
-    """The prepared folder of cfg; prepare it (generating the embedded synthetic data) if missing."""
+def ensure_prepared(cfg: TrainConfig, info: Optional[C.DatasetInfo] = None) -> Path:
+    """The prepared folder of cfg; prepare it (generating the embedded synthetic data) if missing.
+    `info`: the run's dataset (run_dataset)."""
     out = cfg.resolved_prepared_dir()
     if du.prepared_complete(out):
         return out
@@ -239,20 +261,21 @@ def ensure_prepared(cfg: TrainConfig) -> Path:
         raise DataFormatError(f"{out}: not a complete prepared folder (manifest.json missing); "
                               f"run `{hint} --out-dir {cfg.prepared_dir}` again")
     print(f"preparing {cfg.dataset} at {cfg.input_size} px into {out} ...", flush=True)
-    du.prepare(cfg.prepare_config(), progress=sys.stderr.isatty())
+    du.prepare(cfg.prepare_config(), progress=sys.stderr.isatty(), info=info)
     if not du.prepared_complete(out):
         raise DataFormatError(f"{out}: preparation did not complete; run `{hint}` and read its errors")
     return out
 
 
-def ensure_augmented(cfg: TrainConfig, prepared_dir: Path) -> Optional[Path]:
+def ensure_augmented(cfg: TrainConfig, prepared_dir: Path,
+                     info: Optional[C.DatasetInfo] = None) -> Optional[Path]:
     """train_aug/ (offline augmented copies) when cfg.augment == 'offline'; written if missing.
 
     data_util.augment_prepared is idempotent: it reuses copies written with the same settings."""
     if cfg.augment != "offline":
         return None
     aug_dir = prepared_dir / "train_aug"
-    copies = cfg.aug_copies if cfg.aug_copies is not None else C.dataset_info(cfg.dataset).aug_copies
+    copies = cfg.aug_copies if cfg.aug_copies is not None else run_dataset(cfg, info).aug_copies
     if int(copies) == 0:   # --aug-copies 0, or a custom spec's "aug_copies": 0: the faces as they are
         return None
     du.augment_prepared(prepared_dir, copies=copies, progress=sys.stderr.isatty())
@@ -263,15 +286,18 @@ def ensure_augmented(cfg: TrainConfig, prepared_dir: Path) -> Optional[Path]:
 
 
 
-def load_training_data(cfg: TrainConfig, need_soft: bool = False) -> du.TrainData:
-    """Prepared (and, if asked, augmented) data with its validation split."""
-    prepared = ensure_prepared(cfg)
-    aug_dir = ensure_augmented(cfg, prepared)
+def load_training_data(cfg: TrainConfig, need_soft: bool = False,
+                       info: Optional[C.DatasetInfo] = None) -> du.TrainData:
+    """Prepared (and, if asked, augmented) data with its validation split; `info`: the run's
+    dataset (run_dataset; read from cfg when not given)."""
+    info = run_dataset(cfg, info)
+    prepared = ensure_prepared(cfg, info)
+    aug_dir = ensure_augmented(cfg, prepared, info)
     if need_soft:
         ensure_soft_landmarks(cfg, prepared)
     train = du.load_prepared(prepared, "train")
     aug = du.load_prepared(prepared, "train_aug") if aug_dir is not None else None
-    return du.TrainData(cfg, prepared, train, aug)
+    return du.TrainData(cfg, prepared, train, aug, info=info)
 
 
 def ensure_soft_landmarks(cfg: TrainConfig, prepared_dir: Path) -> None:
@@ -689,13 +715,13 @@ def is_chief(strategy) -> bool:
                                              int(resolver.task_id or 0) == 0)
 
 
-def run_identity(cfg: TrainConfig, what: str, extra: Optional[dict] = None) -> dict:
+def run_identity(cfg: TrainConfig, what: str, extra: Optional[dict] = None,
+                 info: Optional[C.DatasetInfo] = None) -> dict:
     """What a run trains beyond RESUME_KEYS: its kind (teacher-tough, student-kd, ...), the
     effective number of offline copies, and `extra` (e.g. the student's teacher files)."""
     copies = None
     if cfg.augment == "offline":
-        copies = cfg.aug_copies if cfg.aug_copies is not None else \
-            C.dataset_info(cfg.dataset).aug_copies
+        copies = cfg.aug_copies if cfg.aug_copies is not None else run_dataset(cfg, info).aug_copies
     return {"what": str(what), "aug_copies": copies, **(extra or {})}
 
 
@@ -776,10 +802,11 @@ class Run:
     Under MultiWorkerMirroredStrategy every worker must save (collective ops), so non-chief
     workers write into <run>/.worker-<id>/ and do not export the final model."""
 
-    def __init__(self, cfg: TrainConfig, what: str, strategy=None, identity: Optional[dict] = None):
+    def __init__(self, cfg: TrainConfig, what: str, strategy=None, identity: Optional[dict] = None,
+                 info: Optional[C.DatasetInfo] = None):
         self.cfg = cfg
         self.what = what
-        self.identity = run_identity(cfg, what, identity)
+        self.identity = run_identity(cfg, what, identity, info)
         self.dir = default_run_dir(cfg, what)
         self.chief = True if strategy is None else is_chief(strategy)
         if not self.chief:
@@ -808,7 +835,7 @@ class Run:
             for name in (LAST, BEST, STATE, LOG):
                 if (self.dir / name).exists():
                     (self.dir / name).unlink()
-        C.save_config(self.cfg, self.dir, extra={"run": self.identity})
+        atomic_write_json(self.dir / "config.json", C.config_record(self.cfg, {"run": self.identity}))
 
     def _check_compatible(self):
         try:

@@ -27,7 +27,6 @@ def dots(tmp_path_factory):
     spec = root / "dots3.json"
     spec.write_text(json.dumps({"name": "dots3", "num_points": N, "flip_pairs": [[0, 1]],
                                 "interocular": [[0], [1]]}))
-    C.register_custom_dataset(spec)
     rng = np.random.default_rng(0)
     px = np.zeros((M, N, 2), np.float32)
     px[:, 0] = rng.uniform(12, 18, (M, 2))
