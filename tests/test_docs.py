@@ -119,6 +119,10 @@ def test_readme_commands_use_only_options_their_scripts_have():
         text = helps[(script, sub)][0]
         for flag in (a.split("=")[0] for a in args if a.startswith("--")):
             assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), f"README: `python {script}` has no {flag}"
+        for flag, value in zip(args, args[1:]):           # a value among the flag's listed choices
+            choices = re.search(rf"{re.escape(flag)} \{{([^}}]*)\}}", text) if flag.startswith("--") else None
+            if choices:
+                assert value in choices.group(1).split(","), f"README: {flag} {value} is not a choice"
 
 
 def test_readme_command_parser_sees_a_stale_flag():
