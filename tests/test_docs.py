@@ -168,3 +168,39 @@ def test_user_models_in_models_are_ignored_and_shipped_ones_are_not():
     assert _git("check-ignore", *user).stdout.split() == user
     shipped = ["models/" + m["file"] for m in json.loads(R.SCORES.read_text())["models"]]
     assert _git("check-ignore", *shipped, "models/scores.json").stdout.split() == []
+
+
+def test_rows_over_different_seeds_are_paired_seed_by_seed():
+    """KD over seeds 0-4, a control over seeds 0, 2, 4 only: the difference uses those three seeds
+    (KD - control per seed: 7 - 8, 9 - 9, 11 - 10 -> mean 0, sd 1, t(0.975, 2) = 4.302653)."""
+    kd = {"values": [7.0, 8.0, 9.0, 10.0, 11.0], "seeds": [0, 1, 2, 3, 4]}
+    ctl = {"values": [8.0, 9.0, 10.0], "seeds": [0, 2, 4]}
+    d = R.paired_by_seed(ctl, kd)
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.0)
+    assert (d["low"], d["high"]) == pytest.approx((-4.302653 / 3 ** 0.5, 4.302653 / 3 ** 0.5), abs=1e-5)
+
+
+def test_merged_seed_study_keeps_each_seed_where_it_came_from(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench" / "studies" / "demo_seeds"))
+    import merge_seeds
+
+    for seed, nme in ((0, 7.5), (2, 8.5)):
+        folder = tmp_path / "runs" / f"seed{seed}" / "student-l1"
+        folder.mkdir(parents=True)
+        (folder / "scores.json").write_text(json.dumps({"scores": {"full": {"nme_interocular": nme}}}))
+    earlier = {"student-kd": {"full": {"values": [7.0, 8.0, 9.0], "mean": 8.0, "std": 1.0}},
+               "student-l1": {"full": {"values": [1.0, 2.0, 3.0], "mean": 2.0, "std": 1.0}},
+               "paired_vs_l2": {"student-kd": {"n": 3}}}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    out = tmp_path / "merged.json"
+    assert merge_seeds.main(["--runs", str(tmp_path / "runs"), "--fill", str(tmp_path / "earlier.json"),
+                             "--fill-seeds", "0", "1", "2", "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert merged["student-l1"]["seeds"] == [0, 1, 2]
+    assert merged["student-l1"]["full"]["values"] == [7.5, 2.0, 8.5]          # the runs win seed by seed
+    assert merged["student-l1"]["from"] == ["runs", "earlier.json", "runs"]
+    assert merged["student-kd"]["full"]["std"] == pytest.approx(1.0)
+    assert "paired_vs_l2" not in merged
+    with pytest.raises(Exception, match="exists"):
+        merge_seeds.main(["--runs", str(tmp_path / "runs"), "--fill", str(tmp_path / "earlier.json"),
+                          "--fill-seeds", "0", "1", "2", "--out", str(out)])

@@ -100,13 +100,28 @@ def seed_rows(spec: dict, folder: Path = DEMO_SEEDS) -> List[dict]:
     sources = [load(folder / s) for s in spec.get("sources", [])]
     out = []
     for row in spec["rows"]:
-        found = next((s[row["key"]][spec["metric"]]["values"] for s in sources if row["key"] in s), None)
-        values = found if found is not None else row.get("values")
+        entry = next((s[row["key"]] for s in sources if row["key"] in s), None)
+        values = entry[spec["metric"]]["values"] if entry is not None else row.get("values")
         if values is None:
             raise SystemExit(f"{folder / 'results.json'}: no values for {row['key']!r}: add a source "
                              f"that holds it or give the row 'values'")
-        out.append({**row, "values": [float(v) for v in values], "measured_here": found is not None})
+        # a source may name the seeds it holds (merge_seeds.py); otherwise seeds 0, 1, ... in order
+        seeds = (entry or {}).get("seeds") or row.get("seeds") or list(range(len(values)))
+        out.append({**row, "values": [float(v) for v in values], "seeds": [int(x) for x in seeds],
+                    "measured_here": entry is not None})
     return out
+
+
+def paired_by_seed(row: dict, ref: dict) -> Dict[str, float]:
+    """ref - row over the seeds both hold (`paired`), with n, the number of seeds paired."""
+    common = [x for x in ref["seeds"] if x in row["seeds"]]
+    pick = lambda r: [r["values"][r["seeds"].index(x)] for x in common]  # noqa: E731
+    return {**paired(pick(row), pick(ref)), "n": len(common)}
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    return f"seeds {seeds[0]}-{seeds[-1]}" if list(seeds) == list(range(seeds[0], seeds[-1] + 1)) \
+        else "seeds " + ", ".join(map(str, seeds))
 
 
 def what_teachers_add(path: Path = DEMO_SEEDS / "results.json") -> str:
@@ -115,15 +130,18 @@ def what_teachers_add(path: Path = DEMO_SEEDS / "results.json") -> str:
     ref = next(r for r in rows if r["key"] == spec["reference"])
     table = []
     for r in rows:
-        diff = "" if r is ref else paired(r["values"], ref["values"])
+        diff = "" if r is ref else paired_by_seed(r, ref)
         name = r["label"] + ("" if r["measured_here"] else " *")
         mean = spread(r["values"])
+        per_seed = ", ".join(f"{v:.2f}" for v in r["values"])
+        if r["seeds"] != ref["seeds"]:
+            per_seed += f" ({seeds_text(r['seeds'])})"
         table.append([f"**{name}**" if r is ref else name,
-                      f"**{mean}**" if r is ref else mean,
-                      ", ".join(f"{v:.2f}" for v in r["values"]),
-                      "" if r is ref else f"{signed(diff['mean'])} ({signed(diff['low'])} to {signed(diff['high'])})"])
+                      f"**{mean}**" if r is ref else mean, per_seed,
+                      "" if r is ref else f"{signed(diff['mean'])} ({signed(diff['low'])} to {signed(diff['high'])})"
+                      + ("" if diff["n"] == len(ref["seeds"]) else f", {diff['n']} seeds")])
     text = md_table(["model", f"NME {spec['metric']} %, mean ± sd [min-max]",
-                     f"per seed ({len(ref['values'])} seeds)", "KD minus this row (95% CI)"], table)
+                     f"per seed ({seeds_text(ref['seeds'])})", "KD minus this row (95% CI)"], table)
     notes = [f"\\* {r['note']}." for r in rows if not r["measured_here"] and r.get("note")]
     return text + "".join(f"\n{n}\n" for n in notes)
 
@@ -133,7 +151,7 @@ def what_teachers_add_summary(path: Path = DEMO_SEEDS / "results.json") -> str:
     spec = load(path)["what_teachers_add"]
     rows = {r["key"]: r for r in seed_rows(spec, path.parent)}
     ref, ctl = rows[spec["reference"]], rows[spec["control"]]
-    d = paired(ctl["values"], ref["values"])
+    d = paired_by_seed(ctl, ref)
     verdict = ("what the teachers add is not distinguishable from zero at the demo's budget"
                if d["low"] <= 0 <= d["high"] else
                "the teachers help at the demo's budget" if d["high"] < 0 else
