@@ -21,6 +21,9 @@ Steps (each a command of the repo, run as a subprocess so each is exactly what a
      --ablations also the Tough-only and Tolerant-only students;
   4. `test.py` on every model, then one table (with the mean training shape), one CED plot and one
      sample grid for all of them.
+Steps 3 and 4 run two at a time on one TensorFlow thread each (`--jobs`, default 2), so both cores
+work and the students are bit-identical to the one-thread seed studies (bench/studies/demo_seeds);
+`--jobs 1` runs them one after another with TensorFlow's default threads.
 Every step resumes: running the command again skips finished models and continues interrupted ones.
 """
 from __future__ import annotations
@@ -28,10 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from errors import ConfigError, LandmarkError, run_cli
 from runtime import malloc_env, quiet_tensorflow, user_set_malloc
@@ -103,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "than the default is named in the student's folder, e.g. student-kd-paper")
     p.add_argument("--out", default=None, help="results folder (default results/demo-<dataset>-seed<seed>; "
                                                "with --seeds: the parent of one seed<S> folder per seed and seeds/)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="students (and evaluations) trained at a time, each on one TensorFlow thread "
+                        "(default: 2 on 2 or more cores; 1: one after another with TensorFlow's "
+                        "default threads)")
     p.add_argument("--models-dir", default=None,
                    help="where the trained models go (default: <out>/models; use models/ to ship them)")
     return p
@@ -122,22 +131,58 @@ def step_env() -> dict:
     return env
 
 
-def _run(step: str, cmd: list, log: Path) -> float:
-    """Run one repo command, echoing its output; stop the demo with one line if it fails."""
+# With --jobs 2 (the default on 2 or more cores) two steps run at a time, each on one TensorFlow
+# thread: a 64 px student keeps about 1.5 cores busy with two threads, so two one-thread steps side by
+# side use both cores, and one-thread runs are bit-identical from run to run (the seed studies').
+ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
+def _run(step: str, cmd: list, log: Path, env: Optional[dict] = None, echo: bool = True) -> float:
+    """Run one repo command, echoing its output (or, with echo=False, writing it to
+    <log folder>/logs/<step>.log); stop the demo with one line if it fails."""
     print(f"\n=== {step}\n$ python {' '.join(cmd)}", flush=True)
     t0 = time.time()
     with open(log, "a") as f:
         f.write(f"\n=== {step}\n$ python {' '.join(cmd)}\n")
-        f.flush()
-        proc = subprocess.run([sys.executable, *cmd], cwd=REPO_ROOT, env=step_env())
+    step_log = log.parent / "logs" / (re.sub(r"[^A-Za-z0-9.-]+", "_", step).strip("_") + ".log")
+    if echo:
+        proc = subprocess.run([sys.executable, *cmd], cwd=REPO_ROOT, env=env or step_env())
+    else:
+        step_log.parent.mkdir(exist_ok=True)
+        with open(step_log, "w") as out:
+            proc = subprocess.run([sys.executable, *cmd], cwd=REPO_ROOT, env=env or step_env(),
+                                  stdout=out, stderr=subprocess.STDOUT)
     seconds = time.time() - t0
     with open(log, "a") as f:
-        f.write(f"exit {proc.returncode} after {seconds:.0f} s\n")
+        f.write(f"exit {proc.returncode} after {seconds:.0f} s ({step})\n")
     if proc.returncode != 0:
-        raise LandmarkError(f"step '{step}' failed (exit {proc.returncode}); see the message above, "
+        where = "the message above" if echo else f"{step_log}"
+        raise LandmarkError(f"step '{step}' failed (exit {proc.returncode}); see {where}, "
                             f"fix it and run demo.py again: finished steps are kept")
     print(f"--- {step}: {seconds:.0f} s", flush=True)
     return seconds
+
+
+def _run_steps(steps: list, log: Path, jobs: int) -> dict:
+    """Run steps [(key, step, cmd), ...]; seconds per key. jobs 1: one after another, output on the
+    console, TensorFlow's default threads; jobs > 1: that many at a time, each on one TensorFlow
+    thread (unless the user set TF_NUM_*_THREADS), each step's output in <out>/logs/."""
+    if jobs <= 1 or len(steps) < 2:
+        return {key: _run(step, cmd, log) for key, step, cmd in steps}
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait  # noqa: PLC0415
+
+    env = step_env()
+    if not any(k in os.environ for k in ONE_THREAD):
+        env.update(ONE_THREAD)
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {key: pool.submit(_run, step, cmd, log, env, False) for key, step, cmd in steps}
+        done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            for f in futures.values():
+                f.cancel()                      # steps not started yet; running ones finish
+            raise failed[0].exception()
+        return {key: f.result() for key, f in futures.items()}
 
 
 def main(argv=None) -> int:
@@ -310,22 +355,23 @@ def run_one(args) -> int:
     student_only = ["--freeze-batchnorm-epochs", str(preset_frozen_epochs(
         cfg.get("student_freeze_batchnorm_epochs", 0), cfg["student_epochs"]))]
     names = {mode: student_name(mode, preset) for mode in students}
-    for mode, name in names.items():
-        times[f"student-{name}"] = _run(
-            f"{name} student (MobileNetV2)",
-            ["student_trainer.py", "--student-mode", mode, *common, "--epochs", str(cfg["student_epochs"]),
-             *student_only, *student_width, "--loss-preset", preset,
-             "--tough", str(tough), "--tolerant", str(tolerant),
-             "--run-dir", str(runs / f"student-{name}"), "--output", str(models / "students" / f"{ds}_{name}.keras")], log)
+    jobs = getattr(args, "jobs", 1)
+    times.update(_run_steps([(
+        f"student-{name}", f"{name} student (MobileNetV2)",
+        ["student_trainer.py", "--student-mode", mode, *common, "--epochs", str(cfg["student_epochs"]),
+         *student_only, *student_width, "--loss-preset", preset,
+         "--tough", str(tough), "--tolerant", str(tolerant),
+         "--run-dir", str(runs / f"student-{name}"), "--output", str(models / "students" / f"{ds}_{name}.keras")])
+        for mode, name in names.items()], log, jobs))
     evaluated = {f"student-{n}": models / "students" / f"{ds}_{n}.keras" for n in names.values()}
     modes = {f"student-{n}": m for m, n in names.items()}
     evaluated["teacher-tough"] = tough
     evaluated["teacher-tolerant"] = tolerant
-    for name, path in evaluated.items():
-        times[f"test-{name}"] = _run(
-            f"evaluate {name}",
-            ["test.py", "--dataset", ds, "--model", str(path), "--prepared-dir", str(prepared),
-             "--out-dir", str(out / name), "--mode", modes.get(name, "teacher")], log)
+    times.update(_run_steps([(
+        f"test-{name}", f"evaluate {name}",
+        ["test.py", "--dataset", ds, "--model", str(path), "--prepared-dir", str(prepared),
+         "--out-dir", str(out / name), "--mode", modes.get(name, "teacher")])
+        for name, path in evaluated.items()], log, jobs))
     report = write_report(out, ds, evaluated, prepared)
     total = time.time() - t_start
     times["total"] = total

@@ -60,9 +60,9 @@ def test_step_sequence_and_seed(tmp_path, monkeypatch):
     """By default the students distil from the shipped teachers: prepare, the students, then test.py
     on each; the seed and the quick settings (cosine schedule included) reach each trainer."""
     calls = []
-    monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
+    monkeypatch.setattr(demo, "_run", lambda step, cmd, log, *a: calls.append(cmd) or 0.0)
     monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
-    assert demo.main(["--seed", "3", "--ablations", "--out", str(tmp_path)]) == 0
+    assert demo.main(["--seed", "3", "--ablations", "--jobs", "1", "--out", str(tmp_path)]) == 0
     scripts = [c[0] for c in calls]
     assert scripts == ["data_util.py"] + ["student_trainer.py"] * 5 + ["test.py"] * 7
     modes = [c[c.index("--student-mode") + 1] for c in calls if c[0] == "student_trainer.py"]
@@ -83,9 +83,9 @@ def test_step_sequence_and_seed(tmp_path, monkeypatch):
 
 def test_students_picks_which_students_train_and_are_evaluated(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
+    monkeypatch.setattr(demo, "_run", lambda step, cmd, log, *a: calls.append(cmd) or 0.0)
     monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
-    assert demo.main(["--students", "tolerant-only", "tough-only", "tolerant-only", "--out", str(tmp_path)]) == 0
+    assert demo.main(["--students", "tolerant-only", "tough-only", "tolerant-only", "--jobs", "1", "--out", str(tmp_path)]) == 0
     modes = [c[c.index("--student-mode") + 1] for c in calls if c[0] == "student_trainer.py"]
     assert modes == ["tolerant-only", "tough-only"]
     tested = [c[c.index("--mode") + 1] for c in calls if c[0] == "test.py"]
@@ -96,9 +96,9 @@ def test_students_picks_which_students_train_and_are_evaluated(tmp_path, monkeyp
 
 def test_train_teachers_adds_the_asm_and_both_teachers(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
+    monkeypatch.setattr(demo, "_run", lambda step, cmd, log, *a: calls.append(cmd) or 0.0)
     monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
-    assert demo.main(["--train-teachers", "--out", str(tmp_path)]) == 0
+    assert demo.main(["--train-teachers", "--jobs", "1", "--out", str(tmp_path)]) == 0
     scripts = [c[0] for c in calls]
     assert scripts == ["data_util.py", "asm_soft_landmarks.py", "teacher_trainer.py", "teacher_trainer.py",
                        "student_trainer.py", "student_trainer.py", "student_trainer.py"] + ["test.py"] * 5
@@ -108,7 +108,7 @@ def test_train_teachers_adds_the_asm_and_both_teachers(tmp_path, monkeypatch):
     assert str(tmp_path) in trained[0]            # not the shipped models/teachers
     assert all("--freeze-batchnorm-epochs" not in c for c in calls if c[0] == "teacher_trainer.py")
     calls.clear()
-    assert demo.main(["--student-epochs", "2", "--out", str(tmp_path / "short")]) == 0
+    assert demo.main(["--student-epochs", "2", "--jobs", "1", "--out", str(tmp_path / "short")]) == 0
     assert [c[c.index("--freeze-batchnorm-epochs") + 1] for c in calls if c[0] == "student_trainer.py"] == ["0"] * 3
 
 
@@ -144,9 +144,9 @@ def test_steps_get_the_allocator_settings_unless_the_user_chose(monkeypatch):
 
 def test_loss_preset_names_the_students_that_use_it(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(demo, "_run", lambda step, cmd, log: calls.append(cmd) or 0.0)
+    monkeypatch.setattr(demo, "_run", lambda step, cmd, log, *a: calls.append(cmd) or 0.0)
     monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
-    assert demo.main(["--students", "kd", "l1", "--loss-preset", "paper", "--out", str(tmp_path)]) == 0
+    assert demo.main(["--students", "kd", "l1", "--loss-preset", "paper", "--jobs", "1", "--out", str(tmp_path)]) == 0
     trained = [c for c in calls if c[0] == "student_trainer.py"]
     assert [c[c.index("--loss-preset") + 1] for c in trained] == ["paper", "paper"]
     assert [c[c.index("--run-dir") + 1] for c in trained] == [str(tmp_path / "runs" / "student-kd-paper"),
@@ -176,3 +176,40 @@ def test_report_states_what_the_teachers_add():
     assert "KD - L2 (the paper's comparison): -4.00 points" in text
     assert "KD student / mean shape (full set): 0.38x." in text
     assert demo.comparison_lines({"student-l2": 11.5}) == []
+
+
+def test_two_jobs_run_steps_side_by_side_on_one_thread_each(tmp_path, monkeypatch):
+    """--jobs 2: every student and evaluation runs, two at a time, each step's output in its own log
+    file and TensorFlow on one thread; a failing step stops the demo with a line naming its log."""
+    import threading
+
+    for key in demo.ONE_THREAD:
+        monkeypatch.delenv(key, raising=False)
+    seen, lock, active, peak = [], threading.Lock(), [0], [0]
+
+    def fake_run(cmd, cwd=None, env=None, stdout=None, stderr=None):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            seen.append((cmd[1], env.get("TF_NUM_INTRAOP_THREADS"), stdout is not None))
+        import time
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(demo.subprocess, "run", fake_run)
+    monkeypatch.setattr(demo, "write_report", lambda *a, **k: "report")
+    assert demo.main(["--jobs", "2", "--out", str(tmp_path)]) == 0
+    scripts = sorted(s for s, _, _ in seen)
+    assert scripts == ["data_util.py"] + ["student_trainer.py"] * 3 + ["test.py"] * 5
+    assert all(t == "1" and logged for s, t, logged in seen if s != "data_util.py")
+    assert peak[0] == 2
+    assert (tmp_path / "logs").is_dir()
+
+    def failing(cmd, cwd=None, env=None, stdout=None, stderr=None):
+        return type("Failed", (), {"returncode": 3 if cmd[1] == "student_trainer.py" else 0})()
+
+    monkeypatch.setattr(demo.subprocess, "run", failing)
+    with pytest.raises(Exception, match=r"failed \(exit 3\); see .*logs"):
+        demo.main(["--jobs", "2", "--out", str(tmp_path / "again")])
