@@ -1,0 +1,52 @@
+"""kd_loss.py where mutmut found the tests silent (docs/MUTATION.md): the boundary point B of both
+presets, and saving a Distiller (its student only)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import kd_loss  # noqa: E402
+from configuration import LOSS_PRESETS  # noqa: E402
+
+G = np.array([[0.10, 0.10, -0.20, 0.30, 0.0]])
+T = np.array([[0.30, -0.10, -0.20, 0.10, 0.5]])
+P = np.array([[0.50, 0.05, -0.30, 0.30, -0.2]])
+
+
+@pytest.mark.parametrize("preset, beta", [("code", 0.15), ("paper", 0.4)])
+def test_boundary_by_hand(preset, beta):
+    # B = G + sign(P - G) * beta * |T - G|, per coordinate; P = G gives B = G
+    want = [[0.10 + beta * 0.20, 0.10 - beta * 0.20, -0.20 - 0.0, 0.30 + 0.0 * beta, -beta * 0.5]]
+    got = kd_loss.boundary(G, P, T, LOSS_PRESETS[preset])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-7)
+    by_name = kd_loss.boundary(G, P, T, preset)
+    np.testing.assert_allclose(np.asarray(by_name), want, rtol=1e-6, atol=1e-7)
+
+
+def test_boundary_default_is_the_code_preset():
+    np.testing.assert_allclose(np.asarray(kd_loss.boundary(G, P, T)),
+                               np.asarray(kd_loss.boundary(G, P, T, "code")), rtol=0, atol=0)
+
+
+def test_saving_a_distiller_saves_its_student(tmp_path):
+    import keras
+
+    from student_trainer import Distiller
+
+    def net(seed, width):
+        keras.utils.set_random_seed(seed)
+        inp = keras.Input((8, 8, 3))
+        x = keras.layers.Flatten()(inp)
+        x = keras.layers.Dense(width)(x)
+        return keras.Model(inp, keras.layers.Dense(4)(x))
+
+    student, tough, tolerant = net(0, 3), net(1, 5), net(2, 7)
+    d = Distiller(student, tough, tolerant, mode="kd")
+    path = tmp_path / "student.keras"
+    d.save(path)
+    back = keras.models.load_model(path, compile=False)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    assert back.count_params() == student.count_params()
+    np.testing.assert_allclose(np.asarray(back(x)), np.asarray(student(x)), rtol=1e-6, atol=1e-6)
