@@ -103,7 +103,7 @@ def test_student_help_lists_choices(capsys):
     with pytest.raises(SystemExit):
         student_trainer.main(["--help"])
     text = capsys.readouterr().out
-    assert "{kd,l2,tough-only,tolerant-only}" in text
+    assert "{kd,l2,l1,wing,tough-only,tolerant-only}" in text
     assert "{offline,online,none}" in text
     assert "{default,mirrored,multiworker}" in text
     assert "{" + ",".join(C.LOSS_PRESETS) + "}" in text
