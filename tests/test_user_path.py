@@ -109,7 +109,7 @@ def test_python_api_with_and_without_a_box(model_paths, real_samples_dir, kind):
     assert np.allclose(pts, ref[0]["landmarks_px"], atol=0.05 * 1.25 * 80)
     # no box: the largest detected face, also from a path and from a grey array
     faces = model.predict_all(image)
-    assert faces and faces[0]["detection_score"] >= inf.DEFAULT_MIN_SCORE
+    assert faces and faces[0]["detection_score"] >= model.detector.min_score   # the default detector's floor
     assert np.array_equal(model.predict(image), faces[0]["landmarks"])
     assert np.array_equal(model.predict(path), faces[0]["landmarks"])
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
