@@ -7,6 +7,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+import keras  # noqa: E402
+
 import kd_loss  # noqa: E402
 from configuration import LOSS_PRESETS  # noqa: E402
 
@@ -50,3 +52,38 @@ def test_saving_a_distiller_saves_its_student(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     assert back.count_params() == student.count_params()
     np.testing.assert_allclose(np.asarray(back(x)), np.asarray(student(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_integer_predictions_are_cast_to_float32():
+    """An integer P (no float dtype) is computed in float32, the ground truth cast to float32 too
+    (not to P's integer type, which would drop G's fractions)."""
+    g = np.array([[0.5, 2.0]])
+    p = np.array([[0, 4]], np.int32)
+    out = kd_loss.l2_loss(g, p)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert float(out) == pytest.approx((0.25 + 4.0) / 2)
+    assert float(kd_loss.l1_loss(g, p)) == pytest.approx((0.5 + 2.0) / 2)
+
+
+def test_terms_keep_the_float64_of_the_inputs():
+    g, p, a = (np.array([[0.1, 0.2]], np.float64), np.array([[0.3, 0.1]], np.float64),
+               np.array([[0.2, 0.2]], np.float64))
+    for mode, extra in (("l2", {}), ("tough-only", {"A": a})):
+        terms = kd_loss.KDLoss("code", mode).terms(g, p, **extra)
+        got = {k: keras.backend.standardize_dtype(v.dtype) for k, v in terms.items()}
+        assert got == dict.fromkeys(terms, "float64"), mode
+
+
+def test_default_mode_is_kd_and_errors_name_the_problem():
+    assert kd_loss.KDLoss().mode == "kd" and kd_loss.KDLoss("paper").mode == "kd"
+    with pytest.raises(kd_loss.ConfigError,
+                       match="--student-mode 'kdd': choose one of kd, l2, l1, wing, tough-only, tolerant-only"):
+        kd_loss.check_mode("kdd")
+    g = np.zeros((1, 2))
+    with pytest.raises(kd_loss.ConfigError, match="KD-Loss mode 'kd' needs the Tough teacher's predictions"):
+        kd_loss.KDLoss("code", "kd").terms(g, g, None, g)
+    with pytest.raises(kd_loss.ConfigError, match="KD-Loss mode 'kd' needs the Tolerant teacher's predictions"):
+        kd_loss.KDLoss("code", "kd").terms(g, g, g, None)
+    bad = LOSS_PRESETS["code"].__class__(**{**LOSS_PRESETS["code"].__dict__, "low_region": "flat"})
+    with pytest.raises(kd_loss.ConfigError, match="low_region='flat': use 'zero' \\(code\\) or 'ramp' \\(paper\\)"):
+        kd_loss.assistive_weight(g, g, g + 0.1, 1.0, -0.5, bad)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fnmatch
 import json
 import subprocess
 import sys
@@ -26,12 +27,13 @@ KILLED = {"killed", "timeout", "caught by type check"}
 AGAINST = {"survived", "no tests", "suspicious", "segfault"}
 
 
-def module_summary(module: str, mutants_dir: Path, equivalent: dict, show: bool) -> dict:
+def module_summary(module: str, mutants_dir: Path, equivalent: dict, show: bool, only=None) -> dict:
     from mutmut import __version__ as mutmut_version
     from mutmut.stats import status_by_exit_code
 
     meta = json.loads((mutants_dir / f"{module}.py.meta").read_text())
-    status = {k: status_by_exit_code[v] for k, v in meta["exit_code_by_key"].items()}
+    status = {k: status_by_exit_code[v] for k, v in meta["exit_code_by_key"].items()
+              if not only or any(fnmatch.fnmatch(k, pat) for pat in only)}
     counts = Counter(status.values())
     checked = [k for k, s in status.items() if s in KILLED | AGAINST]
     killed = [k for k in checked if status[k] in KILLED]
@@ -62,7 +64,7 @@ def score_table(modules: dict) -> dict:
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}%"
 
-    rows = [[f"{m}.py", e["mutants"], e["checked"], e["killed"], pct(e["score"]),
+    rows = [[m if m.endswith(")") else f"{m}.py", e["mutants"], e["checked"], e["killed"], pct(e["score"]),
              len(e["argued_equivalent"]), pct(e["score_without_equivalent"]), len(e["survivors"]),
              e["mutants"] - e["checked"]] for m, e in modules.items()]
     return {"columns": ["module", "mutants", "checked", "killed (timeouts included)", "score",
@@ -79,6 +81,10 @@ def main(argv=None) -> int:
     p.add_argument("--command", default=None, help="the mutmut command that was run (default: "
                                                    "mutmut run \"<module>*\")")
     p.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
+    p.add_argument("--label", default=None, help="key of the entry in the results file (default: the "
+                                                  "module; one module only)")
+    p.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                   help="count only the mutants matching these fnmatch patterns (a partial run)")
     p.add_argument("--out", default=str(RESULTS), help=f"results file (default: {RESULTS})")
     args = p.parse_args(argv)
     equivalent = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.is_file() else {}
@@ -90,11 +96,13 @@ def main(argv=None) -> int:
     except OSError:
         commit = ""
     for m in args.modules:
-        entry = module_summary(m, Path(args.mutants_dir), equivalent, args.show)
+        entry = module_summary(m, Path(args.mutants_dir), equivalent, args.show, args.only)
+        if args.only:
+            entry["mutants_counted"] = list(args.only)
         entry.update({"command": args.command or f'nice -n 10 mutmut run "{m}*"',
                       "wall_s": args.wall_s, "commit": commit,
                       "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
-        results["modules"][m] = entry
+        results["modules"][args.label or m] = entry
         print(f"{m}: {entry['killed']}/{entry['checked']} killed (score {entry['score']}, "
               f"{entry['score_without_equivalent']} without {len(entry['argued_equivalent'])} "
               f"argued equivalent); {len(entry['survivors'])} survivors", file=sys.stderr)

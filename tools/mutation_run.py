@@ -32,10 +32,9 @@ SELECTION = {
     "metrics": ["tests/test_metrics.py",
                 "tests/test_metrics_end_to_end.py::test_scores_from_hand_computed_landmarks",
                 "tests/test_metrics_edges.py"],
-    # the loss functions; the Distiller's tests train a model and hang in a forked worker, so they
-    # are DISTILLER_TESTS, run with --isolation forkserver on the Distiller's mutants only
-    "kd_loss": ["tests/test_kd_loss.py", "tests/test_kd_loss_edges.py::test_boundary_by_hand",
-                "tests/test_kd_loss_edges.py::test_boundary_default_is_the_code_preset",
+    # the loss functions; the tests that run TensorFlow graphs (the Distiller's, tf.function) hang
+    # in a forked worker, so they are GRAPH_TESTS, run with --isolation forkserver
+    "kd_loss": ["tests/test_kd_loss.py", "tests/test_kd_loss_edges.py",
                 "tests/test_pinned_paper.py::test_kd_loss_hand_computed_per_preset",
                 "tests/test_pinned_paper.py::test_main_loss_gradient_at_e_equal_d_is_the_l1_slope"],
     "configuration": ["tests/test_configuration_pure.py", "tests/test_geometry.py",
@@ -47,7 +46,10 @@ SELECTION = {
     "image_utility": ["tests/test_geometry.py", "tests/test_crop_margin.py"],
     "asm_soft_landmarks": ["tests/test_asm.py"],
 }
-DISTILLER_TESTS = [
+# tests that run TensorFlow graphs (tf.function, train_on_batch): a worker forked from a process that
+# already ran TensorFlow deadlocks or spins there, so they run only with --isolation forkserver
+GRAPH_TESTS = [
+    "tests/test_kd_loss.py::test_float32_inputs_and_tf_function",
     "tests/test_pinned_paper.py::test_distiller_teacher_targets_are_deterministic_inference_outputs",
     "tests/test_inference_mode.py::test_distiller_on_the_batch_teacher_predictions_are_inference_mode",
     "tests/test_kd_loss_edges.py::test_saving_a_distiller_saves_its_student",
@@ -67,10 +69,13 @@ def copy_tree(dst: Path) -> None:
 
 
 def write_config(work: Path, module: str, tests: list, isolation: str = "fork") -> None:
+    # one pytest argument a line (mutmut passes each line as one argument)
+    deselect = [] if isolation == "forkserver" else [a for t in GRAPH_TESTS for a in ("--deselect", t)]
     others = sorted(p.name for p in work.glob("*.py") if p.stem != module and not p.name.startswith("test"))
     lines = ["[mutmut]", "source_paths =", f"    {module}.py", "also_copy =", "    pytest.ini",
              *[f"    {o}" for o in others], "    data/", "    tools/",
-             "pytest_add_cli_args = -p no:randomly -q", "pytest_add_cli_args_test_selection =",
+             "pytest_add_cli_args =", "    -q", *[f"    {a}" for a in deselect],
+             "pytest_add_cli_args_test_selection =",
              *[f"    {t}" for t in tests]]
     if isolation == "forkserver":      # each worker imports TensorFlow afresh (slow, fork-safe)
         lines += ["process_isolation = forkserver", "forkserver_warmup = none"]
@@ -92,6 +97,11 @@ def main(argv=None) -> int:
                    help="mutmut's process_isolation: fork (fast) or forkserver (each worker imports "
                         "TensorFlow afresh; for tests that train a Keras model, which hang in a "
                         "forked worker) (default: fork)")
+    p.add_argument("--label", default=None,
+                   help="entry name in docs/mutation/results.json (default: the module), e.g. for a "
+                        "partial run of some of its mutants")
+    p.add_argument("--pending", action="store_true",
+                   help="only the mutants (of --mutants, if given) that have no result yet in --work-dir")
     p.add_argument("--rerun-survivors", action="store_true",
                    help="run again only the mutants that survived the last run in --work-dir (after "
                         "adding tests); the others keep their results")
@@ -108,17 +118,20 @@ def main(argv=None) -> int:
     copy_tree(work)
     tests = SELECTION[args.module]
     if args.module == "kd_loss" and args.isolation == "forkserver":
-        tests = tests + DISTILLER_TESTS
+        tests = tests + GRAPH_TESTS
     write_config(work, args.module, tests, args.isolation)
     cmd = ["mutmut", "run", "--max-children", str(args.max_children)] + list(args.mutants or [])
-    if args.rerun_survivors:
+    if args.rerun_survivors or args.pending:
+        import fnmatch
         import json
 
         from mutmut.stats import status_by_exit_code
 
         meta = json.loads((work / "mutants" / f"{args.module}.py.meta").read_text())
-        cmd += sorted(k for k, v in meta["exit_code_by_key"].items()
-                      if status_by_exit_code[v] in ("survived", "no tests", "suspicious"))
+        wanted = ("survived", "no tests", "suspicious") if args.rerun_survivors else ("not checked",)
+        cmd = cmd[:4] + sorted(k for k, v in meta["exit_code_by_key"].items()
+                               if status_by_exit_code[v] in wanted
+                               and (not args.mutants or any(fnmatch.fnmatch(k, m) for m in args.mutants)))
     print(f"{work}: {' '.join(cmd[:4])} [{len(cmd) - 4} named mutants]  (tests: {' '.join(tests)})",
           flush=True)
     t0 = time.time()
@@ -135,8 +148,11 @@ def main(argv=None) -> int:
             import os
 
             os.chdir(work)
-            mutation_report.main([args.module, "--wall-s", str(wall), "--show", "--command",
-                                  f"nice -n 10 python tools/mutation_run.py {args.module}"])
+            cmdline = " ".join(["nice -n 10 python tools/mutation_run.py"] + list(argv or sys.argv[1:]))
+            extra = (["--label", args.label] if args.label else []) + \
+                (["--only", *args.mutants] if args.mutants else [])
+            mutation_report.main([args.module, "--wall-s", str(wall), "--show", "--command", cmdline,
+                                  *extra])
         finally:
             os.chdir(cwd)
     return 0
