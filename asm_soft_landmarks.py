@@ -369,6 +369,11 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset=None,
         np.concatenate([hards["train"], hards["train_aug"]], axis=0)
     asm = ActiveShapeModel().fit(shapes, variance, align=align)
     asm.fit_on = fit_on
+    # the old soft landmarks go first: a crash between the shape model and the soft files then
+    # leaves them missing (refitted next time), never stale files that the new asm.npz would vouch
+    # for (soft_landmarks_current checks the model's settings and the row counts only)
+    for split in hards:
+        (prepared / split / SOFT_FILE).unlink(missing_ok=True)
     asm.save(prepared / ASM_FILE)
     report = {"k": asm.k, "max_k": min(shapes.shape[0], 2 * n), "variance": float(variance),
               "explained": float(asm.explained_ratio.sum()), "fit_on": fit_on,

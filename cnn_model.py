@@ -581,11 +581,21 @@ def main(argv=None) -> int:
                         help="MobileNetV2 width (alpha) of the student summarised (default: 1.0)")
     parser.add_argument("--float16-weights", nargs=2, metavar=("SRC", "DST"),
                         help="copy model SRC to DST (.keras) with its weights stored as float16 "
-                             "(half the size; how models/teachers/ are shipped)")
+                             "(half the size; how models/teachers/ are shipped); DST must be a new "
+                             "file (SRC itself is refused)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --float16-weights: replace an existing DST (never SRC)")
     args = parser.parse_args(argv)
     if args.float16_weights:
+        from safe_io import OutputLock, check_output_file  # noqa: PLC0415
+
         src, dst = args.float16_weights
-        save_model(load_model(src), dst, float16_weights=True)
+        if Path(src).exists() and Path(dst).exists() and os.path.samefile(src, dst):
+            raise ConfigError(f"--float16-weights {src} {dst}: DST is SRC, the only copy would be "
+                              f"rewritten with rounded weights; name a new DST file")
+        with OutputLock(dst, "--float16-weights DST"):
+            check_output_file(dst, overwrite=args.overwrite, option="--float16-weights DST")
+            save_model(load_model(src), dst, float16_weights=True)
         print(f"{src} -> {dst} ({Path(dst).stat().st_size / 2**20:.1f} MiB, float16 weights)")
         return 0
     check_input_size(args.input_size)

@@ -69,6 +69,14 @@ _FLIP_29 = [(0, 1), (2, 3), (4, 6), (5, 7), (8, 9), (10, 11), (12, 14), (13, 15)
             (18, 19), (22, 23)]
 
 
+def _whole(value, field: str) -> int:
+    """A JSON whole number (68 or 68.0; not 68.9, "68" or true): 68.9 was read as 68."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not float(value).is_integer():
+        raise ValueError(f"{field}: {value!r} is not a whole number")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """Everything the code needs to know about one landmark layout and its benchmark protocol."""
@@ -100,13 +108,15 @@ class DatasetInfo:
          "train_list": "train.txt", "test_list": "test.txt", "aug_copies": 3}
         """
         try:
-            n = int(spec["num_points"])
+            n = _whole(spec["num_points"], "num_points")
             name = str(spec["name"]).lower()
-            pairs = tuple((int(i), int(j)) for i, j in spec.get("flip_pairs", []))
-            io = tuple(tuple(int(k) for k in g) for g in spec["interocular"])
-            ip = tuple(tuple(int(k) for k in g) for g in spec.get("interpupil", spec["interocular"]))
+            pairs = tuple((_whole(i, "flip_pairs"), _whole(j, "flip_pairs"))
+                          for i, j in spec.get("flip_pairs", []))
+            io = tuple(tuple(_whole(k, "interocular") for k in g) for g in spec["interocular"])
+            ip = tuple(tuple(_whole(k, "interpupil") for k in g)
+                       for g in spec.get("interpupil", spec["interocular"]))
             lists = (str(spec.get("train_list", "train.txt")), str(spec.get("test_list", "test.txt")))
-            copies = int(spec.get("aug_copies", 3))
+            copies = _whole(spec.get("aug_copies", 3), "aug_copies")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ConfigError(f"{source}: missing or invalid field {err}; needs name, num_points, "
                               f"interocular (flip_pairs, interpupil optional)") from None
@@ -116,6 +126,11 @@ class DatasetInfo:
         if any(k < 0 or k >= n for k in used) or len(io) != 2 or len(ip) != 2:
             raise ConfigError(f"{source}: indices must lie in 0..{n - 1} and each normaliser needs "
                               f"two groups")
+        for what, groups in (("interocular", io), ("interpupil", ip)):
+            if not groups[0] or not groups[1] or set(groups[0]) == set(groups[1]):
+                raise ConfigError(f"{source}: {what} {[list(g) for g in groups]}: needs two different, "
+                                  f"non-empty groups of points (the normaliser is the distance "
+                                  f"between their means; the same group gives 0 and NME nan)")
         flat = [k for pair in pairs for k in pair]
         if len(flat) != len(set(flat)):
             raise ConfigError(f"{source}: a point appears in two flip pairs; each index may be "

@@ -42,7 +42,8 @@ from configuration import (DatasetInfo, PrepareConfig, add_dataclass_args, check
 from dataset_formats import (check_landmarks_in_image, load_image, one_line, read_custom_spec,
                              read_dataset, report_bad_sample)
 from errors import ConfigError, DataFormatError, LandmarkError, run_cli
-from safe_io import atomic_path, atomic_save_npy, atomic_write_json
+from safe_io import (OWNER_FILE, OutputLock, atomic_path, atomic_save_npy, atomic_write_json,
+                     claim_folder, folder_contents, read_owner)
 
 def ensure_output_dir(path, option: str = "--out-dir") -> Path:
     """Create `path` and check that a file can be written in it; ConfigError naming the option."""
@@ -418,8 +419,43 @@ def _prepare_bytes(counts: Sequence[int], size: int, num_points: int) -> int:
     return peak + sum(counts) * (2 * num_points * 2 * 4 + 3 * 4 + 1024) + (1 << 20)
 
 
+PREPARE_COMMAND = "data_util.py prepare"
+# What a prepared folder holds (docs/ARCHITECTURE.md): a folder with only these, and a manifest.json
+# a prepare wrote, is a prepared folder of an older version (before the owner marker).
+PREPARED_NAMES = {"manifest.json", "prepare_config.json", "asm.npz", "train", "test", "train_aug"}
+
+
+def looks_prepared(folder: Path) -> bool:
+    """True for a prepared folder written before the owner marker existed: nothing but
+    PREPARED_NAMES, and a manifest.json naming a dataset and its counts."""
+    folder = Path(folder)
+    if not set(folder_contents(folder)) <= PREPARED_NAMES:
+        return False
+    try:
+        with open(folder / "manifest.json", "rb") as f:
+            manifest = json.loads(f.read(1 << 22).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and "dataset" in manifest and isinstance(manifest.get("counts"), dict)
+
+
+def _check_custom_name(cfg: PrepareConfig, info) -> None:
+    """A custom spec's name becomes a folder name under data/prepared/: a plain name, not a path,
+    and never the embedded data's own folder (<built-in>-synthetic-<size>)."""
+    name = str(info.name)
+    plain = name and all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
+    if not plain:
+        raise ConfigError(f"{cfg.custom_spec}: name {name!r} must be a plain name (letters, digits, "
+                          f"'-', '_', '.'; no '/' or leading '.'): it names the folder "
+                          f"data/prepared/<name>-<size>; change \"name\" in the spec")
+    if name.endswith("-synthetic") or any(name.startswith(f"{b}-synthetic") for b in ("300w", "cofw", "wflw")):
+        raise ConfigError(f"{cfg.custom_spec}: name {name!r} would share the embedded data's prepared "
+                          f"folder ({name}-{cfg.input_size}); change \"name\" in the spec")
+
+
 def _clear_outputs(out_dir: Path) -> None:
-    """Remove what a previous (incomplete or different) prepare wrote; manifest first."""
+    """Remove what a previous (incomplete or different) prepare wrote; manifest first. Called only
+    on a folder this command claimed (claim_folder: its own, or --overwrite)."""
     (out_dir / "manifest.json").unlink(missing_ok=True)
     for name in ("train", "test", "train_aug"):
         if (out_dir / name).is_dir():
@@ -452,7 +488,7 @@ def _synthetic_sizes(cfg: PrepareConfig) -> Optional[list]:
 
 
 def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
-            force: bool = False, info: Optional[DatasetInfo] = None) -> Path:
+            force: bool = False, info: Optional[DatasetInfo] = None, overwrite: bool = False) -> Path:
     """Crop, resize and normalise both splits into cfg.resolved_out_dir(); returns that folder.
 
     Idempotent: a complete folder prepared with the same configuration is reused. manifest.json
@@ -460,6 +496,11 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
     `info`: the dataset as the command already read it (a custom spec: dataset_formats.
     read_custom_spec); by default read here from cfg.custom_spec or cfg.dataset. A custom layout is
     recorded in the manifest ("dataset_spec"), so the prepared data carry it.
+
+    The output folder is claimed first (safe_io.claim_folder, under an OutputLock held until the
+    end): a folder this command did not make is refused unless `overwrite`, a complete folder it
+    made with another configuration is refused unless `force` or `overwrite`, and a second prepare
+    into the same folder while one runs is refused.
     """
     check_input_size(cfg.input_size)
     if cfg.box not in ("landmarks", "dataset"):
@@ -479,36 +520,85 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
     cfg.dataset = cfg.dataset.lower()
     if cfg.box == "dataset" and info.name == "300w":
         raise ConfigError("--box dataset: 300-W .pts files carry no face box; use --box landmarks")
+    if cfg.custom_spec:
+        _check_custom_name(cfg, info)
     out_dir = cfg.resolved_out_dir()
     config = dataclasses.asdict(cfg)
     sizes = _synthetic_sizes(cfg)
     if sizes:
         config["synthetic_sizes"] = sizes
-    manifest_path = out_dir / "manifest.json"
-    if manifest_path.is_file() and not force:
-        try:
-            old = json.loads(manifest_path.read_text())
-        except (ValueError, OSError):      # damaged (JSONDecodeError, UnicodeDecodeError): rebuild
-            old = {}
-        old = old if isinstance(old, dict) and isinstance(old.get("counts"), dict) else {}
-        files_ok = all((out_dir / sp / f).is_file() for sp in ("train", "test") for f in SPLIT_FILES)
-        if old.get("complete") and old.get("config") == config and files_ok:
-            print(f"reusing prepared {info.name} data in {out_dir} (train {old['counts']['train']}, "
-                  f"test {old['counts']['test']} faces; same configuration)")
+    if not force and _reusable(out_dir, config, info):
+        return out_dir
+    # name --out-dir only when it was given (an error must not name an option never given)
+    option = "--out-dir" if cfg.out_dir else "prepared folder"
+    lock = OutputLock(out_dir, option).acquire()   # held until the end: one prepare per folder
+    try:
+        if not force and _reusable(out_dir, config, info):  # another prepare just wrote it
             return out_dir
+        return _prepare_claimed(cfg, info, out_dir, config, strict, progress, force, overwrite,
+                                option)
+    finally:
+        lock.release()
+
+
+def _reusable(out_dir: Path, config: dict, info) -> bool:
+    """A complete folder prepared with the same configuration (read only: nothing is written)."""
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return False
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (ValueError, OSError, RecursionError):   # damaged: rebuilt (when the folder is ours)
+        old = {}
+    old = old if isinstance(old, dict) and isinstance(old.get("counts"), dict) else {}
+    files_ok = all((out_dir / sp / f).is_file() for sp in ("train", "test") for f in SPLIT_FILES)
+    if old.get("complete") is True and old.get("config") == config and files_ok:
+        print(f"reusing prepared {info.name} data in {out_dir} (train {old['counts'].get('train')}, "
+              f"test {old['counts'].get('test')} faces; same configuration)")
+        return True
+    return False
+
+
+def _prepare_claimed(cfg: PrepareConfig, info, out_dir: Path, config: dict, strict: bool,
+                     progress: bool, force: bool, overwrite: bool, option: str = "--out-dir") -> Path:
+    """prepare() once its folder's lock is held: claim the folder, then write it."""
     created = not out_dir.exists()
-    ensure_output_dir(out_dir)        # before reading anything: fail fast, not after the crops
-    root = _resolve_root(cfg)
-    if out_dir.exists():
-        _clear_outputs(out_dir)
+    holds = f"prepared {info.name} faces at {cfg.input_size} px"
+    if not overwrite and not force and out_dir.is_dir():
+        try:
+            old = read_manifest(out_dir)
+        except DataFormatError:
+            old = None
+        before = old.get("config") if old is not None and isinstance(old.get("config"), dict) else {}
+        # the embedded data's new default sizes: the project's own data changed, not a setting
+        version_only = {k: v for k, v in before.items() if k != "synthetic_sizes"} == \
+            {k: v for k, v in config.items() if k != "synthetic_sizes"}
+        if old is not None and before != config and not version_only and (
+                read_owner(out_dir) or looks_prepared(out_dir)):
+            raise ConfigError(f"{option} {out_dir}: holds complete prepared {old.get('dataset')} data "
+                              f"made with another configuration ({_config_change(old.get('config'), config)}); "
+                              f"choose another --out-dir, or pass --overwrite to replace it")
+    claim_folder(out_dir, PREPARE_COMMAND, holds, overwrite=overwrite, option=option,
+                 recognise=looks_prepared)
+    ensure_output_dir(out_dir, option)   # before reading anything: fail fast, not after the crops
+    manifest_path = out_dir / "manifest.json"
     counts, skipped, samples = {}, {}, {}
-    for split in ("train", "test"):
-        skipped[split] = []
-        samples[split] = read_dataset(info, root, split, custom_spec=cfg.custom_spec,
-                                      strict=strict, skipped=skipped[split])
-        if not samples[split]:
-            raise DataFormatError(f"{root}: no usable {split} faces ({len(skipped[split])} skipped); "
-                                  f"fix the data")
+    try:
+        root = _resolve_root(cfg)
+        # the annotations are read before anything is cleared: a misspelt list or a missing root
+        # stops here, and the folder keeps what it held
+        for split in ("train", "test"):
+            skipped[split] = []
+            samples[split] = read_dataset(info, root, split, custom_spec=cfg.custom_spec,
+                                          strict=strict, skipped=skipped[split])
+            if not samples[split]:
+                raise DataFormatError(f"{root}: no usable {split} faces ({len(skipped[split])} "
+                                      f"skipped); fix the data")
+    except BaseException:
+        if created and out_dir.is_dir() and not folder_contents(out_dir):
+            shutil.rmtree(out_dir, ignore_errors=True)   # our own new, still empty folder
+        raise
+    _clear_outputs(out_dir)
     fix = "free disk space, lower --input-size, or pass --out-dir on a larger disk"
     try:
         check_free_space(out_dir, _prepare_bytes([len(v) for v in samples.values()],
@@ -529,8 +619,8 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
         atomic_write_json(manifest_path, manifest)
     except BaseException as err:
         _clear_outputs(out_dir)          # nothing half-written stays behind
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        if created and out_dir.is_dir() and not folder_contents(out_dir):
+            shutil.rmtree(out_dir, ignore_errors=True)   # our own new folder: marker and all
         if isinstance(err, OSError) and err.errno in NO_SPACE:
             raise NoSpaceError(f"no space left on {out_dir} (the disk filled while writing); "
                                f"{fix}; nothing was kept") from None
@@ -544,6 +634,15 @@ def prepare(cfg: PrepareConfig, strict: bool = False, progress: bool = True,
 # ----------------------------------------------------------------------------------------------
 # Offline augmentation
 # ----------------------------------------------------------------------------------------------
+
+
+def _config_change(old, new: dict) -> str:
+    """'margin 0.25 -> 0.4' for the first setting that differs between two prepare configs."""
+    old = old if isinstance(old, dict) else {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key} {old.get(key)!r}, now {new.get(key)!r}"
+    return "same settings"
 
 
 def dataset_of_manifest(manifest: dict) -> DatasetInfo:
@@ -603,11 +702,29 @@ def augment_prepared(prepared_dir, copies: Optional[int] = None, seed: int = 0,
     settings = {"copies": copies, "seed": int(seed), "augment": dataclasses.asdict(cfg),
                 "oversample": [list(x) for x in info.attribute_copies] if oversample else []}
     out = prepared_dir / "train_aug"
-    done = manifest.get("train_aug")
-    if done and done.get("settings") == json.loads(json.dumps(settings)) and all(
-            (out / f).is_file() for f in SPLIT_FILES):
-        print(f"reusing {out} ({done['count']} faces; same copies and seed)")
+
+    def reusable(manifest) -> bool:
+        done = manifest.get("train_aug")
+        if done and done.get("settings") == json.loads(json.dumps(settings)) and all(
+                (out / f).is_file() for f in SPLIT_FILES):
+            print(f"reusing {out} ({done['count']} faces; same copies and seed)")
+            return True
+        return False
+
+    if reusable(manifest):
         return out
+    # the prepared folder's lock (the one prepare takes): one writer at a time
+    with OutputLock(prepared_dir, "--prepared-dir"):
+        manifest = read_manifest(prepared_dir)
+        if reusable(manifest):            # another run just wrote the same copies
+            return out
+        return _augment_locked(prepared_dir, manifest, info, out, copies, seed, cfg, settings,
+                               progress, oversample)
+
+
+def _augment_locked(prepared_dir: Path, manifest: dict, info, out: Path, copies: int, seed: int,
+                    cfg, settings: dict, progress: bool, oversample: bool) -> Path:
+    """augment_prepared once the prepared folder's lock is held."""
     if "train_aug" in manifest:   # invalidate before touching the files
         manifest.pop("train_aug")
         atomic_write_json(prepared_dir / "manifest.json", manifest)
@@ -738,6 +855,11 @@ class TrainData:
         if train.landmarks.shape[1] != self.info.num_points:
             raise DataFormatError(f"{prepared_dir}: landmarks have {train.landmarks.shape[1]} points "
                                   f"but {cfg.dataset} has {self.info.num_points}; prepare again")
+        if str(train.dataset).lower() != str(self.info.name).lower():
+            # the same point count would train silently on another layout (issue 36)
+            raise DataFormatError(f"{prepared_dir}: holds {train.dataset} faces, not "
+                                  f"{self.info.name}; pass the --prepared-dir of {self.info.name} "
+                                  f"data, or the --dataset / --custom-spec it was prepared for")
         if train.images.shape[1] != cfg.input_size:
             raise DataFormatError(f"{prepared_dir}: images are {train.images.shape[1]} px but "
                                   f"--input-size is {cfg.input_size}; use the matching prepared folder")
@@ -883,7 +1005,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("prepare", help="crop and normalise a dataset into data/prepared/")
     add_dataclass_args(p, PrepareConfig)
     p.add_argument("--strict", action="store_true", help="stop at the first bad sample")
-    p.add_argument("--force", action="store_true", help="rebuild even if a complete copy exists")
+    p.add_argument("--force", action="store_true", help="rebuild even if a complete copy exists "
+                   "(this command's own folder, also one made with another configuration)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out-dir this command did not make (deleting its train/, "
+                        "test/, train_aug/); without it such a folder is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = sub.add_parser("augment", help="write train_aug/ with K augmented copies of each train face")
     a.add_argument("--prepared-dir", required=True, help="a folder written by `prepare`")
@@ -901,7 +1027,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "prepare":
         cfg = dataclass_from_args(PrepareConfig, args)
-        prepare(cfg, strict=args.strict, progress=not args.no_progress, force=args.force)
+        prepare(cfg, strict=args.strict, progress=not args.no_progress, force=args.force,
+                overwrite=args.overwrite)
     else:
         augment_prepared(args.prepared_dir, args.copies, args.seed,
                          cfg=iu.AugmentConfig.jitter() if args.jitter else None,

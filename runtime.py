@@ -8,6 +8,7 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+from typing import Optional
 
 
 # glibc allocator settings for training (see tune_malloc): option -> (value, mallopt code).
@@ -98,9 +99,50 @@ class _QuietLoader(importlib.abc.Loader):
                     sys.stderr.flush()
 
 
+# Keras 3's backends and the package each needs (KERAS_BACKEND picks one; this project's is tensorflow)
+KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy",
+                  "openvino": "openvino"}
+
+
+def keras_backend_problem(environ=None) -> Optional[str]:
+    """Why KERAS_BACKEND cannot work (an unknown name, or its package is not installed), or None.
+    Keras itself fails at import with a traceback ("Unable to import backend", ModuleNotFoundError)."""
+    import importlib.util
+
+    name = (os.environ if environ is None else environ).get("KERAS_BACKEND")
+    if not name:
+        return None
+    if name not in KERAS_BACKENDS:
+        return (f"KERAS_BACKEND={name!r}: not a Keras backend; choose one of "
+                f"{', '.join(KERAS_BACKENDS)} (tensorflow is this project's), or unset it")
+    package = KERAS_BACKENDS[name]
+    if importlib.util.find_spec(package) is None:
+        return (f"KERAS_BACKEND={name}: the {package} package is not installed; unset KERAS_BACKEND "
+                f"(TensorFlow, this project's backend) or install {package}")
+    return None
+
+
+def check_keras_backend() -> None:
+    """A KERAS_BACKEND that cannot work: for a command of this project (its __main__ is one of
+    the repository's scripts) one line on stderr and exit status 2, as errors.run_cli does;
+    imported as a library, errors.ConfigError."""
+    problem = keras_backend_problem()
+    if problem is None:
+        return
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    if main_file and os.path.dirname(os.path.abspath(main_file)) == os.path.dirname(os.path.abspath(__file__)):
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    from errors import ConfigError
+
+    raise ConfigError(problem)
+
+
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ and Python start-up noise. Call before importing tensorflow.
-    Also applies tune_malloc(): every entry point calls this first, before TensorFlow allocates."""
+    Also applies tune_malloc(): every entry point calls this first, before TensorFlow allocates.
+    A KERAS_BACKEND that cannot work is refused here (check_keras_backend), before Keras fails."""
+    check_keras_backend()
     tune_malloc()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

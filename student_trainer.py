@@ -11,7 +11,8 @@ them). With --augment offline (default) or none and --cache-teacher-predictions 
 teacher predicts every stored training image once before training (cached as .npy in the run folder,
 keyed by the teacher file's size and modification time), so a KD epoch costs about an L2 epoch; with
 --augment online the teachers run on every augmented batch. The best student (validation NME) is
-written to models/students/<dataset>_<mode>.keras (or --output).
+written to <run folder>/model.keras (or --output; a shipped model in models/ is never replaced by
+default).
 
 The KD training step is `kd_loss.Distiller` (keras-io style; also importable as
 student_trainer.Distiller): it holds the student and the frozen teachers, updates only the student,
@@ -46,8 +47,14 @@ from safe_io import atomic_save_npy, atomic_write_json  # noqa: E402
 # ----------------------------------------------------------------------------------------------
 
 
-def default_teacher_path(dataset: str, kind: str) -> Path:
-    return C.MODELS_DIR / "teachers" / f"{dataset.lower()}_{kind}.keras"
+def default_teacher_path(dataset: str, kind: str, cfg: Optional[C.TrainConfig] = None) -> Path:
+    """models/teachers/<dataset>_<kind>.keras (shipped), else the final model of the default
+    teacher run folder (teacher_trainer.py without --output writes it there)."""
+    shipped = C.MODELS_DIR / "teachers" / f"{dataset.lower()}_{kind}.keras"
+    if shipped.is_file() or cfg is None:
+        return shipped
+    trained = C.RUNS_DIR / f"{dataset.lower()}-teacher-{kind}" / training.FINAL
+    return trained if trained.is_file() else shipped
 
 
 def _teacher_command(cfg: C.TrainConfig, kind: str) -> str:
@@ -126,13 +133,14 @@ def cached_teacher_predictions(run_dir: Path, kind: str, teacher: keras.Model,
 # ----------------------------------------------------------------------------------------------
 
 
-def default_output(dataset: str, mode: str) -> Path:
-    return C.MODELS_DIR / "students" / f"{dataset.lower()}_{mode}.keras"
+def default_output(cfg: C.TrainConfig, mode: str) -> Path:
+    """The final model when no --output is given: in the run folder, never a shipped model."""
+    return training.default_run_dir(cfg, f"student-{mode}") / training.FINAL
 
 
 def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
                   builder: Optional[Callable] = None, verbose: Optional[int] = None,
-                  checkpoint_every: int = 0, info: Optional[C.DatasetInfo] = None) -> training.TrainResult:
+                  checkpoint_every: int = 0, info: Optional[C.DatasetInfo] = None, overwrite: bool = False) -> training.TrainResult:
     """Train (or resume) the student in cfg.student_mode; returns the run's result.
 
     `tough` / `tolerant`: teacher paths (default models/teachers/...) or keras.Model objects.
@@ -146,17 +154,20 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
     for kind in ("tough", "tolerant"):   # fail fast, before any data or model work
         if not needs[kind] or isinstance(given[kind], keras.Model):
             continue
-        paths[kind] = Path(given[kind]) if given[kind] else default_teacher_path(cfg.dataset, kind)
+        paths[kind] = Path(given[kind]) if given[kind] else default_teacher_path(cfg.dataset, kind, cfg)
         if not paths[kind].is_file():
             raise ModelError(f"{paths[kind]}: the {kind.capitalize()} teacher is missing; train it "
                              f"with `{_teacher_command(cfg, kind)}` or pass --{kind} PATH")
-    out = Path(output) if output else default_output(cfg.dataset, mode)
+    out = Path(output) if output else None     # default: model.keras in the run folder
     training.check_outputs(cfg, f"student-{mode}", out)
 
     strategy = training.setup_runtime(cfg)
     # the run folder (lock, resume check: the teacher files are part of what is trained) first
     run = training.Run(cfg, f"student-{mode}", strategy, info=info,
-                       identity={k: training.file_identity(paths.get(k)) for k in needs if needs[k]})
+                       identity={k: training.file_identity(paths.get(k)) for k in needs if needs[k]},
+                       output=out, overwrite=overwrite,
+                       inputs={"--weights": training.weights_file(cfg),
+                               **{f"--{k}": p for k, p in paths.items()}})
     try:
         data = training.load_training_data(cfg, info=info)
     except BaseException:
@@ -204,7 +215,7 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
         raise
     result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, model=student,
                                 fit_on=fit_on, targets="landmarks" if mode == "l2" else "dict",
-                                extra=extra, augment_fn=augment_fn, output=out, verbose=verbose,
+                                extra=extra, augment_fn=augment_fn, output=run.output, verbose=verbose,
                                 checkpoint_every=checkpoint_every)
     result.report(f"student ({mode})", verbose)
     return result
@@ -216,14 +227,17 @@ def main(argv=None, builder: Optional[Callable] = None) -> int:
                                          "asm_align"),
                                    choices={"student_mode": MODES})
     parser.add_argument("--tough", metavar="PATH", default=None,
-                        help="Tough teacher (default models/teachers/<dataset>_tough.keras)")
+                        help="Tough teacher (default models/teachers/<dataset>_tough.keras, else "
+                             "runs/<dataset>-teacher-tough/model.keras)")
     parser.add_argument("--tolerant", metavar="PATH", default=None,
-                        help="Tolerant teacher (default models/teachers/<dataset>_tolerant.keras)")
+                        help="Tolerant teacher (default models/teachers/<dataset>_tolerant.keras, "
+                             "else runs/<dataset>-teacher-tolerant/model.keras)")
     args = parser.parse_args(argv)
     cfg = training.config_from_args(args)
     info = training.run_dataset(cfg)          # the dataset (a custom spec) read once, here
     train_student(cfg, tough=args.tough, tolerant=args.tolerant, output=args.output, info=info,
-                  builder=builder, verbose=args.verbose, checkpoint_every=args.checkpoint_every)
+                  builder=builder, verbose=args.verbose, checkpoint_every=args.checkpoint_every,
+                  overwrite=args.overwrite)
     return 0
 
 

