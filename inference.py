@@ -884,7 +884,7 @@ def _as_uint8_image(img: np.ndarray) -> np.ndarray:
             return np.clip(np.rint(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
         what = "NaN or infinite values" if not finite else f"values {lo:g} .. {hi:g}"
         raise DataFormatError(f"image of type {img.dtype} with {what}: a float image must lie in "
-                              f"[0, 1]; pass uint8 (0 .. 255) or float in [0, 1]")
+                              f"[0, 1]; pass an RGB uint8 array (0 .. 255) or float in [0, 1]")
     if img.dtype.kind in "ui" and img.dtype.itemsize > 1:
         raise DataFormatError(f"image of type {img.dtype}: a 16/32-bit image is not 8-bit; convert "
                               f"it (e.g. cv2.convertScaleAbs(img, alpha=255 / img.max()) or "
