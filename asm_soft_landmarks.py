@@ -341,10 +341,13 @@ def make_soft_landmarks(prepared_dir, variance: float = 0.90, dataset=None,
         raise ConfigError(f"--fit-on {fit_on!r}: choose augmented (train + train_aug, as the "
                           f"original) or plain (train only)")
     size = f"--input-size {input_size}" if input_size else "[--input-size S]"
+    # the folder is named in the command (with or without --prepared-dir it is this one): the hint
+    # never suggests an option that was already given (issue 36)
     hint = (f"run python data_util.py prepare --dataset {info.name if info else 'NAME'} [--root PATH] {size} "
-            f"first (or pass --prepared-dir)")
+            f"--out-dir {prepared} first")
     if not prepared.is_dir():
-        raise DataFormatError(f"{prepared}: prepared data not found; {hint}")
+        why = "no such folder" if not prepared.exists() else "not a folder"
+        raise DataFormatError(f"{prepared}: {why} (prepared data not found); {hint}")
     # Read and check every split before writing anything (du.load_prepared: a complete manifest,
     # finite float32 landmarks of its shape), so that a bad train_aug/ leaves no soft_landmarks.npy
     # behind that belongs to a run that failed. A train_aug/ that manifest.json does not list is an

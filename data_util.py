@@ -116,6 +116,8 @@ def _prepare_hint(prepared_dir) -> str:
 
 def read_manifest(prepared_dir) -> dict:
     path = Path(prepared_dir) / "manifest.json"
+    if not Path(prepared_dir).exists():      # say so: not "no prepared data here" (issue 36)
+        raise DataFormatError(f"{prepared_dir}: no such folder; {_prepare_hint(prepared_dir)}")
     if not path.is_file():
         raise DataFormatError(f"{prepared_dir}: no prepared data here (manifest.json missing); "
                               f"{_prepare_hint(prepared_dir)}")

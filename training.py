@@ -306,6 +306,13 @@ def ensure_prepared(cfg: TrainConfig, info: Optional[C.DatasetInfo] = None) -> P
     if cfg.prepared_dir and not cfg.root and Path(cfg.prepared_dir).exists():
         raise DataFormatError(f"{out}: not a complete prepared folder (manifest.json missing); "
                               f"run `{hint} --out-dir {cfg.prepared_dir}` again")
+    if cfg.prepared_dir and not cfg.root and not cfg.custom_spec:
+        # a mistyped --prepared-dir used to be filled with the embedded synthetic faces, and the run
+        # trained on them without a word (issue 36)
+        raise DataFormatError(f"--prepared-dir {cfg.prepared_dir}: no such folder; prepare your data "
+                              f"there with `{hint.replace(' --dataset', ' --root PATH --dataset', 1)} "
+                              f"--out-dir {cfg.prepared_dir}`, or leave --prepared-dir out (the "
+                              f"default folder of the data named by --dataset / --root)")
     print(f"preparing {cfg.dataset} at {cfg.input_size} px into {out} ...", flush=True)
     du.prepare(cfg.prepare_config(), progress=sys.stderr.isatty(), info=info)
     if not du.prepared_complete(out):

@@ -778,3 +778,26 @@ def test_killed_export_leaves_no_temporary_folder(tmp_path):
     done = run_script("export.py", "--model", model, "--out", out, "--savedmodel-only")
     assert done.returncode == 0, done.stderr[-2000:]
     assert not list(out.glob(".*.tmp")) and (out / "m_savedmodel" / "saved_model.pb").is_file()
+
+
+def test_trainer_with_a_mistyped_prepared_dir_does_not_train_on_synthetic_faces(tmp_path, capsys):
+    """A --prepared-dir that does not exist (no --root) was filled with the embedded synthetic
+    faces, and the run trained on them without a word; now one line naming the folder."""
+    nope = tmp_path / "my-prepraed"
+    code, err = _teacher(nope, tmp_path / "run", capsys)
+    assert code == 2
+    one_line_error(err, f"--prepared-dir {nope}: no such folder", "--out-dir")
+    assert not nope.exists()
+
+
+def test_missing_prepared_folder_is_named_as_missing(tmp_path, capsys):
+    import asm_soft_landmarks as asm
+
+    nope = tmp_path / "nope"
+    code, err = cli(du.main, ["augment", "--prepared-dir", nope], capsys)
+    assert code == 2
+    one_line_error(err, f"{nope}: no such folder")
+    code, err = cli(asm.main, ["--prepared-dir", nope, "--dataset", "300w"], capsys)
+    assert code == 2
+    line = one_line_error(err, f"{nope}: no such folder", f"--out-dir {nope}")
+    assert "or pass --prepared-dir" not in line
