@@ -154,8 +154,19 @@ def _out_dir(args, model_path=None) -> Path:
                 out, k = base.with_name(f"{base.name}-{k}"), k + 1
     _LOCKS.append(OutputLock(out, option).acquire())
     claim_folder(out, "test.py", f"results of {stem}", overwrite=bool(getattr(args, "overwrite", False)),
-                 option=option)
+                 option=option, recognise=_looks_like_results)
     return out
+
+
+RESULT_NAMES = {"predictions.json", "scores.json", "results.md", "ced.png", "samples.png", "all.json"}
+
+
+def _looks_like_results(folder: Path) -> bool:
+    """A results folder test.py wrote before the owner marker existed: only its own file names."""
+    from safe_io import folder_contents  # noqa: PLC0415
+
+    return all(n in RESULT_NAMES or n.endswith(("_landmarks.jpg", "_landmarks.json", "_landmarks.mp4"))
+               for n in folder_contents(folder))
 
 
 def _dataset_of_prepared(prepared: Path):

