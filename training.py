@@ -60,7 +60,7 @@ import dataset_formats as fmt  # noqa: E402
 from configuration import TrainConfig  # noqa: E402
 from metrics import compare_to_mean_shape, nme_per_image  # noqa: E402
 from safe_io import (OutputLock, atomic_path, atomic_write_json, check_output_file, claim_folder,  # noqa: E402
-                     file_digest, folder_contents, read_extra, read_json, write_owner)
+                     file_digest, folder_contents, read_extra, read_json, read_owner, write_owner)
 
 LAST = "last.keras"
 BEST = "best.keras"
@@ -879,14 +879,21 @@ class Run:
             raise
         try:
             # the run folder is written and cleared only when the trainers made it (safe_io)
-            claim_folder(self.dir, RUN_COMMAND, f"{what} run", overwrite=overwrite,
-                         option="--run-dir", recognise=looks_like_run, conflicts=RUN_NAMES)
+            marked = read_owner(self.dir) is not None
+            adopted = claim_folder(self.dir, RUN_COMMAND, f"{what} run", overwrite=overwrite,
+                                   option="--run-dir", recognise=looks_like_run,
+                                   conflicts=RUN_NAMES) and not marked
             self.output = None
             if self.chief:
                 self.output = Path(output) if output else self.dir / FINAL
                 self._output_lock = OutputLock(self.output, "--output").acquire()
-                check_output_file(self.output, made_here=self.outputs_written().values(),
-                                  inputs=inputs, overwrite=overwrite)
+                made = list(self.outputs_written().values())
+                if adopted and self.output.is_file() and exported_from(
+                        self.output, [self.dir / BEST, self.dir / LAST]):
+                    # a run folder of an earlier version (no marker, so no record of its output):
+                    # the output holding exactly its checkpoint's weights is its own export
+                    made.append(file_digest(self.output))
+                check_output_file(self.output, made_here=made, inputs=inputs, overwrite=overwrite)
             self._open()
         except BaseException:
             self.release()
@@ -1224,6 +1231,44 @@ def data_digests(cfg: TrainConfig, what: str, prepared_dir=None) -> dict:
     if cfg.custom_spec and Path(cfg.custom_spec).is_file():
         out["custom_spec"] = file_digest(cfg.custom_spec)
     return out
+
+
+def _layer_weights(path) -> Optional[list]:
+    """[(name, array)] of the layer weights stored in a .keras file (its model.weights.h5, the
+    optimizer's left out); None when it cannot be read."""
+    import io  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    import h5py  # noqa: PLC0415
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = z.read("model.weights.h5")
+        arrays = []
+        with h5py.File(io.BytesIO(data), "r") as f:
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
+                    arrays.append((name, np.asarray(obj[()])))
+            f.visititems(visit)
+        return arrays
+    except Exception:  # noqa: BLE001 - not a readable .keras file: not an export of ours
+        return None
+
+
+def exported_from(output: Path, checkpoints) -> bool:
+    """True when `output` holds exactly the layer weights of one of `checkpoints` (export_final
+    writes a checkpoint's model without its optimizer): how the final model of a run folder
+    written before the owner marker is recognised as that run's own."""
+    out = _layer_weights(output)
+    if not out:
+        return False
+    for checkpoint in checkpoints:
+        ref = _layer_weights(checkpoint) if Path(checkpoint).is_file() else None
+        if ref and len(ref) == len(out) and all(
+                a[0] == b[0] and a[1].shape == b[1].shape and np.array_equal(a[1], b[1])
+                for a, b in zip(ref, out)):
+            return True
+    return False
 
 
 def looks_like_run(folder: Path) -> bool:

@@ -824,3 +824,27 @@ def test_results_folder_written_before_the_marker_is_test_pys_own(tmp_path, caps
     code, err = cli(test_cli.main, argv[:-1] + [tmp_path / "other"], capsys)
     assert code == 2
     one_line_error(err, "thesis.tex")
+
+
+def test_run_folder_written_before_the_marker_may_write_its_own_output_again(prepared, tmp_path,
+                                                                            capsys):
+    """A run folder and its --output from an earlier version (no marker, no record of the
+    output): the same command again recognises the output as the run's own export (it holds the
+    checkpoint's weights exactly) and writes it again; another model at that path is refused."""
+    run, out = tmp_path / "run", tmp_path / "t.keras"
+    assert _teacher(prepared, run, capsys, "--output", out)[0] == 0
+    (run / safe_io.OWNER_FILE).unlink()                  # as an earlier version left it
+    assert _teacher(prepared, run, capsys, "--output", out)[0] == 0
+    # the same network trained by another run (other weights) at the output's path: refused
+    other = tmp_path / "other.keras"
+    assert _teacher(prepared, tmp_path / "run2", capsys, "--output", other, "--seed", 1)[0] == 0
+    shutil.copyfile(other, out)
+    before = out.read_bytes()
+    (run / safe_io.OWNER_FILE).unlink()
+    code, err = _teacher(prepared, run, capsys, "--output", out)
+    assert code == 2
+    one_line_error(err, "not written by this run")
+    assert out.read_bytes() == before
+    fx.save_tiny_landmark_model(out, 32, 68)             # another network: refused too
+    code, err = _teacher(prepared, run, capsys, "--output", out)
+    assert code == 2
