@@ -87,3 +87,100 @@ def test_default_mode_is_kd_and_errors_name_the_problem():
     bad = LOSS_PRESETS["code"].__class__(**{**LOSS_PRESETS["code"].__dict__, "low_region": "flat"})
     with pytest.raises(kd_loss.ConfigError, match="low_region='flat': use 'zero' \\(code\\) or 'ramp' \\(paper\\)"):
         kd_loss.assistive_weight(g, g, g + 0.1, 1.0, -0.5, bad)
+
+
+def _bn_dropout_net(seed):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Flatten()(inp))
+    x = keras.layers.Dropout(0.5)(x)
+    model = keras.Model(inp, keras.layers.Dense(4)(x))
+    bn = model.layers[2]
+    g, b, _, _ = bn.get_weights()
+    bn.set_weights([g, b, np.full_like(g, 0.8), np.full_like(g, 0.01)])
+    return model
+
+
+def test_calling_a_distiller_is_the_students_inference():
+    from student_trainer import Distiller
+
+    student = _bn_dropout_net(0)
+    d = Distiller(student, _bn_dropout_net(1), _bn_dropout_net(2), mode="kd")
+    x = np.random.default_rng(1).uniform(0, 1, (4, 8, 8, 3)).astype("float32")
+    want = np.asarray(student(x, training=False))
+    np.testing.assert_allclose(np.asarray(d(x)), want, rtol=1e-6, atol=1e-6)    # default: inference
+
+
+def test_distiller_loss_with_plain_and_dict_targets():
+    """compute_loss takes y as the ground truth itself or as {"landmarks": G} (eagerly, no fit)."""
+    from student_trainer import Distiller
+
+    def net(seed):
+        keras.utils.set_random_seed(seed)
+        inp = keras.Input((8, 8, 3))
+        return keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(inp)))
+
+    student, tough, tolerant = net(0), net(1), net(2)
+    d = Distiller(student, tough, tolerant, mode="kd")
+    x = np.random.default_rng(2).uniform(0, 1, (3, 8, 8, 3)).astype("float32")
+    g = np.random.default_rng(3).uniform(-0.3, 0.3, (3, 4)).astype("float32")
+    p = student(x)
+    want = float(kd_loss.KDLoss(None, "kd")(g, p, tough(x), tolerant(x)))
+    assert float(d.compute_loss(x, g, p)) == pytest.approx(want, rel=1e-5)
+    assert float(d.compute_loss(x, {"landmarks": g}, p)) == pytest.approx(want, rel=1e-5)
+
+
+def test_distiller_save_passes_the_options_on(tmp_path):
+    from student_trainer import Distiller
+
+    inp = keras.Input((8, 8, 3))
+    student = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(inp)))
+    d = Distiller(student, mode="l2")
+    d.save(tmp_path / "by_keyword", zipped=False)        # an unzipped folder, not a .keras file
+    d.save(tmp_path / "positional", True, False)          # overwrite=True, zipped=False
+    assert (tmp_path / "by_keyword" / "config.json").is_file()
+    assert (tmp_path / "positional" / "config.json").is_file()
+
+
+def _dense(seed):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 3))
+    return keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(inp)))
+
+
+def test_distiller_uses_the_cached_teacher_predictions_of_the_batch():
+    from student_trainer import Distiller
+
+    student, tough, tolerant = _dense(0), _dense(1), _dense(2)
+    d = Distiller(student, tough, tolerant, mode="kd")
+    x = np.random.default_rng(4).uniform(0, 1, (3, 8, 8, 3)).astype("float32")
+    g = np.zeros((3, 4), np.float32)
+    a = np.full((3, 4), 0.2, np.float32)          # cached predictions unlike the teachers' own
+    s = np.full((3, 4), -0.1, np.float32)
+    p = student(x)
+    want = float(kd_loss.KDLoss(None, "kd")(g, p, a, s))
+    assert want != pytest.approx(float(kd_loss.KDLoss(None, "kd")(g, p, tough(x), tolerant(x))))
+    got = float(d.compute_loss(x, {"landmarks": g, "tough": a, "tolerant": s}, p))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_distiller_logs_batch_size_weighted_terms():
+    """The logged "main", "tough", "tolerant" are means over faces: batches weigh by their size."""
+    from student_trainer import Distiller
+
+    student, tough, tolerant = _dense(0), _dense(1), _dense(2)
+    d = Distiller(student, tough, tolerant, mode="kd")
+    rng = np.random.default_rng(5)
+    want, sizes = {"main": [], "tough": [], "tolerant": []}, (1, 3)
+    for m in sizes:
+        x = rng.uniform(0, 1, (m, 8, 8, 3)).astype("float32")
+        g = rng.uniform(-0.3, 0.3, (m, 4)).astype("float32")
+        p = student(x)
+        terms = kd_loss.KDLoss(None, "kd").terms(g, p, tough(x), tolerant(x))
+        for k in want:
+            want[k].append(float(terms[k]))
+        d.compute_loss(x, g, p)
+    for tracker in (d.main_tracker, d.tough_tracker, d.tolerant_tracker):
+        weighted = np.average(want[tracker.name], weights=sizes)
+        assert float(tracker.result()) == pytest.approx(weighted, rel=1e-5), tracker.name
+        assert abs(np.mean(want[tracker.name]) - weighted) > 1e-4 * abs(weighted)

@@ -43,7 +43,7 @@ SELECTION = {
                       "tests/test_metrics_end_to_end.py::test_scores_from_hand_computed_landmarks",
                       "tests/test_lr_schedule.py"],
     "evaluation": ["tests/test_evaluation.py", "tests/test_metrics_end_to_end.py"],
-    "image_utility": ["tests/test_geometry.py", "tests/test_crop_margin.py"],
+    "image_utility": ["tests/test_geometry.py", "tests/test_geometry_edges.py", "tests/test_crop_margin.py"],
     "asm_soft_landmarks": ["tests/test_asm.py"],
 }
 # tests that run TensorFlow graphs (tf.function, train_on_batch): a worker forked from a process that
@@ -53,6 +53,11 @@ GRAPH_TESTS = [
     "tests/test_pinned_paper.py::test_distiller_teacher_targets_are_deterministic_inference_outputs",
     "tests/test_inference_mode.py::test_distiller_on_the_batch_teacher_predictions_are_inference_mode",
     "tests/test_kd_loss_edges.py::test_saving_a_distiller_saves_its_student",
+    "tests/test_kd_loss_edges.py::test_calling_a_distiller_is_the_students_inference",
+    "tests/test_kd_loss_edges.py::test_distiller_loss_with_plain_and_dict_targets",
+    "tests/test_kd_loss_edges.py::test_distiller_save_passes_the_options_on",
+    "tests/test_kd_loss_edges.py::test_distiller_uses_the_cached_teacher_predictions_of_the_batch",
+    "tests/test_kd_loss_edges.py::test_distiller_logs_batch_size_weighted_terms",
     "tests/test_distiller.py::test_one_distiller_step_under_tensorflow",
 ]
 SKIP_DIRS = ("models/", "samples/", "bench/", "docs/", "mutants/")
@@ -78,7 +83,9 @@ def write_config(work: Path, module: str, tests: list, isolation: str = "fork") 
              "pytest_add_cli_args_test_selection =",
              *[f"    {t}" for t in tests]]
     if isolation == "forkserver":      # each worker imports TensorFlow afresh (slow, fork-safe)
-        lines += ["process_isolation = forkserver", "forkserver_warmup = none"]
+        # a worker's CPU limit is (test time + timeout_constant) x 15 x 2 s of CPU; importing
+        # TensorFlow in every worker needs a larger constant than the default 1 s
+        lines += ["process_isolation = forkserver", "forkserver_warmup = none", "timeout_constant = 30"]
     (work / "setup.cfg").write_text("\n".join(lines) + "\n")
     (work / "pyproject.toml").unlink(missing_ok=True)     # mutmut would read [tool.mutmut] there first
 
