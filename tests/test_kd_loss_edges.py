@@ -184,3 +184,38 @@ def test_distiller_logs_batch_size_weighted_terms():
         weighted = np.average(want[tracker.name], weights=sizes)
         assert float(tracker.result()) == pytest.approx(weighted, rel=1e-5), tracker.name
         assert abs(np.mean(want[tracker.name]) - weighted) > 1e-4 * abs(weighted)
+
+
+def test_distiller_loss_adds_the_students_regularisation():
+    from student_trainer import Distiller
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    dense = keras.layers.Dense(4, kernel_regularizer=keras.regularizers.L2(0.5))
+    student = keras.Model(inp, dense(keras.layers.Flatten()(inp)))
+    tough, tolerant = _dense(1), _dense(2)
+    d = Distiller(student, tough, tolerant, mode="kd")
+    x = np.random.default_rng(6).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    g = np.zeros((2, 4), np.float32)
+    p = student(x)
+    kd = float(kd_loss.KDLoss(None, "kd")(g, p, tough(x), tolerant(x)))
+    l2 = 0.5 * float(np.sum(np.square(dense.kernel.numpy())))
+    assert l2 > 0.1 * kd
+    assert float(d.compute_loss(x, g, p)) == pytest.approx(kd + l2, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["l2", "tough-only", "tolerant-only"])
+def test_distiller_calls_only_the_teachers_its_mode_needs(mode):
+    """A teacher the mode does not need may be absent (None): it is never called."""
+    from student_trainer import Distiller
+
+    student = _dense(0)
+    tough = _dense(1) if mode == "tough-only" else None
+    tolerant = _dense(2) if mode == "tolerant-only" else None
+    d = Distiller(student, tough, tolerant, mode=mode)
+    x = np.random.default_rng(7).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    g = np.zeros((2, 4), np.float32)
+    p = student(x)
+    want = float(kd_loss.KDLoss(None, mode)(g, p, None if tough is None else tough(x),
+                                            None if tolerant is None else tolerant(x)))
+    assert float(d.compute_loss(x, g, p)) == pytest.approx(want, rel=1e-5)
