@@ -204,3 +204,16 @@ def test_merged_seed_study_keeps_each_seed_where_it_came_from(tmp_path):
     with pytest.raises(Exception, match="exists"):
         merge_seeds.main(["--runs", str(tmp_path / "runs"), "--fill", str(tmp_path / "earlier.json"),
                           "--fill-seeds", "0", "1", "2", "--out", str(out)])
+
+
+def test_regime_table_pairs_kd_with_its_control_seed_by_seed(tmp_path):
+    """KD 8, 9, 10 (seeds 0-2) against L1 over seeds 0-4: the paired seeds (L1 mean 10) give -1, -1, -1,
+    a difference clear of 0 (sd 0, so the interval is the point), printed in bold."""
+    (tmp_path / "kd.json").write_text(json.dumps({"student-kd": {"full": {"values": [8.0, 9.0, 10.0]}}}))
+    (tmp_path / "l1.json").write_text(json.dumps({"student-l1": {"full": {"values": [9.0, 10.0, 11.0, 0.0, 0.0]},
+                                                                   "seeds": [0, 1, 2, 3, 4]}}))
+    (tmp_path / "results.json").write_text(json.dumps({"regimes": {"metric": "full", "rows": [
+        {"label": "narrow", "kd": {"source": "kd.json", "key": "student-kd"},
+         "control": {"source": "l1.json", "key": "student-l1"}}]}}))
+    text = R.teacher_regimes(tmp_path / "results.json")
+    assert "| narrow | 9.00 | 10.00 | **-1.00 (-1.00 to -1.00)** | 3 |" in text

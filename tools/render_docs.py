@@ -178,6 +178,32 @@ def teacher_sets(path: Path = DEMO_SEEDS / "results.json") -> str:
                      "KD - L2 (95% CI)", "data"], table)
 
 
+def _seed_entry(folder: Path, ref: dict, metric: str) -> dict:
+    """{"values", "seeds"} of one model in one seed-study file: ref = {"source", "key"}."""
+    entry = load(folder / ref["source"])[ref["key"]]
+    values = entry[metric]["values"]
+    return {"values": [float(v) for v in values], "seeds": entry.get("seeds") or list(range(len(values)))}
+
+
+def teacher_regimes(path: Path = DEMO_SEEDS / "results.json") -> str:
+    """KD minus the no-teacher control of the same shape (L1), regime by regime, paired by seed."""
+    spec = load(path)["regimes"]
+    table = []
+    for row in spec["rows"]:
+        kd = _seed_entry(path.parent, row["kd"], spec["metric"])
+        ctl = _seed_entry(path.parent, row["control"], spec["metric"])
+        d = paired_by_seed(ctl, kd)
+        clear = d["high"] < 0 or d["low"] > 0
+        common = [x for x in kd["seeds"] if x in ctl["seeds"]]
+        mean = lambda r: np.mean([r["values"][r["seeds"].index(x)] for x in common])  # noqa: E731
+        table.append([row["label"], f"{mean(kd):.2f}", f"{mean(ctl):.2f}",
+                      f"{'**' if clear else ''}{signed(d['mean'])} ({signed(d['low'])} to {signed(d['high'])})"
+                      f"{'**' if clear else ''}", str(d["n"]),
+                      f"`{row['kd']['source']}` / `{row['control']['source']}`"])
+    return md_table(["regime", "KD, mean NME % (paired seeds)", "control, mean NME %", "KD - control (95% CI)",
+                     "seeds paired", "data (KD / control)"], table)
+
+
 # ----------------------------------------------------------------------------------------------
 # The shipped models (models/scores.json)
 # ----------------------------------------------------------------------------------------------
@@ -254,6 +280,7 @@ BLOCKS: Dict[str, Callable[[], str]] = {
     "what_teachers_add": what_teachers_add,
     "what_teachers_add_summary": what_teachers_add_summary,
     "teacher_sets": teacher_sets,
+    "teacher_regimes": teacher_regimes,
     "shipped_models": shipped_models,
     "model_card": model_card,
     "model_commands": model_commands,
