@@ -27,11 +27,7 @@ Nothing here touches the file system except reading the model file on constructi
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -184,26 +180,12 @@ def letterbox(image_rgb: np.ndarray, size: int) -> tuple:
     return sq.astype(np.float32) / 127.5 - 1.0, np.array([ox, oy], np.float64), float(side)
 
 
-@contextlib.contextmanager
 def _without_xnnpack_notice():
     """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on file descriptor 2
     when an interpreter is built: drop that line (a CLI error must stay one line), keep any other."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            kept = [ln for ln in caught.read().decode(errors="replace").splitlines(True)
-                    if "XNNPACK delegate" not in ln]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+    from runtime import stderr_without  # noqa: PLC0415
+
+    return stderr_without(("XNNPACK delegate",))
 
 
 @dataclass

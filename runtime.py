@@ -4,6 +4,7 @@ about to be started, e.g. demo.py's steps). errors.py keeps only the error types
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
@@ -79,24 +80,32 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
-        import tempfile  # noqa: PLC0415
+        with stderr_without(ONEDNN_NOTICES):
+            self.loader.exec_module(module)
 
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as caught:
-            os.dup2(caught.fileno(), 2)
-            try:
-                self.loader.exec_module(module)
-            finally:
+
+@contextlib.contextmanager
+def stderr_without(notices):
+    """Send file descriptor 2 (where C++ libraries print) to a temporary file for the block, then
+    write back every line that contains none of `notices`."""
+    import tempfile  # noqa: PLC0415
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [ln for ln in caught.read().decode(errors="replace").splitlines(True)
+                    if not any(n in ln for n in notices)]
+            if kept:
+                sys.stderr.write("".join(kept))
                 sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-                caught.seek(0)
-                kept = [ln for ln in caught.read().decode(errors="replace").splitlines(True)
-                        if not any(n in ln for n in ONEDNN_NOTICES)]
-                if kept:
-                    sys.stderr.write("".join(kept))
-                    sys.stderr.flush()
 
 
 # Keras 3's backends and the package each needs (KERAS_BACKEND picks one; this project's is tensorflow)
