@@ -160,7 +160,7 @@ def test_unknown_missing_ids_and_point_count(tmp_path, prepared300):
     p = _write(tmp_path, prepared300, gt[:, :29], dataset="300w")
     with pytest.raises(DataFormatError, match="29 points"):
         ev.score_predictions(p, split)
-    with pytest.raises(DataFormatError, match="manifest"):
+    with pytest.raises(DataFormatError, match="nowhere: no such folder; run python data_util.py prepare"):
         du.load_prepared(tmp_path / "nowhere", "test")
 
 
