@@ -250,6 +250,12 @@ LOSS_PRESETS: dict[str, LossConfig] = {
 }
 DEFAULT_LOSS_PRESET = "code"
 
+# Wing loss (the --student-mode wing baseline): Feng et al. (CVPR 2018) use w = 10 px and
+# epsilon = 2 px on their 64 px CNN-6 input; in the crop-normalised units of this project (one unit
+# is the crop side) that is 10/64 and 2/64, at any input size.
+WING_WIDTH = 10 / 64
+WING_CURVATURE = 2 / 64
+
 
 def loss_config(preset: str) -> LossConfig:
     if preset not in LOSS_PRESETS:
@@ -260,12 +266,6 @@ def loss_config(preset: str) -> LossConfig:
 # ----------------------------------------------------------------------------------------------
 # Run configuration
 # ----------------------------------------------------------------------------------------------
-
-# Wing loss (the --student-mode wing baseline): Feng et al. (CVPR 2018) use w = 10 px and
-# epsilon = 2 px on their 64 px CNN-6 input; in the crop-normalised units of this project (one unit
-# is the crop side) that is 10/64 and 2/64, at any input size.
-WING_WIDTH = 10 / 64
-WING_CURVATURE = 2 / 64
 
 MIN_INPUT_SIZE = 32   # the smallest input both backbones accept
 MAX_INPUT_SIZE = 1024  # crops above this only cost memory (a 1024 px crop is 3 MB per face)
