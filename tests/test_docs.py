@@ -61,12 +61,20 @@ def test_paired_difference_against_a_hand_computed_t_interval():
 
 
 def test_the_headline_reproduces_the_study_files_own_statistics():
-    """The rendered KD - L2 interval equals the one demo.summarize_seeds wrote beside the data."""
+    """The rendered KD - L2 and KD - L1 intervals equal demo.summarize_seeds' own (demo.paired_difference)
+    on the same seeds, and the earlier study file's KD - L2 interval where its values are the same."""
+    import demo
+
     spec = json.loads((R.DEMO_SEEDS / "results.json").read_text())["what_teachers_add"]
-    source = json.loads((R.DEMO_SEEDS / spec["sources"][0]).read_text())
-    rows = {r["key"]: r["values"] for r in R.seed_rows(spec)}
-    d = R.paired(rows["student-l2"], rows["student-kd"])
-    assert [d["low"], d["high"]] == pytest.approx(source["paired_vs_l2"]["student-kd"]["ci95"])
+    rows = {r["key"]: r for r in R.seed_rows(spec)}
+    for base in ("student-l2", "student-l1"):
+        d = R.paired_by_seed(rows[base], rows["student-kd"])
+        own = demo.paired_difference(rows["student-kd"]["values"], rows[base]["values"])
+        assert [d["low"], d["high"]] == pytest.approx(list(own["ci95"]))
+    earlier = json.loads((R.DEMO_SEEDS / "demo_seeds_182a34b.json").read_text())
+    if rows["student-kd"]["values"] == earlier["student-kd"]["full"]["values"]:
+        d = R.paired(rows["student-l2"]["values"], rows["student-kd"]["values"])
+        assert [d["low"], d["high"]] == pytest.approx(earlier["paired_vs_l2"]["student-kd"]["ci95"])
 
 
 def test_plain_json_table_block(tmp_path, monkeypatch):
