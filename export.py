@@ -232,14 +232,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic faces rendered for int8 calibration when no prepared data is "
                         "found (default: 64)")
     p.add_argument("--savedmodel-only", action="store_true", help="write the SavedModel only")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even where it holds files of the same names that export "
+                        "did not make (default: refuse)")
     return p
+
+
+def claim_export_folder(out, stem: str, variants: Sequence[str] = (), overwrite: bool = False) -> Path:
+    """Claim --out for the export of `stem` (safe_io.claim_folder): a new or empty folder, one this
+    command made, or one that holds none of the names it writes; anything else is refused unless
+    `overwrite` (files of the same names that export did not make are never replaced silently)."""
+    from safe_io import claim_folder  # noqa: PLC0415
+
+    writes = {f"{stem}_savedmodel", f"{stem}_export_report.json", *(f"{stem}_{v}.tflite" for v in variants)}
+    claim_folder(out, "export.py", f"exports of {stem}", overwrite=overwrite, option="--out",
+                 conflicts=writes)
+    return Path(out)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
+    variants = [] if args.savedmodel_only else list(args.variants or TFLITE_VARIANTS)
+    out = claim_export_folder(args.out, Path(args.model).stem, variants, args.overwrite)
     model, stem = _load_keras(args.model)
-    out = Path(args.out)
     if args.savedmodel_only:
         path = export_savedmodel(model, out / f"{stem}_savedmodel")
         print(f"SavedModel: {path}")
@@ -254,7 +270,6 @@ def main(argv=None) -> int:
         cand = PrepareConfig(dataset=dataset, input_size=size,
                              custom_spec=args.custom_spec).resolved_out_dir()
         prepared = cand if (Path(cand) / "train" / "images.npy").is_file() else None
-    variants = list(args.variants or TFLITE_VARIANTS)
     calib = None
     if prepared is not None:
         calib = calibration_images_from_prepared(prepared, size)

@@ -390,7 +390,9 @@ def _main(argv=None) -> int:
         import export
 
         out = Path(args.out_dir or MODELS_DIR / "export")
+        overwrite = bool(getattr(args, "overwrite", False))
         if args.export == "savedmodel":
+            export.claim_export_folder(out, model_path.stem, (), overwrite)
             model, stem = export._load_keras(model_path)
             print(f"SavedModel: {export.export_savedmodel(model, out / f'{stem}_savedmodel')}")
             return 0
@@ -400,7 +402,7 @@ def _main(argv=None) -> int:
             argv2 += ["--custom-spec", args.custom_spec]
         if args.prepared_dir:
             argv2 += ["--prepared-dir", args.prepared_dir]
-        return export.main(argv2)
+        return export.main(argv2 + (["--overwrite"] if overwrite else []))
 
     from inference import load_predictor
 

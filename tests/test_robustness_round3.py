@@ -848,3 +848,31 @@ def test_run_folder_written_before_the_marker_may_write_its_own_output_again(pre
     fx.save_tiny_landmark_model(out, 32, 68)             # another network: refused too
     code, err = _teacher(prepared, run, capsys, "--output", out)
     assert code == 2
+
+
+def test_export_never_replaces_a_file_of_the_same_name_it_did_not_make(tmp_path, monkeypatch):
+    """--out (and test.py --export's default models/export) is claimed: a user's file named like an
+    export is refused before any model is loaded, unless --overwrite; unrelated files may stay beside
+    the exports; a folder export made is its own."""
+    import export
+    from errors import ConfigError
+
+    loaded = []
+    monkeypatch.setattr(export, "_load_keras", lambda path: loaded.append(path) or (_ for _ in ()).throw(
+        RuntimeError("model loaded")))
+    mine = tmp_path / "out" / "300w_kd_float32.tflite"
+    mine.parent.mkdir()
+    mine.write_bytes(b"the user's own model")
+    with pytest.raises(ConfigError, match=r"--out .*300w_kd_float32.tflite.*--overwrite"):
+        export.main(["--model", "models/students/300w_kd.keras", "--out", str(mine.parent)])
+    assert loaded == [] and mine.read_bytes() == b"the user's own model"
+    with pytest.raises(RuntimeError, match="model loaded"):     # told to: the claim lets it through
+        export.main(["--model", "models/students/300w_kd.keras", "--out", str(mine.parent), "--overwrite"])
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    (beside / "notes.txt").write_text("unrelated")
+    with pytest.raises(RuntimeError, match="model loaded"):
+        export.main(["--model", "models/students/300w_kd.keras", "--out", str(beside), "--savedmodel-only"])
+    (beside / "300w_kd_savedmodel").mkdir()                   # now made by export (marker written)
+    with pytest.raises(RuntimeError, match="model loaded"):
+        export.main(["--model", "models/students/300w_kd.keras", "--out", str(beside), "--savedmodel-only"])
