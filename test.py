@@ -389,20 +389,17 @@ def _main(argv=None) -> int:
     if args.export:
         import export
 
+        # export.main does the work (the claim of --out included) for both kinds
         out = Path(args.out_dir or MODELS_DIR / "export")
-        overwrite = bool(getattr(args, "overwrite", False))
-        if args.export == "savedmodel":
-            export.claim_export_folder(out, model_path.stem, (), overwrite)
-            model, stem = export._load_keras(model_path)
-            print(f"SavedModel: {export.export_savedmodel(model, out / f'{stem}_savedmodel')}")
-            return 0
         argv2 = ["--model", str(model_path), "--out", str(out), "--dataset", dataset,
                  "--int8-io", args.int8_io]
         if args.custom_spec:
             argv2 += ["--custom-spec", args.custom_spec]
         if args.prepared_dir:
             argv2 += ["--prepared-dir", args.prepared_dir]
-        return export.main(argv2 + (["--overwrite"] if overwrite else []))
+        if args.export == "savedmodel":
+            argv2.append("--savedmodel-only")
+        return export.main(argv2 + (["--overwrite"] if getattr(args, "overwrite", False) else []))
 
     from inference import load_predictor
 
