@@ -520,7 +520,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=(),
             continue
         opt = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kind = str(f.type)    # postponed annotations: the type as written, e.g. "Optional[int]"
         text = FIELD_HELP.get(f.name, "").replace("%", "%%")
         if "default" not in text and default is not None:
             text = f"{text} (default: {default})".strip()

@@ -41,7 +41,7 @@ SELECTION = {
                       "tests/test_pinned_paper.py::test_loss_presets_hold_the_method_table",
                       "tests/test_pinned_paper.py::test_code_preset_is_the_default",
                       "tests/test_metrics_end_to_end.py::test_scores_from_hand_computed_landmarks",
-                      "tests/test_cli_help.py"],
+                      "tests/test_cli_help.py", "tests/test_configuration_edges.py"],
     "evaluation": ["tests/test_evaluation.py", "tests/test_metrics_end_to_end.py"],
     "image_utility": ["tests/test_geometry.py", "tests/test_geometry_edges.py", "tests/test_crop_margin.py"],
     "asm_soft_landmarks": ["tests/test_asm.py"],
