@@ -83,6 +83,49 @@ def test_plain_json_table_block(tmp_path, monkeypatch):
     assert R.render_block("table:r.json#t") == "| a | b |\n|---|---|\n| 1 | x |\n"
 
 
+def front_documents():
+    """The documents a reader meets: the README, docs/, the model card and scores, and each bench
+    README. Not CHANGELOG.md (history, by date) nor a study's own results files (bench/**/<name>.md:
+    what its script wrote, with the command, time and machine of the run)."""
+    return [p for p in R.documents() if p.name != "CHANGELOG.md"
+            and (p.parts[len(ROOT.parts)] != "bench" or p.name == "README.md")]
+
+
+# A figure equal to a shipped model's score by chance: (document, the words around it).
+COINCIDENCES = [("docs/results/model_training.md", "10.80% and 11.87% on the test set"),   # earlier teachers
+                ("docs/results/model_training.md", "6.06% / 5.48% / 5.27%")]              # validation NME
+
+
+def test_headline_figures_are_typed_only_in_json():
+    """Each shipped model's scores are typed once, in models/scores.json: the documents show them
+    through rendered blocks (a table, or `score:<stem>.<field>` inline), never typed by hand."""
+    figures = R.headline_figures()
+    assert {"4.77", "5.55", "3.35", "4.68", "10.87"} <= set(figures)
+    typed = {}
+    for path in front_documents():
+        rel = str(path.relative_to(ROOT))
+        text = path.read_text()
+        for doc, words in COINCIDENCES:
+            text = text.replace(words, "") if doc == rel else text
+        if R.hand_typed(text, figures):
+            typed[rel] = R.hand_typed(text, figures)
+    assert not typed, ("typed by hand outside rendered blocks (use <!-- BEGIN rendered:score:STEM.FIELD --> "
+                       f"or point to the table): {typed}")
+
+
+def test_a_planted_duplicate_of_a_headline_figure_is_found():
+    text = README.read_text()
+    assert R.hand_typed(text, R.headline_figures()) == []
+    planted = text.replace("## Where everything else lives", "The KD student scores 4.68 % here.\n\n"
+                           "## Where everything else lives")
+    found = R.hand_typed(planted, R.headline_figures())
+    assert found == [f"line {planted.splitlines().index('The KD student scores 4.68 % here.') + 1}: "
+                     "4.68% (students/300w_kd.keras synthetic.full)"]
+    inline = "<!-- BEGIN rendered:score:300w_kd.synthetic.full -->4.68<!-- END rendered:score:300w_kd.synthetic.full -->%"
+    assert R.hand_typed(f"KD scores {inline} here.", R.headline_figures()) == []
+    assert R.render_text(inline.replace(">4.68<", ">4.00<")) == inline       # stale inline figure re-rendered
+
+
 # ----------------------------------------------------------------------------------------------
 # The README
 # ----------------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ Adding a block:
 * a plain table: put {"columns": [...], "rows": [[...], ...]} (and optionally "note": "...") under a
   key of a JSON file, and write the markers with NAME = `table:<path from the repo root>#<key>`,
   e.g. `table:bench/studies/my_study/results.json#main`; nothing to add here.
+* one figure inside a sentence: `score:<model file stem>.<field>` renders that model's value from
+  `models/scores.json` with two decimals, inline (no line break after the BEGIN marker), e.g.
+  `<!-- BEGIN rendered:score:300w_tough.synthetic.full -->4.77<!-- END rendered:score:300w_tough.synthetic.full -->%`.
 * a computed table (means, confidence intervals, hashes...): write a function
   `def my_block() -> str` that reads its JSON and returns Markdown, register it in BLOCKS under
   the NAME, and put the markers in the documents that show it. Keep it a pure function of the
@@ -44,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCORES = ROOT / "models" / "scores.json"
 DEMO_SEEDS = ROOT / "bench" / "studies" / "demo_seeds"
 DOCUMENTS = ("README.md", "CHANGELOG.md", "models/*.md", "docs/**/*.md", "bench/**/*.md")
-BLOCK = re.compile(r"(<!-- BEGIN rendered:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- END rendered:(?P=name) -->)",
+BLOCK = re.compile(r"(<!-- BEGIN rendered:(?P<name>[^ ]+) -->\n?)(?P<body>.*?)(<!-- END rendered:(?P=name) -->)",
                    re.S)
 
 
@@ -296,9 +299,51 @@ def plain_table(ref: str) -> str:
     return md_table(spec["columns"], spec["rows"]) + (f"\n{spec['note']}\n" if spec.get("note") else "")
 
 
+def score_value(ref: str, path: Path = SCORES) -> str:
+    """`score:<file stem>.<field>[.<field>]`: one shipped model's figure from models/scores.json, e.g.
+    `300w_kd.synthetic.full` -> "4.68", `300w_l2.real.median` -> "9.03"."""
+    stem, _, fields = ref.partition(".")
+    model = next((m for m in load(path)["models"] if Path(m["file"]).stem == stem), None)
+    if model is None or not fields:
+        raise SystemExit(f"rendered block score:{ref}: no shipped model {stem!r} with a field in {path}")
+    value = model
+    for key in fields.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise SystemExit(f"rendered block score:{ref}: {path} has no {fields!r} for {model['file']}")
+        value = value[key]
+    return f"{value:.2f}"
+
+
+def headline_figures(path: Path = SCORES) -> Dict[str, str]:
+    """{"4.77": "teachers/300w_tough.keras synthetic full", ...}: every shipped model's synthetic and
+    real-face NME, as the tables print them; a document types them only inside rendered blocks."""
+    out = {}
+    for m in load(path)["models"]:
+        for field in ("synthetic.full", "synthetic_flip.full", "real.mean", "real.median",
+                      "real_flip.mean", "real_flip.median"):
+            try:
+                out.setdefault(score_value(f"{Path(m['file']).stem}.{field}", path), f"{m['file']} {field}")
+            except SystemExit:
+                pass
+    return out
+
+
+def hand_typed(text: str, figures: Dict[str, str]) -> List[str]:
+    """Each headline figure typed as a percentage outside the rendered blocks: "line N: 4.77% (what)"."""
+    found = []
+    outside = BLOCK.sub(lambda m: m.group(1) + "\n" * m.group("body").count("\n") + m.group(4), text)
+    for n, line in enumerate(outside.splitlines(), 1):
+        for fig, what in figures.items():
+            if re.search(rf"(?<![\d.]){re.escape(fig)}\s?%", line):
+                found.append(f"line {n}: {fig}% ({what})")
+    return found
+
+
 def render_block(name: str) -> str:
     if name.startswith("table:"):
         return plain_table(name[len("table:"):])
+    if name.startswith("score:"):
+        return score_value(name[len("score:"):])
     if name not in BLOCKS:
         raise SystemExit(f"unknown rendered block {name!r}: register it in tools/render_docs.py BLOCKS "
                          f"or use table:<json>#<key>")
