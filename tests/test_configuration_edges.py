@@ -335,6 +335,22 @@ def test_help_shows_each_default_once():
     assert helps["out_dir"].count("default") == 1
     assert "(default: None)" not in " ".join(h or "" for h in helps.values())
     assert "--input-size" in p.format_help() and "--out-dir" in p.format_help()
+    helps = {a.dest: a.help for a in _parser()._actions}
+    # texts that name their default themselves get no second one
+    assert helps["loss_preset"].count("default") == 1 and "(default: code)" not in helps["loss_preset"]
+    assert "(default: 0.2)" not in helps["teacher_stochastic_depth"]
+    assert helps["epochs"].endswith("(default: 150)")
+
+
+@dataclass
+class _Required:
+    name: str
+    size: int = 4
+
+
+def test_a_field_without_default_shows_none():
+    helps = {a.dest: a.help for a in _parser(_Required)._actions}
+    assert helps["name"] == "" and helps["size"] == "(default: 4)"
 
 
 @dataclass
@@ -349,7 +365,7 @@ class _Extra:
 def test_any_config_dataclass_round_trips_through_its_options(monkeypatch):
     monkeypatch.setitem(C.FIELD_HELP, "share", "a 50% share")                # argparse needs %%
     p = _parser(_Extra)
-    assert "a 50% share (default: 0.5)" in " ".join(p.format_help().split())
+    assert "--share SHARE a 50% share (default: 0.5)" in " ".join(p.format_help().split())
     helps = {a.dest: a.help for a in p._actions}
     assert helps["undocumented_knob"] == "(default: 3)" and helps["ratio"] == ""
     args = p.parse_args(["--ratio", "0.25", "--count", "4", "--undocumented-knob", "7", "--no-flag"])

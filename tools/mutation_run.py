@@ -42,8 +42,10 @@ SELECTION = {
                       "tests/test_pinned_paper.py::test_code_preset_is_the_default",
                       "tests/test_metrics_end_to_end.py::test_scores_from_hand_computed_landmarks",
                       "tests/test_cli_help.py", "tests/test_configuration_edges.py"],
-    "evaluation": ["tests/test_evaluation.py", "tests/test_metrics_end_to_end.py"],
-    "image_utility": ["tests/test_geometry.py", "tests/test_geometry_edges.py", "tests/test_crop_margin.py"],
+    "evaluation": ["tests/test_evaluation.py", "tests/test_metrics_end_to_end.py",
+                   "tests/test_evaluation_edges.py"],
+    "image_utility": ["tests/test_geometry.py", "tests/test_geometry_edges.py", "tests/test_crop_margin.py",
+                      "tests/test_image_edges.py"],
     "asm_soft_landmarks": ["tests/test_asm.py"],
 }
 # tests that run TensorFlow graphs (tf.function, train_on_batch): a worker forked from a process that
