@@ -81,6 +81,9 @@ def test_plain_json_table_block(tmp_path, monkeypatch):
     (tmp_path / "r.json").write_text(json.dumps({"t": {"columns": ["a", "b"], "rows": [[1, "x"]]}}))
     monkeypatch.setattr(R, "ROOT", tmp_path)
     assert R.render_block("table:r.json#t") == "| a | b |\n|---|---|\n| 1 | x |\n"
+    (tmp_path / "s.json").write_text(json.dumps({"t": {"columns": ["m"], "rows": [["**{score:300w_kd.real.median}**"]]}}))
+    kd = next(m for m in json.loads(R.SCORES.read_text())["models"] if m["file"] == "students/300w_kd.keras")
+    assert R.render_block("table:s.json#t") == f"| m |\n|---|\n| **{kd['real']['median']:.2f}** |\n"
 
 
 def front_documents():
@@ -124,6 +127,52 @@ def test_a_planted_duplicate_of_a_headline_figure_is_found():
     inline = "<!-- BEGIN rendered:score:300w_kd.synthetic.full -->4.68<!-- END rendered:score:300w_kd.synthetic.full -->%"
     assert R.hand_typed(f"KD scores {inline} here.", R.headline_figures()) == []
     assert R.render_text(inline.replace(">4.68<", ">4.00<")) == inline       # stale inline figure re-rendered
+
+
+def test_every_study_the_documents_cite_has_its_numbers_as_json():
+    """A study folder named in the README or docs/ holds results.json: tables as render_docs reads them."""
+    cited = set()
+    for path in [README, *ROOT.glob("docs/**/*.md")]:
+        cited |= set(re.findall(r"bench/studies/(\w+)", path.read_text()))
+    assert {"demo_seeds", "sim_to_real", "tolerant_floor", "batchnorm"} <= cited
+    for study in sorted(cited):
+        data = json.loads((ROOT / "bench" / "studies" / study / "results.json").read_text())
+        tables = [v for v in data.values() if isinstance(v, dict) and "columns" in v]
+        assert tables, study
+        for table in tables:
+            assert all(len(row) == len(table["columns"]) for row in table["rows"]), study
+
+
+def test_a_study_scripts_tables_round_trip_through_its_json(tmp_path):
+    """bench/results_json: the tables of a results file written by _common.publish come back as the
+    same cells, render_docs prints them again as the same Markdown, and a second script's keys, or
+    tables transcribed before, are kept when one script records again."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import _common
+    import results_json as J
+
+    rows = [["soft landmarks", 6.7, 0.0], ["300w_tough.keras", 4.77, 6.45]]
+    body = _common.md_table(["what", "NME % (gt)", "NME % (soft)"], rows)
+    text = _common.header_block("Floor", ["--models", "m.keras"]) + "\n" + body + "\n\n## Aligned\n\n" + body + "\n"
+    study = tmp_path / "study.md"
+    study.write_text(text)
+    out = J.record(study, json_path=tmp_path / "results.json")
+    data = json.loads(out.read_text())
+    assert data["study"]["rows"] == [["soft landmarks", "6.7", "0"], ["300w_tough.keras", "4.77", "6.45"]]
+    assert data["study_2"]["title"] == "Aligned"
+    assert data["runs"]["study"][0]["command"].endswith("--models m.keras")
+    monkey_root = R.ROOT
+    try:
+        R.ROOT = tmp_path
+        assert R.render_block("table:results.json#study") == body + "\n"
+    finally:
+        R.ROOT = monkey_root
+    data["earlier"] = {"columns": ["a"], "rows": [["1"]]}
+    data["study_3"] = {"columns": ["stale"], "rows": []}
+    again = J.merged(data, "study", body, "study.md")
+    assert again["earlier"] == data["earlier"] and "study_3" not in again and "study_2" not in again
+    assert J.json_path_for(study) == tmp_path / "study.tables.json"     # outside bench/studies: never results.json
+    assert J.json_path_for(ROOT / "bench/studies/tolerant_floor/tolerant_floor.md").name == "results.json"
 
 
 # ----------------------------------------------------------------------------------------------

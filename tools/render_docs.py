@@ -292,11 +292,18 @@ BLOCKS: Dict[str, Callable[[], str]] = {
 }
 
 
+# A cell of a plain table that shows a shipped model's score names it instead of typing it: "{score:300w_l2.synthetic.full}".
+SCORE_REF = re.compile(r"\{score:([\w.]+)\}")
+
+
 def plain_table(ref: str) -> str:
-    """`table:<json path>#<key>`: the {"columns", "rows", "note"?} object at that key, as Markdown."""
+    """`table:<json path>#<key>`: the {"columns", "rows", "note"?} object at that key, as Markdown (a
+    "{score:<stem>.<field>}" in a cell is that shipped model's figure from models/scores.json)."""
     file, _, key = ref.partition("#")
     spec = load(ROOT / file)[key]
-    return md_table(spec["columns"], spec["rows"]) + (f"\n{spec['note']}\n" if spec.get("note") else "")
+    rows = [[SCORE_REF.sub(lambda m: score_value(m.group(1)), c) if isinstance(c, str) else c for c in row]
+            for row in spec["rows"]]
+    return md_table(spec["columns"], rows) + (f"\n{spec['note']}\n" if spec.get("note") else "")
 
 
 def score_value(ref: str, path: Path = SCORES) -> str:

@@ -22,7 +22,8 @@ import argparse
 
 import numpy as np
 
-from _common import md_table, publish
+from _common import md_table, publish, results_path
+from results_json import record
 
 # How the prepared folder of the published table was built (paths as in the docstring).
 BUILD_COMMANDS = (
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
              "distance, per image"]
     publish("ASM fitted on the augmented pool vs on the plain crops", table, "asm_fit_pool", args.out,
             notes, BUILD_COMMANDS)
+    record(results_path("asm_fit_pool", False, args.out))      # its table, as data
     return 0
 
 

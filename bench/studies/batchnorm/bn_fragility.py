@@ -29,6 +29,7 @@ import numpy as np
 
 from _common import (command_line, existing_rows, fmt, header_block, md_table, quiet_tf, results_path,
                      write_results)
+from results_json import record
 
 quiet_tf()
 
@@ -130,6 +131,7 @@ def main(argv=None) -> int:
                          "its last column the command that wrote it (rows of other runs are kept)"]) + "\n" + \
         md_table(columns, rows) + "\n"
     write_results(text, out_path)
+    record(out_path)                                 # its table, as data (results.json)
     return 0
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from _common import (command_line, existing_rows, fmt, header_block, md_table, quiet_tf, results_path,
                      write_results)
+from results_json import record
 
 quiet_tf()
 
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
         md_table(COLUMNS, rows) + "\n"
     print(md_table(COLUMNS, [row]))
     write_results(text, path)
+    record(path)                                     # its table, as data (results.json)
     return 0
 
 

@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from _common import REAL_SAMPLES, results_path  # noqa: E402
+from results_json import record  # noqa: E402
 
 import dataset_formats as fmt  # noqa: E402
 import inference  # noqa: E402
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
             print(f"  {img}: {row['found']}/{row['faces']}  {row['dets']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
+    record(args.out)                                 # its tables, as data (results.json)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

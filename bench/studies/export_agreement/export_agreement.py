@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 
 from _common import REPO_ROOT, header_block, md_table, quiet_tf, results_path, write_results
+from results_json import record
 
 quiet_tf()
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
                   "per-face mean shift, % of side"], rows) + "\n"
     print(text)
     write_results(text, results_path("export_agreement", False, args.out))
+    record(results_path("export_agreement", False, args.out))   # its table, as data
     return 0
 
 

@@ -118,6 +118,9 @@ def main(argv=None) -> int:
                          f"{c['elapsed_s'] / 60:.0f} | {min(c['val_nme']):.2f}% | " + " | ".join(cells) + " |")
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text("\n".join(lines) + "\n")
+        from results_json import record
+
+        record(args.table)                           # its table, as data (results.json beside it)
         print("\n".join(lines))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -338,6 +338,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
+    from results_json import record
+
+    record(out)                                      # its table, as data (results.json)
     print(f"score {killed}/{len(applied)} ({score:.0f}%), {minutes:.1f} min -> {out}")
     return 0
 

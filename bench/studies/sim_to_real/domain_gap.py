@@ -32,6 +32,7 @@ import argparse
 import numpy as np
 
 from _common import fmt, header_block, md_table, mmpose_annotations, quiet_tf, results_path, write_results
+from results_json import record
 
 quiet_tf()
 
@@ -354,7 +355,9 @@ def main(argv=None) -> int:
                          "(the training protocol); face = convex hull of points 0-26; border ring = "
                          "the outer 10% of the crop outside the face"]) + "\n" + body
     print(text)
-    write_results(text, Path(args.out) if args.out else results_path("domain_gap", False, None))
+    out = Path(args.out) if args.out else results_path("domain_gap", False, None)
+    write_results(text, out)
+    record(out, "domain_gap")                        # its tables, as data (results.json)
     return 0
 
 

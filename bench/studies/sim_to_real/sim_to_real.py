@@ -32,6 +32,7 @@ import numpy as np
 
 from _common import (REAL_SAMPLES, fmt, header_block, load_real_faces, md_table, mmpose_faces, quiet_tf,
                      results_path, write_results)
+from results_json import record
 
 quiet_tf()
 
@@ -316,7 +317,9 @@ def main(argv=None) -> int:
                          "a steadier measure on so few faces" if args.jitter else "no jittered views",
                          *notes]) + "\n" + body
     print(text)
-    write_results(text, Path(args.out) if args.out else results_path("sim_to_real", False, None))
+    out = Path(args.out) if args.out else results_path("sim_to_real", False, None)
+    write_results(text, out)
+    record(out, out.stem)                            # its tables, as data (results.json)
     if args.json:
         Path(args.json).write_text(json.dumps(dump, indent=1) + "\n")
     return 0

@@ -23,7 +23,8 @@ import argparse
 
 import numpy as np
 
-from _common import fmt, md_table, publish, quiet_tf
+from _common import fmt, md_table, publish, quiet_tf, results_path
+from results_json import record
 
 quiet_tf()
 
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
                    f"shape model: {args.asm}: k = {asm.k} components "
                    f"({100 * float(np.sum(asm.explained_ratio)):.2f}% of the variance), "
                    f"coefficients clipped to +-3 sd as in training"])
+    record(results_path("tolerant_floor", False, args.out))     # its tables, as data
     return 0
 
 

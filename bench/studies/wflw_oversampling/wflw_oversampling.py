@@ -21,7 +21,8 @@ import argparse
 
 import numpy as np
 
-from _common import md_table, publish
+from _common import md_table, publish, results_path
+from results_json import record
 
 # How the prepared folder of the published table was built (paths as in the docstring).
 BUILD_COMMANDS = (
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
              "attribute's share of the pool divided by its share of the faces"]
     publish("WFLW hard-attribute oversampling in the training pool", table, "wflw_oversampling",
             args.out, notes, BUILD_COMMANDS)
+    record(results_path("wflw_oversampling", False, args.out))  # its table, as data
     return 1 if mismatched else 0
 
 
