@@ -185,7 +185,7 @@ def _dataset_of_prepared(prepared: Path):
 
 def _default_model(dataset: str, custom_spec=None, photos: bool = False) -> Path:
     """The shipped KD student; on photos the model fine-tuned for them, where one is shipped (lower
-    NME on the real faces: README, "Synthetic to real")."""
+    NME on the real faces: docs/results/sim_to_real.md)."""
     photo = MODELS_DIR / "students" / f"{dataset}_l2_photo.keras"
     if photos and photo.is_file():
         return photo
@@ -296,10 +296,10 @@ def _print_scores(scores: dict, out_dir: Path) -> None:
     print(f"results: {out_dir}")
 
 
-def _layout_factor(args, predictor):
+def _layout_factor(args, predictor, info):
     """A custom layout's crop factor, measured on its prepared training landmarks (None for the
     built-in layouts, whose factors are in face_detection.LAYOUT_CROP_FACTORS, or when none are
-    prepared)."""
+    prepared). `info`: the custom spec's DatasetInfo as _main read it."""
     from face_detection import LAYOUT_CROP_FACTORS
 
     if not args.custom_spec or predictor.num_points in LAYOUT_CROP_FACTORS:
@@ -307,7 +307,6 @@ def _layout_factor(args, predictor):
     import data_util as du
     from face_detection import layout_crop_factor
 
-    info = dataset_info(register_custom_dataset(args.custom_spec).name)
     prepared = Path(args.prepared_dir) if args.prepared_dir else PrepareConfig(
         dataset=info.name, input_size=predictor.input_size, custom_spec=args.custom_spec).resolved_out_dir()
     if not du.prepared_complete(prepared, "train"):
@@ -420,7 +419,7 @@ def _main(argv=None) -> int:
         out_dir = _out_dir(args, model_path)
         detector = None if args.box else face_detection.make_detector(
             args.detector, args.min_score, warn=lambda m: print(f"note: {m}", file=sys.stderr, flush=True))
-        layout = _layout_factor(args, predictor)
+        layout = _layout_factor(args, predictor, info)
         notice = inference.layout_notice(predictor.num_points, layout)
         if notice:
             print(f"warning: {notice}", file=sys.stderr, flush=True)

@@ -104,3 +104,17 @@ def test_results_table_is_the_custom_dataset_alone(chain, which):
         assert foreign not in report, foreign
     assert "| full | 3 |" in report
     assert (out / "ced.png").is_file() and (out / "samples.png").is_file()
+
+
+def test_own_model_on_a_photo_with_its_spec(chain, tmp_path):
+    """`python test.py --custom-spec SPEC --model M --image PHOTO`: the spec read once in main is what
+    the layout's crop factor is measured with (a call to the removed register_custom_dataset here
+    was a NameError); the points come back in the layout's count."""
+    import test as test_cli
+
+    photo = chain["spec"].parent / "images" / "face 2.ppm"            # takeo.ppm
+    student = chain["spec"].parent.parent / "student.keras"
+    assert test_cli.main(["--custom-spec", str(chain["spec"]), "--model", str(student), "--image",
+                          str(photo), "--box", "35", "70", "80", "95", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "face 2_landmarks.json").read_text())
+    assert [len(face["landmarks_px"]) for face in record["faces"]] == [5]
