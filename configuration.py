@@ -329,6 +329,7 @@ class TrainConfig:
     loss_preset: str = DEFAULT_LOSS_PRESET
     student_mode: str = "kd"              # kd_loss.MODES: "kd", "l2", "l1", "wing", "tough-only", "tolerant-only"
     cache_teacher_predictions: bool = True
+    teacher_flip_test: bool = False       # teachers' predictions: mean over the crop and its mirror
     strategy: str = "default"             # "default", "mirrored", "multiworker"
     mixed_precision: bool = False         # GPUs only
     jit_compile: bool = False             # XLA: measured 3-4x slower on CPU, off by default
@@ -482,6 +483,9 @@ FIELD_HELP: dict[str, str] = {
                     "tolerant-only (KD-Loss with one teacher: the ablations)",
     "cache_teacher_predictions": "let each teacher predict the stored training images once "
                                  "instead of at every step (not with --augment online)",
+    "teacher_flip_test": "the teachers' predictions are the flip test's (the mean over each crop and "
+                         "its mirror image, left and right points swapped back): better teachers for "
+                         "the same files (needs --cache-teacher-predictions)",
     "strategy": "tf.distribute strategy: default (one device), mirrored (all GPUs of this "
                 "machine) or multiworker (several machines, TF_CONFIG; README 'Several machines')",
     "mixed_precision": "float16 compute with float32 weights (GPUs only)",

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KD-Loss constants of the students that use teachers (choices: "
                         + ", ".join(LOSS_PRESETS) + f"; default {DEFAULT_LOSS_PRESET}); any other "
                         "than the default is named in the student's folder, e.g. student-kd-paper")
+    p.add_argument("--teacher-flip-test", action="store_true",
+                   help="the students with teachers learn from the teachers' flip-test predictions "
+                        "(mean over each crop and its mirror; better teachers, same files); named "
+                        "e.g. student-kd-flip")
     p.add_argument("--out", default=None, help="results folder (default results/demo-<dataset>-seed<seed>; "
                                                "with --seeds: the parent of one seed<S> folder per seed and seeds/)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -293,11 +297,14 @@ def summarize_seeds(outs: list, dataset: str, folder: Path) -> str:
     return text
 
 
-def student_name(mode: str, preset: str) -> str:
-    """The student's name in folders and tables: its mode, and the KD-Loss preset where it is not
-    the default and the mode uses it (a student with a teacher)."""
-    uses_preset = any(MODE_TEACHERS[mode])
-    return f"{mode}-{preset}" if uses_preset and preset != DEFAULT_LOSS_PRESET else mode
+def student_name(mode: str, preset: str, teacher_flip_test: bool = False) -> str:
+    """The student's name in folders and tables: its mode, then, for a student with a teacher, the
+    KD-Loss preset where it is not the default and "flip" where the teachers' predictions are the
+    flip test's (kd-paper-flip)."""
+    if not any(MODE_TEACHERS[mode]):
+        return mode
+    return "-".join([mode, *([preset] if preset != DEFAULT_LOSS_PRESET else []),
+                     *(["flip"] if teacher_flip_test else [])])
 
 
 def shipped_teachers(dataset: str) -> tuple:
@@ -354,12 +361,14 @@ def run_one(args) -> int:
                  "--run-dir", str(runs / f"teacher-{name}"), "--output", str(path)], log)
     student_only = ["--freeze-batchnorm-epochs", str(preset_frozen_epochs(
         cfg.get("student_freeze_batchnorm_epochs", 0), cfg["student_epochs"]))]
-    names = {mode: student_name(mode, preset) for mode in students}
+    flip = bool(getattr(args, "teacher_flip_test", False))
+    names = {mode: student_name(mode, preset, flip) for mode in students}
     jobs = getattr(args, "jobs", 1)
     times.update(_run_steps([(
         f"student-{name}", f"{name} student (MobileNetV2)",
         ["student_trainer.py", "--student-mode", mode, *common, "--epochs", str(cfg["student_epochs"]),
          *student_only, *student_width, "--loss-preset", preset,
+         *(["--teacher-flip-test"] if flip and any(MODE_TEACHERS[mode]) else []),
          "--tough", str(tough), "--tolerant", str(tolerant),
          "--run-dir", str(runs / f"student-{name}"), "--output", str(models / "students" / f"{ds}_{name}.keras")])
         for mode, name in names.items()], log, jobs))

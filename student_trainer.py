@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from errors import ModelError, run_cli
+from errors import ConfigError, ModelError, run_cli
 from runtime import quiet_tensorflow
 
 quiet_tensorflow()
@@ -37,6 +37,7 @@ import keras  # noqa: E402
 
 import configuration as C  # noqa: E402
 import data_util as du  # noqa: E402
+import image_utility as iu  # noqa: E402
 import training  # noqa: E402
 from kd_loss import MODE_TEACHERS, MODES, Distiller, check_mode  # noqa: E402,F401  (Distiller: re-exported)
 from safe_io import atomic_save_npy, atomic_write_json  # noqa: E402
@@ -93,14 +94,35 @@ def _teacher_key(path: Optional[Path], data: training.TrainData) -> dict:
     return json.loads(json.dumps(key, default=str))
 
 
+def flip_test_predictions(teacher: keras.Model, images: np.ndarray, flip_permutation,
+                          batch_size: int = 64) -> np.ndarray:
+    """(P, 2N) normalised predictions: the mean of the teacher's landmarks on each crop and, mirrored
+    back and re-indexed with the layout's flip permutation, on the crop's mirror image (the flip
+    test of test.py --flip-test, here for the teachers' cached predictions)."""
+    size = int(images.shape[2])
+    n = len(flip_permutation)
+    plain = training.predict_images(teacher, images, batch_size).reshape(len(images), n, 2)
+    mirrored = training.predict_images(teacher, np.ascontiguousarray(images[:, :, ::-1]),
+                                       batch_size).reshape(len(images), n, 2)
+    back = iu.normalize_landmarks(
+        iu.flip_landmarks(iu.denormalize_landmarks(mirrored, size), size, flip_permutation), size)
+    return (0.5 * (plain + back)).reshape(len(images), 2 * n).astype(np.float32)
+
+
 def cached_teacher_predictions(run_dir: Path, kind: str, teacher: keras.Model,
                                teacher_path: Optional[Path], data: training.TrainData,
-                               batch_size: int = 64, verbose: int = 1) -> np.ndarray:
+                               batch_size: int = 64, verbose: int = 1,
+                               flip_test: bool = False) -> np.ndarray:
     """The teacher's predictions (P, 2N) for every image of the training pool, computed once and
-    stored in <run>/teacher_cache/<kind>.npy (+ .json key: teacher file size/mtime, data)."""
+    stored in <run>/teacher_cache/<kind>.npy (+ .json key: teacher file size/mtime, data, flip
+    test). flip_test: the flip test's predictions (flip_test_predictions)."""
     cache_dir = Path(run_dir) / "teacher_cache"
     npy, meta = cache_dir / f"{kind}.npy", cache_dir / f"{kind}.json"
-    key = _teacher_key(teacher_path, data)
+    key = {**_teacher_key(teacher_path, data), **({"flip_test": True} if flip_test else {})}
+    if flip_test and not data.info.flip_pairs:
+        raise ConfigError(f"--teacher-flip-test: the {data.info.name} layout has no flip pairs, so "
+                          f"the mirrored crop's points cannot be matched back; add \"flip_pairs\" "
+                          f"to the spec, or leave out --teacher-flip-test")
     if teacher_path is not None and npy.is_file() and meta.is_file():
         try:
             if json.loads(meta.read_text()) == key:
@@ -116,7 +138,8 @@ def cached_teacher_predictions(run_dir: Path, kind: str, teacher: keras.Model,
     outs = []
     for i in range(0, data.size, chunk):
         images = data.pool_images(np.arange(i, min(i + chunk, data.size)))
-        outs.append(training.predict_images(teacher, images, batch_size))
+        outs.append(flip_test_predictions(teacher, images, data.info.flip_permutation, batch_size)
+                    if flip_test else training.predict_images(teacher, images, batch_size))
     arr = np.concatenate(outs, axis=0).astype(np.float32) if outs else \
         np.zeros((0, 2 * data.info.num_points), np.float32)
     if not np.all(np.isfinite(arr)):
@@ -205,10 +228,14 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
                 fit_on = Distiller(student, teachers.get("tough"), teachers.get("tolerant"),
                                    loss_config=C.loss_config(cfg.loss_preset), mode=mode)
                 fit_on.compile(optimizer=student.optimizer, jit_compile=bool(cfg.jit_compile))
-            if cfg.cache_teacher_predictions and cfg.augment in ("offline", "none"):
+            cached = cfg.cache_teacher_predictions and cfg.augment in ("offline", "none")
+            if cfg.teacher_flip_test and not cached:
+                raise ConfigError("--teacher-flip-test applies to cached teacher predictions: keep "
+                                  "--cache-teacher-predictions and use --augment offline or none")
+            if cached:
                 extra = {kind: cached_teacher_predictions(run.dir, kind, model, paths.get(kind), data,
                                                           batch_size=max(int(cfg.batch_size), 32),
-                                                          verbose=v)
+                                                          verbose=v, flip_test=cfg.teacher_flip_test)
                          for kind, model in teachers.items()}
     except BaseException:
         run.release()

@@ -79,8 +79,8 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
 
 def main(argv=None, builder: Optional[Callable] = None) -> int:
     parser = training.build_parser(__doc__.split("\n\n")[0],
-                                   skip=("student_mode", "cache_teacher_predictions", "loss_preset",
-                                         "width_multiplier"))
+                                   skip=("student_mode", "cache_teacher_predictions", "teacher_flip_test",
+                                         "loss_preset", "width_multiplier"))
     parser.add_argument("--teacher", choices=TEACHERS, default="tough",
                         help="tough: L2 on the ground truth; tolerant: L2 on the soft landmarks")
     args = parser.parse_args(argv)

@@ -74,7 +74,8 @@ TB_DIR = "tensorboard"
 # teacher files are compared too (run_identity).
 RESUME_KEYS = ("dataset", "input_size", "batch_size", "seed", "val_fraction", "max_faces", "augment",
                "student_mode", "width_multiplier", "teacher_dropout", "prepared_dir", "root",
-               "loss_preset", "asm_variance", "asm_align", "weights", "custom_spec", "bn_recalibration")
+               "loss_preset", "asm_variance", "asm_align", "weights", "custom_spec", "bn_recalibration",
+               "teacher_flip_test")
 LOCK = ".lock"
 FINAL = "model.keras"          # the final model when no --output is given: in the run folder
 RUN_COMMAND = "training run"   # the owner marker's command for a run folder (safe_io.claim_folder)
