@@ -47,6 +47,10 @@ SELECTION = {
     "image_utility": ["tests/test_geometry.py", "tests/test_geometry_edges.py", "tests/test_crop_margin.py",
                       "tests/test_image_edges.py"],
     "asm_soft_landmarks": ["tests/test_asm.py"],
+    # the readers of the official formats and the custom list
+    "dataset_formats": ["tests/test_readers.py", "tests/test_fuzz_parsers.py", "tests/test_synthetic_readers.py"],
+    # prepare (crops, manifest, augmented copies) and the prepared-folder reader
+    "data_util": ["tests/test_prepare.py", "tests/test_prepared_reader.py", "tests/test_crop_margin.py"],
 }
 # tests that run TensorFlow graphs (tf.function, train_on_batch): a worker forked from a process that
 # already ran TensorFlow deadlocks or spins there, so they run only with --isolation forkserver
@@ -64,9 +68,11 @@ GRAPH_TESTS = [
     "tests/test_kd_loss_edges.py::test_distiller_calls_only_the_teachers_its_mode_needs",
     "tests/test_distiller.py::test_one_distiller_step_under_tensorflow",
 ]
-# tests that read the module's source text, which mutmut rewrites (trampolines): deselected
+# tests that read the module's source text, which mutmut rewrites (trampolines), or that train a
+# model (tens of seconds per mutant; the trainers' own tests cover that path): deselected
 SOURCE_TESTS = {
     "configuration": ["tests/test_configuration_pure.py::test_configuration_has_no_file_io_and_no_changing_state"],
+    "asm_soft_landmarks": ["tests/test_asm.py::test_trainer_option_asm_align_reaches_the_soft_landmarks"],
 }
 SKIP_DIRS = ("models/", "samples/", "bench/", "docs/", "mutants/")
 
@@ -77,7 +83,8 @@ def copy_tree(dst: Path, from_head: bool = False) -> None:
                                  check=True).stdout
         subprocess.run(["tar", "xf", "-", "-C", str(dst)], input=archive, check=True)
         for d in SKIP_DIRS:
-            shutil.rmtree(dst / d, ignore_errors=True)
+            if d != "mutants/":       # mutmut's cache of the earlier run here (--rerun-survivors)
+                shutil.rmtree(dst / d, ignore_errors=True)
         return
     files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
                            capture_output=True, text=True, check=True).stdout.split("\0")
