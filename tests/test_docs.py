@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -223,6 +224,38 @@ def test_readme_commands_use_only_options_their_scripts_have():
             choices = re.search(rf"{re.escape(flag)} \{{([^}}]*)\}}", text) if flag.startswith("--") else None
             if choices:
                 assert value in choices.group(1).split(","), f"README: {flag} {value} is not a choice"
+
+
+def test_readme_quick_commands_run_as_printed(tmp_path):
+    """The README's photo commands, run as printed in the repository root, draw the points of a real
+    face (each writes a new results/<time>-<model>/ folder, removed here), and its Python example,
+    run as printed from a folder outside the repository, prints one face's box and (68, 2)."""
+    import os
+
+    text = README.read_text()
+    photo = re.search(r"## Run it on a photo\n\n```bash\n(.*?)```", text, re.S).group(1)
+    example = re.search(r"## From Python\n.*?```python\n(.*?)```", text, re.S).group(1)
+    commands = [shlex.split(line.split(" #")[0]) for line in photo.splitlines() if line.strip()]
+    assert len(commands) == 2 and all(c[:2] == ["python", "test.py"] for c in commands)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs = [subprocess.Popen([sys.executable, *c[1:]], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for c in commands]
+    procs.append(subprocess.Popen([sys.executable, "-c", example], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    drawn = [Path(m) for out in outputs[:2] for m in re.findall(r"drawn (\S+\.jpg)", out)]
+    try:
+        if "No module named 'kd_landmarks'" in outputs[2]:
+            pytest.fail("kd_landmarks is not installed from this checkout: run `pip install -r requirements.txt` "
+                        "in the repository root (the README's set-up)")
+        for proc, out in zip(procs, outputs):
+            assert proc.returncode == 0, out[-3000:]
+        assert len(drawn) == 2 and all(d.is_file() and (ROOT / "results") in d.parents for d in drawn), outputs[:2]
+        assert "(68, 2)" in outputs[2].strip().splitlines()[-1], outputs[2][-2000:]
+    finally:
+        for d in drawn:
+            if d.parent.parent == ROOT / "results":
+                shutil.rmtree(d.parent, ignore_errors=True)
 
 
 def test_readme_command_parser_sees_a_stale_flag():
