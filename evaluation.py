@@ -367,7 +367,7 @@ def markdown_report(scores: dict, dataset, model_name: str = "ours", mode: Optio
         lines += ["", "## Beside the published numbers (METHOD.md section 8)", "",
                   "| model | normaliser | " + " | ".join(f"NME {c}" for c in cols) + " | FR@0.1 full |",
                   "|---|---|" + "---|" * len(cols) + "---|"]
-        for norm in sorted({r["normaliser"] for r in rows}, key=lambda n: n != "interocular"):
+        for norm in sorted({r["normaliser"] for r in rows}):      # interocular, then interpupil
             key = "nme_interocular" if norm == "interocular" else "nme_interpupil"
             full = scores.get("full", {})
             lines.append(f"| **{model_name} (this run)** | {norm} | "

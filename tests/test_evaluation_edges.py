@@ -79,6 +79,10 @@ def _bad(tmp_path, obj):
 
 def test_read_errors_word_by_word(tmp_path):
     ok = {"format": ev.PREDICTIONS_FORMAT, "dataset": "300w"}
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(DataFormatError) as err:
+        ev.read_predictions(missing)
+    assert str(err.value) == f"{missing}: predictions file not found; check the path"
     msg = _bad(tmp_path, "{not json")
     assert msg.startswith("P: not valid JSON") and msg.endswith("; write it with evaluation.write_predictions")
     assert _bad(tmp_path, {**ok, "items": [{"id": "a", "landmarks_px": [[1, 2]]}], "dataset": None}) == \
@@ -91,8 +95,8 @@ def test_read_errors_word_by_word(tmp_path):
                           '[[1, NaN]]}]}' % ev.PREDICTIONS_FORMAT) == \
         "P: item 0 (a): landmarks_px must be finite [[x, y], ...], got shape (1, 2)"
     assert _bad(tmp_path, {**ok, "items": [{"id": "a", "landmarks_px": [[1, 2]] * 3},
-                                           {"id": "b", "landmarks_px": [[1, 2]] * 2}]}) == \
-        "P: item 1 (b) has 2 points, the first item 3; every face needs the same point count"
+                                           {"id": "b", "landmarks_px": [[1, 2]] * 4}]}) == \
+        "P: item 1 (b) has 4 points, the first item 3; every face needs the same point count"
     assert _bad(tmp_path, {**ok, "items": [{"id": i, "landmarks_px": [[1, 2]]} for i in "abcb"]}) == \
         "P: id 'b' appears twice; one item per test face"
     assert _bad(tmp_path, {**ok, "items": [{"id": "a", "landmarks_px": [["x", 2]]}]}) == \
@@ -155,6 +159,25 @@ def test_a_zero_normaliser_is_named_with_the_first_face(prepared):
     assert str(err.value).startswith(f"300w: the interpupil normaliser {[list(range(36, 42)), list(range(42, 48))]} "
                                      f"is 0 for 1 of 6 test faces (first: face 3)")
     assert 'fix "interpupil"' in str(err.value)
+
+
+def test_the_auc_threshold_is_the_modules(monkeypatch, prepared):
+    split = du.load_prepared(prepared, "test")
+    gt = np.asarray(split.landmarks_px, np.float64)
+    pred = gt + np.array([3.0, 0.0])
+    monkeypatch.setattr(ev, "AUC_THRESHOLD", 0.08)
+    row = ev.score_arrays(pred, gt, "300w", {"full": np.ones(6, bool)})["full"]
+    io = ev.per_image_nme(pred, gt, "300w")
+    assert row["auc@0.08"] == metrics.auc(io, 0.08) and row["auc_authors@0.08"] == metrics.auc_authors(io, 0.08)
+    assert row["auc@0.08"] != metrics.auc(io, 0.1)
+
+
+def test_masks_of_an_empty_split_are_boolean():
+    split = du.PreparedSplit.in_memory("300w", np.zeros((0, 8, 8, 3), np.uint8), np.zeros((0, 68, 2)))
+    split.meta.update(subsets=[], attributes=[])
+    for how in (("subset", "common"), ("attribute", "pose"), ("all",)):
+        m = ev.subset_mask(split, how)
+        assert m.dtype == bool and m.shape == (0,)
 
 
 def test_per_image_nme_and_nmes_for_ced_by_hand(tmp_path, prepared):
@@ -313,6 +336,11 @@ def test_wflw_report_puts_ours_in_each_published_normaliser_interocular_first():
         "| MobileNetV2 + KD-Loss, the student (paper) | interpupil | 8.57 | 15.06 | - |", *TAIL]
 
 
+def test_a_report_without_a_full_row():
+    lines = ev.markdown_report({}, "cofw", "s").split("\n")
+    assert "| full | 0 | - | - | - | - | - |" in lines and "| **s (this run)** | interocular | **-** | - |" in lines
+
+
 def test_cofw_report_has_the_published_failure_rates():
     got = ev.markdown_report({"full": {"count": 1, "nme_interocular": 4.5, "fr@0.1": 0.0}}, "COFW", "s", "l2")
     lines = got.split("\n")
@@ -397,6 +425,8 @@ def test_sample_grid_as_drawn(tmp_path, drawn):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (5, 40, 48, 3), dtype=np.uint8)     # 40 rows, 48 columns
     gt = rng.uniform(0, 40, (5, 40, 2))
+    gt[:, 0] = (-9.0, -7.0)                                           # outside the crop: clipped,
+    gt[:, 1] = (60.0, 50.0)                                           # the limits stay the crop's
     pred = gt + np.array([1.0, -2.0])
     path = ev.save_sample_grid(images, gt, pred, tmp_path / "g.png", titles=[f"t{i}" for i in range(5)])
     fig = drawn[0]
@@ -414,6 +444,11 @@ def test_sample_grid_as_drawn(tmp_path, drawn):
         assert matplotlib.colors.to_hex(p.get_edgecolors()[0]) == "#ff2020"
         assert g.get_sizes().tolist() == [marker] and p.get_sizes().tolist() == [marker]
         assert p.get_linewidths()[0] == 0.8
+        x_style, o_style = matplotlib.markers.MarkerStyle("x"), matplotlib.markers.MarkerStyle("o")
+        x_path = x_style.get_path().transformed(x_style.get_transform())
+        o_path = o_style.get_path().transformed(o_style.get_transform())
+        assert np.array_equal(p.get_paths()[0].vertices, x_path.vertices)      # crosses
+        assert np.array_equal(g.get_paths()[0].vertices, o_path.vertices)      # dots
         assert (g.get_label(), p.get_label()) == ("ground truth", "prediction")
         assert a.get_xlim() == (-0.5, 47.5) and a.get_ylim() == (39.5, -0.5)
         assert a.get_title() == f"t{i}" and a.title.get_fontsize() == 7
@@ -423,7 +458,8 @@ def test_sample_grid_as_drawn(tmp_path, drawn):
     assert [t.get_text() for t in leg.get_texts()] == ["ground truth", "prediction"]
     assert leg._ncols == 2 and leg._loc == 8 and not leg.get_frame_on()          # "lower center"
     assert leg.get_texts()[0].get_fontsize() == 8
-    assert axes[0].get_position().y0 >= 0.05 - 1e-9 and axes[0].get_position().x0 < 0.05
+    assert axes[0].get_position().x0 < 0.05 and axes[0].get_position().y1 <= 1.0
+    assert min(a.get_position().y0 for a in axes) >= 0.05 - 1e-9     # the legend's strip is kept free
 
 
 def test_sample_grid_sizes(tmp_path, drawn):
