@@ -101,10 +101,11 @@ COINCIDENCES = [("docs/results/model_training.md", "10.80% and 11.87% on the tes
 
 
 def test_headline_figures_are_typed_only_in_json():
-    """Each shipped model's scores are typed once, in models/scores.json: the documents show them
-    through rendered blocks (a table, or `score:<stem>.<field>` inline), never typed by hand."""
-    figures = R.headline_figures()
-    assert {"4.77", "5.55", "3.35", "4.68", "10.87"} <= set(figures)
+    """Each shipped model's scores are typed once, in models/scores.json, and each study figure of
+    render_docs.FIGURES once, in its study's results.json: the documents show them through rendered
+    blocks (a table, or `score:<stem>.<field>` / `fig:NAME` inline), never typed by hand."""
+    figures = {**R.headline_figures(), **{R.figure(n): f"fig:{n}" for n in R.FIGURES}}
+    assert {"4.77", "5.55", "3.35", "4.68", "10.87", "6.70", "7.89"} <= set(figures)
     typed = {}
     for path in front_documents():
         rel = str(path.relative_to(ROOT))
@@ -115,6 +116,18 @@ def test_headline_figures_are_typed_only_in_json():
             typed[rel] = R.hand_typed(text, figures)
     assert not typed, ("typed by hand outside rendered blocks (use <!-- BEGIN rendered:score:STEM.FIELD --> "
                        f"or point to the table): {typed}")
+
+
+def test_a_study_figure_is_the_first_number_of_its_cell():
+    """fig:NAME renders the leading figure of the cell FIGURES names ("**5.57%** (4.73 / 9.01)" -> 5.57),
+    and an inline figure edited by hand is re-rendered."""
+    cell = json.loads((ROOT / "bench/studies/batchnorm/results.json").read_text())["freeze_batchnorm_3"]["rows"][0][2]
+    assert cell.startswith("**") and R.figure("tough_frozen") == cell.strip("*").split("%")[0]
+    inline = "<!-- BEGIN rendered:fig:tolerant_floor -->{}<!-- END rendered:fig:tolerant_floor -->"
+    floor = json.loads((ROOT / "bench/studies/tolerant_floor/results.json").read_text())["tolerant_floor"]["rows"][0]
+    assert floor[0].startswith("soft landmarks") and R.render_text(inline.format("0.00")) == inline.format(floor[1])
+    with pytest.raises(SystemExit, match="FIGURES"):
+        R.figure("no_such_figure")
 
 
 def test_a_planted_duplicate_of_a_headline_figure_is_found():

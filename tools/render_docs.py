@@ -24,6 +24,8 @@ Adding a block:
 * one figure inside a sentence: `score:<model file stem>.<field>` renders that model's value from
   `models/scores.json` with two decimals, inline (no line break after the BEGIN marker), e.g.
   `<!-- BEGIN rendered:score:300w_tough.synthetic.full -->4.77<!-- END rendered:score:300w_tough.synthetic.full -->%`.
+* one study figure inside a sentence: register the JSON cell that holds it in FIGURES and write
+  `fig:NAME` inline the same way (its first number is rendered).
 * a computed table (means, confidence intervals, hashes...): write a function
   `def my_block() -> str` that reads its JSON and returns Markdown, register it in BLOCKS under
   the NAME, and put the markers in the documents that show it. Keep it a pure function of the
@@ -321,6 +323,34 @@ def score_value(ref: str, path: Path = SCORES) -> str:
     return f"{value:.2f}"
 
 
+# Study figures the narratives quote, each by the JSON cell that holds it (the first number of the cell):
+# `<!-- BEGIN rendered:fig:NAME -->6.70<!-- END rendered:fig:NAME -->` inside a sentence.
+FIGURES = {
+    "tolerant_floor": "bench/studies/tolerant_floor/results.json#tolerant_floor.rows.0.1",
+    "tolerant_floor_aligned": "bench/studies/tolerant_floor/results.json#tolerant_floor_2.rows.0.1",
+    "tough_frozen": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.0.2",
+    "tolerant_frozen": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.1.2",
+    "tough_f84aebe": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.0.4",
+    "tolerant_f84aebe": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.4.4",
+    "tough_9051ac6": "bench/studies/sim_to_real/results.json#earlier_models.rows.6.2",
+    "tolerant_9051ac6": "bench/studies/sim_to_real/results.json#earlier_models.rows.7.2",
+}
+
+
+def figure(name: str) -> str:
+    """`fig:NAME`: the first number of the JSON cell FIGURES[NAME] names, as the cell prints it."""
+    if name not in FIGURES:
+        raise SystemExit(f"rendered block fig:{name}: not in tools/render_docs.py FIGURES")
+    file, _, where = FIGURES[name].partition("#")
+    value = load(ROOT / file)
+    for key in where.split("."):
+        value = value[int(key)] if isinstance(value, list) else value[key]
+    number = re.search(r"\d+(\.\d+)?", str(value))
+    if number is None:
+        raise SystemExit(f"rendered block fig:{name}: {FIGURES[name]} holds no number ({value!r})")
+    return number.group(0)
+
+
 def headline_figures(path: Path = SCORES) -> Dict[str, str]:
     """{"4.77": "teachers/300w_tough.keras synthetic full", ...}: every shipped model's synthetic and
     real-face NME, as the tables print them; a document types them only inside rendered blocks."""
@@ -351,6 +381,8 @@ def render_block(name: str) -> str:
         return plain_table(name[len("table:"):])
     if name.startswith("score:"):
         return score_value(name[len("score:"):])
+    if name.startswith("fig:"):
+        return figure(name[len("fig:"):])
     if name not in BLOCKS:
         raise SystemExit(f"unknown rendered block {name!r}: register it in tools/render_docs.py BLOCKS "
                          f"or use table:<json>#<key>")
