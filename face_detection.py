@@ -499,6 +499,82 @@ def crop_from_box(box_xywh, factors: tuple, margin: float, angle: float = 0.0) -
     return centre, (1.0 + margin) * extent * max(w, h)
 
 
+# BlazeFace's six keypoints -> the 68-point training crop (issue 35, item 5). The landmark model
+# follows its crop (a crop moved by a tenth of its side moves the points by about as much), so the
+# crop's place decides the photo path's error; a box alone cannot tell where a turned head's
+# landmarks lie, its keypoints can (the nose and ears move with the yaw). A linear map, fitted on
+# synthetic renders (bench/studies/photo_path/photo_path.py --sections keypoint_crops), writes its
+# coefficients to KEYPOINT_CROPS_FILE; a detector without an entry there uses BOX_FACTORS.
+KEYPOINT_CROPS_FILE = SHIPPED_DETECTORS / "keypoint_crops.json"
+# Keypoint order after mirroring a face left to right (BLAZEFACE_KEYPOINTS: eyes and ears swap).
+KEYPOINT_MIRROR = (1, 0, 2, 3, 5, 4)
+
+
+def keypoint_frame(box_xywh, keypoints) -> tuple:
+    """(box centre (2,), box side W = max(w, h), eye angle, features (13,)): 1 and the six keypoints
+    relative to the box centre, in the frame levelled by the keypoint eyes, in units of W."""
+    x, y, w, h = [float(v) for v in box_xywh]
+    kps = np.asarray(keypoints, np.float64)[:6]
+    centre, side = np.array([x + w / 2.0, y + h / 2.0]), max(w, h)
+    angle = eye_angle(kps[0], kps[1])
+    local = (kps - centre) @ rotation(angle) / side        # row-wise R(-angle) (p - centre)
+    return centre, side, angle, np.concatenate([[1.0], local.ravel()])
+
+
+def keypoint_crop(box_xywh, keypoints, coef, margin: float) -> tuple:
+    """(centre, side, angle) of the levelled 68-point training crop from a BlazeFace detection and a
+    fitted map `coef` (13, 4): features @ coef = (centre offset along and across the eye line / W,
+    log(landmark extent / W), angle offset in radians), the extent taken in the levelled frame."""
+    centre, side, angle, f = keypoint_frame(box_xywh, keypoints)
+    u, v, log_extent, turn = f @ np.asarray(coef, np.float64)
+    return (centre + rotation(angle) @ np.array([u, v]) * side,
+            (1.0 + margin) * float(np.exp(log_extent)) * side, float(angle + turn))
+
+
+def keypoint_crop_target(box_xywh, keypoints, landmarks, eyes) -> np.ndarray:
+    """What keypoint_crop predicts, measured on a face with known landmarks (N, 2) and the layout's
+    interpupil groups `eyes`: the levelled landmark box's centre offset and log extent, and the
+    landmark eye line's angle offset, in keypoint_frame's units."""
+    centre, side, angle, _ = keypoint_frame(box_xywh, keypoints)
+    pts = np.asarray(landmarks, np.float64)
+    a = eye_angle(*eye_centres(pts, eyes))
+    c, extent = crop_from_landmarks(pts, 0.0, a)
+    off = rotation(-angle) @ (c - centre) / side
+    turn = (a - angle + np.pi) % (2 * np.pi) - np.pi
+    return np.array([off[0], off[1], np.log(extent / side), turn])
+
+
+def fit_keypoint_crop(features, targets, ridge: float = 1e-3) -> np.ndarray:
+    """The map (13, 4) of keypoint_crop by ridge least squares over faces (features (F, 13),
+    targets (F, 4)), each face also entered mirrored (keypoints' x negated and swapped by
+    KEYPOINT_MIRROR; the sideways offset and the angle offset change sign), so a mirrored face gets
+    the mirrored crop. The constant is not penalised."""
+    x = np.asarray(features, np.float64)
+    y = np.asarray(targets, np.float64)
+    kps = x[:, 1:].reshape(-1, 6, 2)[:, list(KEYPOINT_MIRROR)] * np.array([-1.0, 1.0])
+    xs = np.concatenate([x, np.concatenate([x[:, :1], kps.reshape(len(x), -1)], axis=1)])
+    ys = np.concatenate([y, y * np.array([-1.0, 1.0, 1.0, -1.0])])
+    penalty = ridge * np.eye(xs.shape[1])
+    penalty[0, 0] = 0.0
+    return np.linalg.solve(xs.T @ xs + penalty, xs.T @ ys)
+
+
+_KEYPOINT_CROPS: dict = {}
+
+
+def keypoint_crop_coef(detector: str) -> Optional[np.ndarray]:
+    """The fitted map of a detector from KEYPOINT_CROPS_FILE (read once), or None without one."""
+    if "maps" not in _KEYPOINT_CROPS:
+        import json
+
+        try:
+            data = json.loads(KEYPOINT_CROPS_FILE.read_text())
+        except FileNotFoundError:
+            data = {}
+        _KEYPOINT_CROPS["maps"] = {k: np.asarray(v["coef"], np.float64) for k, v in data.get("detectors", {}).items()}
+    return _KEYPOINT_CROPS["maps"].get(detector)
+
+
 def crop_from_landmarks(points, margin: float, angle: float = 0.0) -> tuple:
     """(centre, side) of the training crop of landmarks, in the frame turned by `angle` (the box of
     the points turned by -angle about the origin, its centre turned back); angle 0 is

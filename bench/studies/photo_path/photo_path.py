@@ -15,13 +15,21 @@ Sections (all by default):
 * calibrate: each detector's box -> 68-point landmark box factors (face_detection.BOX_FACTORS), on
   the dev faces only (bench/studies/sim_to_real: 4 WFLW + 2 300W-LP), in the frame levelled by the
   detector's eyes.
+* keypoint_crops: BlazeFace's six keypoints -> the levelled 68-point training crop
+  (face_detection.keypoint_crop), a linear map fitted on synthetic renders (--renders faces of
+  synthetic_faces.render_face, style randomized, seeds 50000...) that each BlazeFace model finds;
+  writes models/detectors/keypoint_crops.json. The ridge is chosen on the dev faces' NME (the report
+  faces are scored for the chosen one only, by the photos section).
 * layouts: the crop factor of the 68/98/29-point layouts and of a 5-point one on the training faces
   (synthetic_faces.render_face), and the 5-point crop placed from a detector box on the real faces.
 * level: the model given each face's ground-truth crop upright and levelled (its eye line turned
-  level), dev / report / all7.
+  level), dev / report / all7; and how far the points follow a moved or scaled crop (dev faces).
+* models: the shipped 68-point students on the default photo path (the default chosen on dev).
 * photos: inter-ocular NME through inference.predict_faces (the `test.py --image` path) with each
   detector and levelling mode, on the dev / report / all7 faces, beside dlib and MediaPipe from
-  bench/studies/sim_to_real/sim_to_real.json (those are given the ground-truth box).
+  bench/studies/sim_to_real/sim_to_real.json (those are given the ground-truth box); BlazeFace full
+  range also with its crop from the box alone (BOX_FACTORS, before keypoint_crops); the time of a
+  second pass (one more crop and model call per face, one thread).
 * video: jitter (mean frame-to-frame movement not explained by the true motion, % of the
   inter-ocular distance) and NME on synthetic clips made from a real photo (near-still: sub-pixel
   random shifts and noise; moving: 10% of the width across the clip), per-frame detection vs
@@ -274,12 +282,20 @@ def nme_face(pred, f):
     return 100.0 * float(nme_io_68(np.asarray(pred)[None], np.asarray(f.landmarks)[None])[0])
 
 
-def photo_nme(predictor, det, faces, level, box_kind="landmarks"):
-    """Per-face NME % through predict_faces (NaN where no detection holds the face's centre)."""
+def photo_nme(predictor, det, faces, level, keypoint_crops=True):
+    """Per-face NME % through predict_faces (NaN where no detection holds the face's centre);
+    keypoint_crops=False: the same steps with the crop placed from the box alone (BOX_FACTORS; level
+    "none" or "eyes" only)."""
     vals = []
     for f in faces:
         centre = np.asarray(f.landmarks, np.float64).mean(0)
-        recs = inference.predict_faces(predictor, f.image, det, level=level)
+        if keypoint_crops:
+            recs = inference.predict_faces(predictor, f.image, det, level=level)
+        else:
+            dets = det.detect(f.image)
+            plans = [inference.plan_crop(d, 68, level=level, keypoint_crops=False) for d in dets]
+            recs = [inference.face_record(d, p, pts) for d, p, pts in
+                    zip(dets, plans, inference.predict_plans(predictor, f.image, plans))]
         hit = [r for r in recs if r["box_xywh"][0] <= centre[0] <= r["box_xywh"][0] + r["box_xywh"][2]
                and r["box_xywh"][1] <= centre[1] <= r["box_xywh"][1] + r["box_xywh"][3]]
         vals.append(nme_face(hit[0]["landmarks_px"], f) if hit else float("nan"))
@@ -300,16 +316,19 @@ def section_photos(args, out, sets):
         for level in inference.LEVEL_CHOICES:
             if name in ("haar", "dlib-hog", "dlib-cnn") and level == "eyes":
                 continue    # no eye keypoints: the same as "none"
-            row = {"detector": name, "level": level, "model": Path(args.model).name}
-            for s, faces in sets.items():
-                row[s] = photo_nme(base, det, faces, level)
-            runs.append(row)
-            print(name, level, {s: round(float(np.nanmean(row[s])), 2) for s in sets}, flush=True)
+            own = "keypoints" if fd.keypoint_crop_coef(name) is not None and name.startswith("blazeface") else "box"
+            crops = (own, "box") if own == "keypoints" and level == "eyes" else (own,)
+            for crop in crops:
+                row = {"detector": name, "level": level, "model": Path(args.model).name, "crop": crop}
+                for s, faces in sets.items():
+                    row[s] = photo_nme(base, det, faces, level, keypoint_crops=crop == own)
+                runs.append(row)
+                print(name, level, crop, {s: round(float(np.nanmean(row[s])), 2) for s in sets}, flush=True)
     # the flip test on the default path
     flip = with_flip_test(base)
     det = make(fd.DEFAULT_DETECTOR)
     row = {"detector": fd.DEFAULT_DETECTOR, "level": inference.DEFAULT_LEVEL,
-           "model": Path(args.model).name + ", flip test"}
+           "model": Path(args.model).name + ", flip test", "crop": "keypoints"}
     for s, faces in sets.items():
         row[s] = photo_nme(flip, det, faces, inference.DEFAULT_LEVEL)
     runs.append(row)
@@ -333,7 +352,157 @@ def section_photos(args, out, sets):
             inference.predict_faces(base, f.image, None, gtbox)[0]["landmarks_px"], f)
         boxes.append(r)
     out["photos"] = {"runs": runs, "box_kinds_all7": boxes,
-                     "sets": {s: [f.name for f in faces] for s, faces in sets.items()}}
+                     "sets": {s: [f.name for f in faces] for s, faces in sets.items()},
+                     "second_pass_ms": second_pass_ms(base, sets["all7"], args.rounds)}
+
+
+def second_pass_ms(predictor, faces, rounds):
+    """What a second pass costs a face: one more crop (from the first pass's landmarks,
+    inference.plan_from_landmarks) and model call, one thread; median and min over faces x rounds."""
+    plans = [(f.image, inference.plan_from_landmarks(np.asarray(f.landmarks), inference.DEFAULT_MARGIN,
+                                                     num_points=68)) for f in faces]
+    inference.predict_plans(predictor, plans[0][0], [plans[0][1]])    # warm-up
+    ts = []
+    for _ in range(rounds):
+        for img, plan in plans:
+            t = time.perf_counter()
+            inference.plan_from_landmarks(inference.predict_plans(predictor, img, [plan])[0],
+                                          inference.DEFAULT_MARGIN, num_points=68)
+            ts.append(time.perf_counter() - t)
+    return {"median": 1000 * float(np.median(ts)), "min": 1000 * float(np.min(ts)), "calls": len(ts),
+            "load": os.getloadavg()[0]}
+
+
+KEYPOINT_RIDGES = (1e-3, 1e-2, 1e-1)     # chosen among on the dev faces' NME
+KEYPOINT_DETECTORS = ("blazeface-full", "blazeface-short", "blazeface-back")
+
+
+def synthetic_detections(renders: int, detectors):
+    """{detector: (features (F, 13), targets (F, 4))} on `renders` synthetic faces (style randomized,
+    seeds 50000 + i, 68 points): each detector's detection that best overlaps a face (IoU >= 0.3)."""
+    import synthetic_faces as sf
+
+    eyes = (tuple(range(36, 42)), tuple(range(42, 48)))
+    dets = {n: make(n) for n in detectors}
+    rows = {n: ([], []) for n in detectors}
+    for i in range(renders):
+        img, pts, _ = sf.render_face(np.random.default_rng(50000 + i), style="randomized")
+        gt = np.asarray(pts[68], np.float64)
+        lo, hi = gt.min(0), gt.max(0)
+        for n, det in dets.items():
+            found = det.impl.detect(img)
+            ious = [inference.box_iou(d.box_xywh, (lo[0], lo[1], *(hi - lo))) for d in found]
+            if not ious or max(ious) < 0.3:
+                continue
+            d = found[int(np.argmax(ious))]
+            rows[n][0].append(fd.keypoint_frame(d.box_xywh, d.keypoints)[3])
+            rows[n][1].append(fd.keypoint_crop_target(d.box_xywh, d.keypoints, gt, eyes))
+    return {n: (np.array(x), np.array(y)) for n, (x, y) in rows.items()}
+
+
+def crop_errors(plan, landmarks):
+    """(centre error / side, |log side ratio|, |angle error| in degrees) of a crop plan against the
+    face's levelled training crop (inference.plan_from_landmarks)."""
+    c, s, a = plan
+    gc, gs, ga = inference.plan_from_landmarks(landmarks, inference.DEFAULT_MARGIN, num_points=68)
+    return [float(np.linalg.norm(np.asarray(c) - gc) / gs), float(abs(np.log(s / gs))),
+            float(abs(np.degrees((a - ga + np.pi) % (2 * np.pi) - np.pi)))]
+
+
+def section_keypoint_crops(args, out, sets):
+    """Fit face_detection.keypoint_crop's map per BlazeFace model on synthetic renders; choose the
+    ridge on the dev faces' photo-path NME; write models/detectors/keypoint_crops.json."""
+    from inference import load_predictor
+
+    data = synthetic_detections(args.renders, args.keypoint_detectors)
+    predictor = load_predictor(args.model)
+    res, maps = {}, {}
+    for name, (x, y) in data.items():
+        if len(x) < 50:
+            res[name] = {"renders": args.renders, "found": len(x), "skipped": "fewer than 50 faces found"}
+            continue
+        cut = 2 * len(x) // 3        # held-out synthetic faces: the map fitted on the first two thirds
+        det = make(name)
+        found = {s: [(f, _detection_of(det, f)) for f in faces] for s, faces in sets.items() if s != "all7"}
+        r = {"renders": args.renders, "found": len(x), "ridges": {}}
+        for ridge in KEYPOINT_RIDGES:
+            held = fd.fit_keypoint_crop(x[:cut], y[:cut], ridge)
+            pred_t, true_t = x[cut:] @ held, y[cut:]
+            coef = fd.fit_keypoint_crop(x, y, ridge)
+            row = {"synthetic_held_out": {
+                "centre_error": float(np.mean(np.linalg.norm(pred_t[:, :2] - true_t[:, :2], axis=1)
+                                              / np.exp(true_t[:, 2]))),
+                "abs_log_side": float(np.mean(np.abs(pred_t[:, 2] - true_t[:, 2]))),
+                "abs_angle_deg": float(np.degrees(np.mean(np.abs(pred_t[:, 3] - true_t[:, 3]))))},
+                "coef": coef.tolist()}
+            for s, pairs in found.items():
+                errs, nmes = [], []
+                for f, d in pairs:
+                    if d is None:
+                        continue
+                    plan = fd.keypoint_crop(d.box_xywh, d.keypoints, coef, inference.DEFAULT_MARGIN)
+                    errs.append(crop_errors(plan, f.landmarks))
+                    if s == "dev":
+                        nmes.append(nme_face(inference.predict_plans(predictor, f.image, [plan])[0], f))
+                row[s] = {"crop_errors_mean": np.mean(errs, 0).tolist()}
+                if s == "dev":
+                    row[s]["nme"] = nmes
+            r["ridges"][f"{ridge:g}"] = row
+        box = {}
+        for s, pairs in found.items():
+            errs, nmes = [], []
+            for f, d in pairs:
+                if d is not None:
+                    plan = inference.plan_crop(d, 68, level="eyes", keypoint_crops=False)
+                    errs.append(crop_errors(plan, f.landmarks))
+                    if s == "dev":
+                        nmes.append(nme_face(inference.predict_plans(predictor, f.image, [plan])[0], f))
+            box[s] = {"crop_errors_mean": np.mean(errs, 0).tolist(), **({"nme": nmes} if s == "dev" else {})}
+        r["box_factors"] = box
+        best = min(KEYPOINT_RIDGES, key=lambda k: np.mean(r["ridges"][f"{k:g}"]["dev"]["nme"]))
+        r["chosen_ridge"] = best
+        maps[name] = {"coef": r["ridges"][f"{best:g}"]["coef"], "ridge": best, "faces": len(x),
+                      "renders": args.renders}
+        res[name] = r
+        print(name, len(x), "faces; dev NME by ridge",
+              {k: round(float(np.mean(v["dev"]["nme"])), 2) for k, v in r["ridges"].items()},
+              "box", round(float(np.mean(box["dev"]["nme"])), 2), flush=True)
+    doc = {"about": "face_detection.keypoint_crop's maps: features = 1 and BlazeFace's six keypoints "
+                    "relative to the box centre, levelled by the keypoint eyes, / max(w, h); targets = "
+                    "centre offset along and across the eye line / max(w, h), log(levelled 68-point "
+                    "landmark extent / max(w, h)), angle offset (radians)",
+           "made_by": "python bench/studies/photo_path/photo_path.py --sections keypoint_crops "
+                      f"--renders {args.renders}",
+           "detectors": maps}
+    fd.KEYPOINT_CROPS_FILE.write_text(json.dumps(doc, indent=1) + "\n")
+    fd._KEYPOINT_CROPS.clear()
+    out["keypoint_crops"] = res
+
+
+def _detection_of(det, f):
+    """The detection (with keypoints) that best overlaps a face's landmark box, or None."""
+    gt = np.asarray(f.landmarks, np.float64)
+    lo, hi = gt.min(0), gt.max(0)
+    found = det.detect(f.image)
+    ious = [inference.box_iou(d.box_xywh, (lo[0], lo[1], *(hi - lo))) for d in found]
+    return found[int(np.argmax(ious))] if ious and max(ious) >= 0.3 else None
+
+
+def section_models(args, out, sets):
+    """Which shipped 68-point student is the photo default: each on the default photo path, chosen on
+    the dev faces (the report faces are scored, not used)."""
+    from inference import load_predictor
+
+    det = make(fd.DEFAULT_DETECTOR)
+    rows = []
+    for path in [args.model] + [str(REPO / "models" / "students" / m) for m in ("300w_l2.keras", "300w_kd.keras")]:
+        predictor = load_predictor(path)
+        row = {"model": Path(path).name}
+        for s, faces in sets.items():
+            row[s] = photo_nme(predictor, det, faces, inference.DEFAULT_LEVEL)
+        rows.append(row)
+        print("model", row["model"], {s: round(float(np.nanmean(row[s])), 2) for s in sets}, flush=True)
+    out["photo_models"] = rows
 
 
 def section_level(args, out, sets):
@@ -354,6 +523,28 @@ def section_level(args, out, sets):
         res[s] = {"upright": up, "levelled": lv}
         print("level", s, round(float(np.mean(up)), 2), "->", round(float(np.mean(lv)), 2), flush=True)
     out["level_ground_truth_crops"] = res
+    out["crop_follow"] = crop_follow(predictor, sets["dev"])
+
+
+def crop_follow(predictor, faces, shift=0.1):
+    """How far the points follow their crop: each dev face's levelled ground-truth crop moved by
+    `shift` of its side along and across the eye line (both signs) and scaled by 1 +- shift; the
+    predicted points' levelled box moves (or scales) by this fraction of the crop's move. 1: the
+    model places its points where the crop says the face is; 0: where the face is."""
+    moves, scales = [], []
+    for f in faces:
+        c, side, a = inference.plan_from_landmarks(f.landmarks, inference.DEFAULT_MARGIN, num_points=68)
+        base = fd.crop_from_landmarks(inference.predict_plans(predictor, f.image, [(c, side, a)])[0], 0.0, a)
+        for d in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)):
+            step = fd.rotation(a) @ np.array(d) * side
+            got = fd.crop_from_landmarks(inference.predict_plans(predictor, f.image, [(c + step, side, a)])[0], 0.0, a)
+            moves.append(float(np.dot(got[0] - base[0], step) / np.dot(step, step)))
+        for k in (1 + shift, 1 / (1 + shift)):
+            got = fd.crop_from_landmarks(inference.predict_plans(predictor, f.image, [(c, side * k, a)])[0], 0.0, a)
+            scales.append(float(np.log(got[1] / base[1]) / np.log(k)))
+    print("crop follow: shift", round(float(np.median(moves)), 2), "scale", round(float(np.median(scales)), 2))
+    return {"shift": shift, "faces": len(faces), "move_fraction": moves, "scale_fraction": scales,
+            "move_fraction_median": float(np.median(moves)), "scale_fraction_median": float(np.median(scales))}
 
 
 def synthetic_clip(face, frames: int, motion: str, seed: int = 0):
@@ -477,14 +668,19 @@ def make_tables(out) -> dict:
         sets = list(ph["sets"])
         rows = []
         for r in ph["runs"]:
-            cells = [r["model"], r["detector"], r["level"]]
+            cells = [r["model"], r["detector"], r["level"], r.get("crop", "box")]
             for st in sets:
                 v = np.asarray(r[st], float)
                 ok = np.isfinite(v)
                 cells.append(f"{np.mean(v[ok]):.2f} ({ok.sum()}/{len(v)})" if ok.any() else "-")
             rows.append(cells)
-        t["photos"] = {"columns": ["model", "detector", "level"] + [f"{st}: NME % (found)" for st in sets],
-                       "rows": rows}
+        t["photos"] = {"columns": ["model", "detector", "level", "crop from"]
+                       + [f"{st}: NME % (found)" for st in sets], "rows": rows}
+        if "second_pass_ms" in ph:
+            sp = ph["second_pass_ms"]
+            t["photos"]["note"] = (f"A second pass (crop from the first pass's landmarks and one more model call) "
+                                   f"costs {sp['median']:.1f} ms a face, one thread (median of {sp['calls']}; "
+                                   f"min {sp['min']:.1f}; load average {sp['load']:.1f})")
         peers_file = HERE.parent / "sim_to_real" / "sim_to_real.json"
         if peers_file.is_file():
             peers = json.loads(peers_file.read_text())
@@ -496,6 +692,22 @@ def make_tables(out) -> dict:
                                           for st in sets])
             t["peers"] = {"columns": ["given the ground-truth box or crop"] + [f"{st}: NME %" for st in sets],
                           "rows": rows, "note": "From bench/studies/sim_to_real/sim_to_real.json"}
+        summary = [r for r in ph["runs"] if r["detector"] == fd.DEFAULT_DETECTOR and r["level"] == "eyes"]
+        if summary and "peers" in t:
+            names = {("keypoints", False): "this repository, the photo path: BlazeFace full range, crop from its "
+                                           "keypoints, 300w_l2_photo.keras (`test.py --image`)",
+                     ("keypoints", True): "the same with `--flip-test`",
+                     ("box", False): "the same, crop from the box alone (before)"}
+            rows = []
+            for r in summary:
+                if (r.get("crop", "box"), r["model"].endswith("flip test")) not in names:
+                    continue
+                v = {st: np.asarray(r[st], float) for st in sets}
+                rows.append([names[(r.get("crop", "box"), r["model"].endswith("flip test"))]]
+                            + [f"{np.nanmean(v[st]):.2f}" for st in sets])
+            rows += [[p[0] + " (given the ground-truth box)"] + p[1:] for p in t["peers"]["rows"][:2]]
+            t["photo_summary"] = {"columns": ["landmarks from a photo"] + [f"{st}: NME %" for st in sets],
+                                  "rows": rows}
         if ph.get("box_kinds_all7"):
             b = ph["box_kinds_all7"]
             keys = [k for k in b[0] if k != "face"]
@@ -509,6 +721,43 @@ def make_tables(out) -> dict:
         t["level"] = {"columns": ["ground-truth crop"] + [f"{st} ({len(v['upright'])}): NME %" for st, v in lv.items()],
                       "rows": [[kind] + [_f(float(np.mean(v[kind]))) for v in lv.values()]
                                for kind in ("upright", "levelled")]}
+    if "keypoint_crops" in out:
+        rows = []
+        for name, r in out["keypoint_crops"].items():
+            if "skipped" in r:
+                rows.append([name, f"{r['found']}/{r['renders']}", "-", "-", "-", "-", "-"])
+                continue
+            for label, v in [("box factors", r["box_factors"])] + [(f"keypoints, ridge {k}", x)
+                                                                   for k, x in r["ridges"].items()]:
+                ho = v.get("synthetic_held_out")
+                rows.append([name, f"{r['found']}/{r['renders']}",
+                             label + (" (chosen)" if label == f"keypoints, ridge {r['chosen_ridge']:g}" else ""),
+                             f"{ho['centre_error']:.3f} / {ho['abs_log_side']:.3f} / {ho['abs_angle_deg']:.1f}" if ho else "-",
+                             " / ".join(_f(e, ".3f" if i < 2 else ".1f") for i, e in enumerate(v["dev"]["crop_errors_mean"])),
+                             " / ".join(_f(e, ".3f" if i < 2 else ".1f") for i, e in enumerate(v["report"]["crop_errors_mean"])),
+                             _f(float(np.mean(v["dev"]["nme"])))])
+        t["keypoint_crops"] = {"columns": ["detector", "synthetic faces found", "crop from",
+                                           "synthetic held out: centre / log side / angle (deg)",
+                                           "dev: centre / log side / angle", "report: centre / log side / angle",
+                                           "dev NME %"], "rows": rows,
+                               "note": "Crop errors: mean centre distance and |log side ratio| against the "
+                                       "levelled training crop of the face's landmarks, |angle error| in degrees"}
+    if "crop_follow" in out:
+        cf = out["crop_follow"]
+        t["crop_follow"] = {"columns": ["the ground-truth crop", "the points follow it by (median)", "range"],
+                            "rows": [[f"moved by {cf['shift']:g} of its side (4 directions)",
+                                      f"{cf['move_fraction_median']:.2f}",
+                                      f"{min(cf['move_fraction']):.2f} to {max(cf['move_fraction']):.2f}"],
+                                     [f"scaled by {1 + cf['shift']:g} and 1/{1 + cf['shift']:g}",
+                                      f"{cf['scale_fraction_median']:.2f}",
+                                      f"{min(cf['scale_fraction']):.2f} to {max(cf['scale_fraction']):.2f}"]],
+                            "note": f"{cf['faces']} dev faces, levelled ground-truth crops; 1: the points go where "
+                                    f"the crop is, 0: they stay on the face"}
+    if "photo_models" in out:
+        t["photo_models"] = {"columns": ["model (default photo path)"] + [f"{st}: NME %" for st in out["photo_models"][0]
+                                                                       if st != "model"],
+                             "rows": [[r["model"]] + [_f(float(np.nanmean(v))) for k, v in r.items() if k != "model"]
+                                      for r in out["photo_models"]]}
     if "video" in out:
         t["video"] = {"columns": ["face", "motion", "mode", "frames with a face", "detections",
                                   "jitter, % of inter-ocular distance", "mean NME %", "ms per frame"],
@@ -520,10 +769,18 @@ def make_tables(out) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sections", nargs="+", default=["detectors", "calibrate", "layouts", "level", "photos", "video"],
-                    choices=["detectors", "calibrate", "layouts", "level", "photos", "video", "page"],
-                    help="what to run: detectors, calibrate, layouts, level, photos, video, page (only rewrite "
-                         "the JSON's tables) (default: all but page)")
+    ap.add_argument("--sections", nargs="+",
+                    default=["detectors", "calibrate", "keypoint_crops", "layouts", "level", "photos", "models", "video"],
+                    choices=["detectors", "calibrate", "keypoint_crops", "layouts", "level", "photos", "models", "video",
+                             "page"],
+                    help="what to run: detectors, calibrate, keypoint_crops (writes models/detectors/"
+                         "keypoint_crops.json), layouts, level, photos, models (the shipped students on the photo path), video, page (only rewrite the JSON's "
+                         "tables) (default: all but page)")
+    ap.add_argument("--renders", type=int, default=1000, help="synthetic faces the keypoint crops are "
+                    "fitted on (default: 1000)")
+    ap.add_argument("--keypoint-detectors", nargs="+", default=list(KEYPOINT_DETECTORS), choices=KEYPOINT_DETECTORS,
+                    help="BlazeFace models whose keypoint crops are fitted: " + ", ".join(KEYPOINT_DETECTORS)
+                         + " (default: all)")
     ap.add_argument("--no-face-dir", default=None, help="a folder of pictures without faces (e.g. "
                     "scikit-image's data images taken from its wheel: chelsea, coffee, rocket, ...)")
     ap.add_argument("--model", default=str(PHOTO_MODEL), help="68-point landmark model (default: "
@@ -550,6 +807,8 @@ def main(argv=None):
         out.setdefault("runs", []).append(run)
     sections = {"detectors": lambda: section_detectors(args, out),
                 "calibrate": lambda: section_calibrate(args, out, sets),
+                "keypoint_crops": lambda: section_keypoint_crops(args, out, sets),
+                "models": lambda: section_models(args, out, sets),
                 "layouts": lambda: section_layouts(args, out, sets),
                 "photos": lambda: section_photos(args, out, sets),
                 "video": lambda: section_video(args, out, sets), "level": lambda: section_level(args, out, sets),
