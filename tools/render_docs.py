@@ -334,6 +334,19 @@ FIGURES = {
     "tolerant_f84aebe": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.4.4",
     "tough_9051ac6": "bench/studies/sim_to_real/results.json#earlier_models.rows.6.2",
     "tolerant_9051ac6": "bench/studies/sim_to_real/results.json#earlier_models.rows.7.2",
+    "demo_kd_earlier": "bench/studies/sim_to_real/results.json#earlier_models.rows.8.2",
+    "demo_l2_earlier": "bench/studies/sim_to_real/results.json#earlier_models.rows.9.2",
+    # the references scored beside the shipped models (models/scores.json)
+    "mean_shape_synthetic": "models/scores.json#references.0.synthetic.full",
+    "mean_shape_real": "models/scores.json#references.0.real.mean",
+    "mean_shape_real_median": "models/scores.json#references.0.real.median",
+    "mean_shape_cofw": "models/scores.json#references.0.cofw",
+    "dlib_real": "models/scores.json#references.1.real.mean",
+    "dlib_real_median": "models/scores.json#references.1.real.median",
+    "dlib_cofw": "models/scores.json#references.1.cofw",
+    "mediapipe_real": "models/scores.json#references.2.real.mean",
+    "mediapipe_real_median": "models/scores.json#references.2.real.median",
+    "mediapipe_cofw": "models/scores.json#references.2.cofw",
 }
 
 
@@ -345,6 +358,8 @@ def figure(name: str) -> str:
     value = load(ROOT / file)
     for key in where.split("."):
         value = value[int(key)] if isinstance(value, list) else value[key]
+    if isinstance(value, (int, float)):
+        return f"{value:.2f}"
     number = re.search(r"\d+(\.\d+)?", str(value))
     if number is None:
         raise SystemExit(f"rendered block fig:{name}: {FIGURES[name]} holds no number ({value!r})")
