@@ -101,14 +101,14 @@ def _reference_crop(image, box, size):
     ((-20.5, -10.25, 90.0), 30),      # over the top-left edge
     ((150.0, 120.0, 80.0), 40),       # over the bottom-right edge
     ((60.0, 50.0, 20.0), 64),         # enlarged
+    ((10.0, 10.0, 180.0), 20),        # shrunk 9x near the edge: the blur's border is the image's
 ])
 def test_crop_and_resize_is_blur_then_warp_of_the_whole_image(box, size):
     img = _image(200, 240, seed=1)
     got = iu.crop_and_resize(img, box, size)
     want = _reference_crop(img, box, size)
     assert got.shape == (size, size, 3) and got.dtype == np.uint8
-    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
-    assert np.mean(got != want) < 0.01
+    assert np.array_equal(got, want)        # the region read around the box is wide enough for the blur
 
 
 def test_a_one_to_one_crop_is_the_pixels_themselves():
@@ -124,6 +124,39 @@ def test_a_box_outside_the_image_gives_zeros_of_the_image_type(box):
     img = _image(100, 120).astype(np.float32)
     out = iu.crop_and_resize(img, box, 16)
     assert out.shape == (16, 16, 3) and out.dtype == np.float32 and not out.any()
+
+
+@pytest.mark.parametrize("box", [(132.0, 10.0, 50.0), (10.0, 112.0, 50.0), (-62.5, 10.0, 50.0),
+                                 (10.0, -62.5, 50.0)])
+def test_a_box_whose_read_region_is_empty_gives_zeros(box):
+    """120 x 100 image, a 50 px box shrunk to 16 (pad 12): the region read starts exactly at the
+    image's right or bottom edge, or ends exactly at 0."""
+    out = iu.crop_and_resize(_image(100, 120), box, 16)
+    assert out.shape == (16, 16, 3) and not out.any()
+
+
+def test_single_channel_images_keep_their_channel_axis():
+    img = _image(30, 40, channels=1)
+    assert iu.crop_and_resize(img, (5, 5, 20), 10).shape == (10, 10, 1)
+    out, _ = iu.warp_affine(img, np.zeros((1, 2)), np.eye(2, 3))
+    assert out.shape == (30, 40, 1) and np.array_equal(out, img)
+
+
+def test_float32_inputs_give_the_float64_results():
+    rng = np.random.default_rng(0)
+    faces = rng.uniform(0, 500, (200, 68, 2)).astype(np.float32)
+    for p in faces:
+        q = p.astype(np.float64)
+        lo, hi = q.min(0), q.max(0)
+        side = 1.25 * float((hi - lo).max())
+        c = (lo + hi) / 2
+        assert iu.square_box_from_landmarks(p) == (float(c[0] - side / 2), float(c[1] - side / 2), side)
+    boxes = (rng.uniform(0, 300, (200, 3)) + [0, 0, 50]).astype(np.float32)
+    b64 = boxes.astype(np.float64)[:, None]
+    want = ((faces.astype(np.float64) - b64[..., :2]) * (64.0 / b64[..., 2:3])).astype(np.float32)
+    np.testing.assert_array_equal(iu.landmarks_to_crop(faces, boxes, 64), want)
+    want = ((faces / 8).astype(np.float64) * (b64[..., 2:3] / 64.0) + b64[..., :2]).astype(np.float32)
+    np.testing.assert_array_equal(iu.crop_to_original(faces / 8, boxes, 64), want)
 
 
 def test_a_box_one_pixel_over_the_edge_is_still_cut():
@@ -157,11 +190,11 @@ def test_recrop_keeps_the_landmark_box_centre_and_extent(angle, scale):
 
 
 def test_recrop_of_a_moved_box_by_hand():
-    before = np.array([[0.0, 0.0], [10.0, 4.0]])          # centre (5, 2), extent 10
+    before = np.array([[0.0, 50.0], [10.0, 54.0]])        # centre (5, 52), extent 10 (x)
     after = np.array([[100.0, 50.0], [120.0, 60.0]])      # centre (110, 55), extent 20
     m = iu.recrop_matrix(before, after)
-    np.testing.assert_allclose(m, [[0.5, 0.0, -50.0], [0.0, 0.5, -25.5]])
-    np.testing.assert_allclose(iu.apply_affine(after, m), [[0.0, -0.5], [10.0, 4.5]], atol=1e-6)
+    np.testing.assert_allclose(m, [[0.5, 0.0, -50.0], [0.0, 0.5, 24.5]])
+    np.testing.assert_allclose(iu.apply_affine(after, m), [[0.0, 49.5], [10.0, 54.5]], atol=1e-6)
 
 
 @pytest.mark.parametrize("before,after", [
@@ -230,9 +263,12 @@ def test_draw_affine_without_rotation_draws_no_angle():
 
 def test_draw_affine_fixed_scale_and_shift_only():
     ref = np.zeros((3, 2))
-    m = iu._draw_affine(np.random.default_rng(RNG_SEED), iu.AugmentConfig(
-        max_rotation=0.0, recrop=False, scale_range=(1.25, 1.25)), (60, 80), ref)
-    np.testing.assert_allclose(m, iu.affine_matrix((39.5, 29.5), 0.0, 1.25), atol=1e-12)
+    for scale in (1.25, 2.0):
+        rng = np.random.default_rng(RNG_SEED)
+        m = iu._draw_affine(rng, iu.AugmentConfig(max_rotation=0.0, recrop=False, scale_range=(scale, scale)),
+                            (60, 80), ref)
+        np.testing.assert_allclose(m, iu.affine_matrix((39.5, 29.5), 0.0, scale), atol=1e-12)
+        assert rng.random() == np.random.default_rng(RNG_SEED).random()     # a fixed scale draws nothing
     rng = np.random.default_rng(RNG_SEED)
     m = iu._draw_affine(rng, iu.AugmentConfig(max_rotation=0.0, recrop=False), (60, 80), ref)
     assert np.array_equal(m, np.eye(2, 3)) and rng.random() == np.random.default_rng(RNG_SEED).random()
@@ -285,13 +321,20 @@ def test_occlusion_rectangles_stay_inside_and_cover_the_range():
     assert min(seen_colour) < 20 and max(seen_colour) > 235
     tiny = iu.random_occlusion(np.zeros((4, 4), np.uint8) + 9, np.random.default_rng(0), (0.01, 0.01))
     assert (tiny != 9).sum() <= 1                                # at least one pixel wide and high
-    full = iu.random_occlusion(np.zeros((4, 5), np.uint8), np.random.default_rng(5), (1.0, 1.0))
-    assert len(np.unique(full)) == 1                             # the whole image: one colour
+    for s in range(20):
+        full = iu.random_occlusion(np.zeros((4, 5), np.uint8) + 1, np.random.default_rng(s), (1.0, 1.0))
+        assert len(np.unique(full)) == 1                         # the whole image: one colour
+    for s in range(300):                                         # 6 x 4 px, never cut by the edge
+        out = iu.random_occlusion(np.zeros((20, 30), np.uint8), np.random.default_rng(s), (0.2, 0.2))
+        cols = np.nonzero((out != 0).any(0))[0]
+        rows = np.nonzero((out != 0).any(1))[0]
+        if cols.size:                                            # colour 0 leaves no trace
+            assert cols.size == 6 and rows.size == 4, s
 
 
-def _twin_augment(img, pts, seed, cfg, perm=None, flip=None):
+def _twin_augment(img, pts, seed, cfg, perm=None, flip=None, rng=None):
     """augment_sample's documented order of draws, step by step, with a twin generator."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed) if rng is None else rng
     h, w = img.shape[:2]
     if flip is None:
         flip = cfg.p_flip > 0 and rng.random() < cfg.p_flip
@@ -337,9 +380,15 @@ def test_each_step_runs_exactly_when_drawn(on):
         want_img, want_pts = _twin_augment(img, pts, seed, cfg, perm)
         assert got_img.dtype == np.uint8 and got_pts.dtype == np.float32
         assert np.array_equal(got_img, want_img), (on, seed)
+        rng, twin = np.random.default_rng(seed), np.random.default_rng(seed)
+        iu.augment_sample(img, pts, rng, cfg, perm)
+        _twin_augment(img, pts, seed, cfg, perm, rng=twin)
+        assert rng.random() == twin.random(), (on, seed)                 # the same number of draws
         np.testing.assert_array_equal(got_pts, want_pts.astype(np.float32))
     if not on:
         assert np.array_equal(iu.augment_sample(img, pts, np.random.default_rng(0), cfg, perm)[0], img)
+        out = iu.augment_sample(img.astype(np.float64) + 0.7, pts, np.random.default_rng(0), cfg, perm)[0]
+        assert out.dtype == np.uint8 and np.array_equal(out, img)       # uint8 whatever comes in
 
 
 @pytest.mark.parametrize("p", [0.3, 0.7])
@@ -386,14 +435,31 @@ def test_the_affine_keeps_every_point_inside_the_image():
     assert any((p < 0).any() or (p[..., 0] > 39).any() or (p[..., 1] > 29).any() for p in outside)
 
 
+def test_ten_tries_then_no_affine():
+    """Points on all four corners: every rotation moves one outside; after 10 draws the face is
+    kept as it is, and exactly 1 + 10 numbers were drawn."""
+    img = _image(30, 40)
+    pts = np.array([[0.0, 0.0], [39.0, 0.0], [0.0, 29.0], [39.0, 29.0]], np.float32)
+    cfg = iu.AugmentConfig(**{**NONE, "p_affine": 1.0, "max_rotation": 0.5, "recrop": False})
+    rng = np.random.default_rng(4)
+    out, p, par = iu.augment_sample(img, pts, rng, cfg, return_params=True)
+    assert np.array_equal(par["matrix"], np.eye(2, 3)) and np.array_equal(out, img) and p.tolist() == pts.tolist()
+    twin = np.random.default_rng(4)
+    twin.random(11)
+    assert rng.random() == twin.random()
+
+
 def test_keep_inside_bounds_each_axis_separately():
     """A tall image: x may not pass W - 1 even where y could (x and y limits not swapped)."""
     img = _image(80, 20)
     pts = np.array([[10.0, 10.0], [19.0, 70.0]], np.float32)
     cfg = iu.AugmentConfig(**{**NONE, "p_affine": 1.0, "max_rotation": 0.3, "recrop": False})
+    accepted = 0
     for s in range(30):
-        p = iu.augment_sample(img, pts, np.random.default_rng(s), cfg)[1]
+        p, par = iu.augment_sample(img, pts, np.random.default_rng(s), cfg, return_params=True)[1:]
         assert (p >= 0).all() and (p[:, 0] <= 19).all() and (p[:, 1] <= 79).all()
+        accepted += not np.allclose(par["matrix"], np.eye(2, 3))
+    assert accepted > 0                                        # y beyond W - 1 is fine in a tall image
     wide = _image(20, 80)
     pts = np.array([[10.0, 10.0], [70.0, 19.0]], np.float32)
     for s in range(30):
@@ -422,7 +488,7 @@ def test_dots_are_drawn_where_the_points_are_in_the_given_colour():
 
 
 def test_default_radius_grows_with_the_image():
-    for side, radius in ((100, 1), (300, 2), (600, 4), (75, 1)):
+    for side, radius in ((100, 1), (300, 2), (600, 4), (75, 1), (225, 2)):
         out = iu.draw_landmarks(np.zeros((side, side), np.uint8), [[side // 2, side // 2]], color=255)
         row = out[side // 2, :, 0]
         assert out.shape == (side, side, 3) and out.dtype == np.uint8
@@ -439,6 +505,13 @@ def test_grey_scalar_colour_and_points_not_finite():
     out = iu.draw_landmarks(np.zeros((20, 20, 3), np.float64) + 3.9, np.array([[[5.0, 5.0]], [[9.0, 9.0]]]), radius=1)
     assert out.dtype == np.uint8 and out[0, 0].tolist() == [3, 3, 3]
     assert out[5, 5].tolist() == [0, 255, 0] and out[9, 9].tolist() == [0, 255, 0]
+
+
+def test_dots_are_placed_to_a_sixteenth_of_a_pixel():
+    img = np.zeros((20, 20), np.uint8)
+    at = iu.draw_landmarks(img, [[10.0, 10.0]], color=255, radius=2)
+    assert np.array_equal(iu.draw_landmarks(img, [[10.03, 9.97]], color=255, radius=2), at)
+    assert not np.array_equal(iu.draw_landmarks(img, [[10.0625, 10.0]], color=255, radius=2), at)
 
 
 def test_sub_pixel_dots_and_anti_aliasing():
