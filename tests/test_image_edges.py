@@ -519,3 +519,19 @@ def test_sub_pixel_dots_and_anti_aliasing():
     row = out[10, :, 0].astype(int)
     assert row[10] > 0 and row[11] > 0 and row[10] == row[11]                       # centred between 10 and 11
     assert 0 < row[9] < 255 or 0 < row[12] < 255                                     # anti-aliased edge
+
+
+def test_float32_points_are_handled_in_float64():
+    """recrop_matrix and augment_sample work on the float64 values of float32 points: the same
+    matrix and the same points as for those values given in float64."""
+    rng = np.random.default_rng(5)
+    before = rng.uniform(0, 300, (68, 2)).astype(np.float32) + np.float32(0.1)
+    after = iu.apply_affine(before, iu.affine_matrix((150.0, 150.0), 0.3, 1.1))
+    assert np.array_equal(iu.recrop_matrix(before, after),
+                          iu.recrop_matrix(before.astype(np.float64), after.astype(np.float64)))
+    pts64 = rng.uniform(20, 28, (2, 68, 2))                        # not float32 values
+    cfg = iu.AugmentConfig(**{**NONE, "p_affine": 1.0})
+    img = _image(48, 48)
+    a = iu.augment_sample(img, pts64, np.random.default_rng(1), cfg, return_params=True)
+    b = iu.augment_sample(img, pts64.astype(np.float32), np.random.default_rng(1), cfg, return_params=True)
+    assert np.array_equal(a[2]["matrix"], b[2]["matrix"]) and np.array_equal(a[1], b[1])
