@@ -487,7 +487,7 @@ FIELD_HELP: dict[str, str] = {
                          "its mirror image, left and right points swapped back): better teachers for "
                          "the same files (needs --cache-teacher-predictions)",
     "strategy": "tf.distribute strategy: default (one device), mirrored (all GPUs of this "
-                "machine) or multiworker (several machines, TF_CONFIG; README 'Several machines')",
+                "machine) or multiworker (several machines, TF_CONFIG; docs/USAGE.md 'Several machines')",
     "mixed_precision": "float16 compute with float32 weights (GPUs only)",
     "jit_compile": "XLA compilation of the training step (3-4x slower on CPU)",
     "deterministic": "deterministic TensorFlow ops (bit-identical runs for one seed on CPU)",

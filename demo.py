@@ -2,7 +2,7 @@
 baseline, evaluation beside the teachers and the mean shape, and the report (results table, CED
 plot, sample grid).
 
-    python demo.py                     # quick configuration, sized for 2 CPU cores (README: time)
+    python demo.py                     # quick configuration, sized for 2 CPU cores (time: README, set-up)
     python demo.py --train-teachers    # also fit the ASM and train both teachers here
     python demo.py --full              # the published configuration (224 px, batch 70, 150 epochs)
     python demo.py --seed 1 --out results/demo-seed1
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                 f"{QUICK['lr_schedule']} schedule, the last {QUICK['student_freeze_batchnorm_epochs']} "
                 f"with BatchNorm frozen, no augmentation), evaluates them beside the teachers "
                 f"and the mean training shape and writes results/demo-300w-seed0/{{results.md,ced.png,"
-                f"samples.png}} (README 'Results': the time measured on 2 CPU cores). --train-teachers "
+                f"samples.png}} (the time measured on 2 CPU cores: README, set-up). --train-teachers "
                 f"also trains both teachers here ({QUICK['teacher_epochs']} epochs each). --full trains "
                 f"{FULL['teacher_epochs']} epochs at {FULL['input_size']} px with offline augmentation: a "
                 f"job for a GPU. Running it again resumes and skips finished models.", 100))
