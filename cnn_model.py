@@ -130,7 +130,7 @@ def set_batchnorm_frozen(model, frozen: bool) -> int:
     in training steps too and updates nothing: neither the statistics nor its scale and offset.
     The trainer's --freeze-batchnorm-epochs: in training mode a crop far outside the training
     distribution is normalised by its own batch's variance and looks harmless; frozen, training
-    sees what inference sees (models/README.md, "The KD students' swings" in README.md).
+    sees what inference sees (docs/results/training_on_cpu.md, "The KD students' swings").
     Recompile after changing it: the set of trainable variables changes."""
     keras = _keras()
     changed = 0

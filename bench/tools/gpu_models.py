@@ -16,7 +16,7 @@ written without optimizer state with float16-stored weights; files over 15 MiB a
 images seen, seconds, the validation NME curve (5% of the faces held out) and the validation NME
 before and after the re-estimation.
 
-    # on the GPU machine (Keras carried as wheels: bench/README.md, "GPU lease")
+    # on the GPU machine (Keras carried as wheels: bench/tools/README.md)
     KERAS_BACKEND=jax python bench/tools/gpu_models.py --faces 12000 --minutes 9 --out $OUT
     # or go on from teachers trained elsewhere (the shipped ones, a CPU run's), at a lower rate
     KERAS_BACKEND=jax python bench/tools/gpu_models.py --faces 12000 --minutes 9 --out $OUT \

@@ -1,5 +1,5 @@
 """How far each TFLite export of a shipped student moves its predictions: the figures that
-tests/test_export_student.py's docstring and the README's export paragraph quote, on that test's
+tests/test_export_student.py's docstring and docs/USAGE.md's export paragraph quote, on that test's
 own faces (the 7 real 68-point faces of tests/data/real_samples, cropped from their ground truth)
 and its own calibration (32 faces rendered by synthetic_faces).
 
