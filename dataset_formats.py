@@ -662,7 +662,7 @@ def read_dataset(name, root, split: str, custom_spec=None, strict: bool = True,
         return read_custom(custom_spec, split, strict=strict, skipped=skipped, info=custom)
     info = dataset_info(name)
     if info.name not in READERS:
-        raise ConfigError(f"dataset {name!r} is custom; pass --custom-spec FILE.json")
+        raise ConfigError(f"dataset {info.name!r} is custom; pass --custom-spec FILE.json")
     return READERS[info.name](root, split, strict=strict, skipped=skipped)
 
 

@@ -48,7 +48,8 @@ SELECTION = {
                       "tests/test_image_edges.py"],
     "asm_soft_landmarks": ["tests/test_asm.py"],
     # the readers of the official formats and the custom list
-    "dataset_formats": ["tests/test_readers.py", "tests/test_fuzz_parsers.py", "tests/test_synthetic_readers.py"],
+    "dataset_formats": ["tests/test_readers.py", "tests/test_fuzz_parsers.py", "tests/test_synthetic_readers.py",
+                        "tests/test_readers_edges.py"],
     # prepare (crops, manifest, augmented copies) and the prepared-folder reader
     "data_util": ["tests/test_prepare.py", "tests/test_prepared_reader.py", "tests/test_crop_margin.py"],
 }
