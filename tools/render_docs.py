@@ -334,6 +334,10 @@ FIGURES = {
     "tolerant_f84aebe": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.4.4",
     "tough_9051ac6": "bench/studies/sim_to_real/results.json#earlier_models.rows.6.2",
     "tolerant_9051ac6": "bench/studies/sim_to_real/results.json#earlier_models.rows.7.2",
+    "tough_one_frozen_epoch": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.2.4",
+    "tough_one_trained_epoch": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.1.4",
+    "tough_f84aebe_as_trained": "bench/studies/batchnorm/results.json#precise_bn.rows.0.3",
+    "tolerant_f84aebe_as_trained": "bench/studies/batchnorm/results.json#precise_bn.rows.1.3",
     "demo_kd_earlier": "bench/studies/sim_to_real/results.json#earlier_models.rows.8.2",
     "demo_l2_earlier": "bench/studies/sim_to_real/results.json#earlier_models.rows.9.2",
     # the references scored beside the shipped models (models/scores.json)
