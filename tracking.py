@@ -5,12 +5,16 @@ tracking is lost, smooth with a One-Euro filter (inference.run_on_video, test.py
   cut-off rises with speed, `min_cutoff + beta |dx/dt|`, so a still face is steadied hard and a
   moving one followed with little lag. Speeds here are measured in face sizes per second (the crop's
   side), so one setting fits near and far faces.
-* `FaceTracker`: per frame, each tracked face is cropped where its crop at detection has moved to (the
-  detection's crop, moved, scaled and turned with the landmarks' centroid, extent and eye line since
-  that frame: `FaceTracker._follow`) and predicted; a face is lost when
-  the detector no longer finds a face in that crop (`confirm`: the detector run on the levelled
-  crop, twice its side, at 192 px: a few ms) or when its landmarks jump (centre moved by more than half the crop, size changed by more than 1.5x);
-  then the whole frame is detected again and the filters restart.
+* `FaceTracker`: per frame, each tracked face is looked for where its crop at detection has moved to
+  (the detection's crop, moved, scaled and turned with the landmarks' centroid, extent and eye line
+  since that frame: `FaceTracker._follow`): the detector runs on that region (`confirm`: the
+  levelled crop, twice its side, at 192 px: a few ms), and when it gives keypoints with a fitted
+  map (BlazeFace) the crop is placed from them exactly as on a photo (inference.plan_crop); else the
+  moved crop is used. The landmark model follows its crop, so crops moved with the landmarks alone
+  carried its errors from frame to frame and drifted (docs/results/photos.md, section 5). A face is
+  lost when the detector no longer finds a face there or when its landmarks jump (centre moved by
+  more than half the crop, size changed by more than 1.5x); then the whole frame is detected again
+  and the filters restart.
 """
 from __future__ import annotations
 
@@ -147,6 +151,7 @@ class FaceTracker:
         return out
 
     def step(self, image_rgb: np.ndarray, t: float):
+        import face_detection as fd
         import inference
 
         if not self.tracks:
@@ -156,9 +161,16 @@ class FaceTracker:
             source = tr.get("smoothed", tr["points"]) if self.smooth else tr["points"]
             plans.append(self._follow(tr, source))
         if self.box_xywh is None:
-            for plan in plans:
-                if not confirm(self.detector, image_rgb, plan):
+            for k, plan in enumerate(plans):
+                found = confirm(self.detector, image_rgb, plan)
+                if found is None:
                     return self._detect(image_rgb, t)
+                if found.keypoints is not None and fd.keypoint_crop_coef(found.detector) is not None:
+                    # the crop placed from the detector's keypoints, as on a photo (plan_crop): the
+                    # model follows its crop, so a crop moved with the landmarks would carry the
+                    # model's own errors from frame to frame and drift
+                    plans[k] = inference.plan_crop(found, self.predictor.num_points, self.margin, self.box_kind,
+                                                   self.level, self.layout_factor)
         points = inference.predict_plans(self.predictor, image_rgb, plans)
         for tr, plan, pts in zip(self.tracks, plans, points):
             c_new, s_new, _ = self._follow(tr, pts)
@@ -174,19 +186,27 @@ CONFIRM_ZOOM = 2.0     # the tracked crop, this many times its side, is searched
 CONFIRM_SIZE = 192     # ... resampled to this many pixels
 
 
-def confirm(detector, image_rgb: np.ndarray, plan: tuple) -> bool:
-    """Whether the detector still finds a face at a tracked crop plan (centre, side, angle): it runs
-    on the levelled crop CONFIRM_ZOOM x the side (resampled to CONFIRM_SIZE px), and a detection
-    must hold the crop's centre."""
+def confirm(detector, image_rgb: np.ndarray, plan: tuple):
+    """The detector's face at a tracked crop plan (centre, side, angle), or None when it finds none
+    there: it runs on the levelled crop CONFIRM_ZOOM x the side (resampled to CONFIRM_SIZE px), and a
+    detection must hold the crop's centre. Its box centre and keypoints are mapped back to the image
+    (the box's sides scaled; BlazeFace.refine's mapping)."""
     import face_detection as fd
+    import inference
 
     c, side, angle = plan
-    crop = fd.crop_rotated(image_rgb, c, CONFIRM_ZOOM * side, angle, CONFIRM_SIZE)
+    zoomed = CONFIRM_ZOOM * side
+    crop = fd.crop_rotated(image_rgb, c, zoomed, angle, CONFIRM_SIZE)
     for d in detector.detect(crop):
         x, y, w, h = [float(v) for v in d.box_xywh]
         if x <= CONFIRM_SIZE / 2 <= x + w and y <= CONFIRM_SIZE / 2 <= y + h:
-            return True
-    return False
+            centre = fd.crop_to_image(np.array([x + w / 2, y + h / 2]), c, zoomed, angle, CONFIRM_SIZE)
+            wh = np.array([w, h]) * zoomed / CONFIRM_SIZE
+            kps = (None if getattr(d, "keypoints", None) is None
+                   else fd.crop_to_image(d.keypoints, c, zoomed, angle, CONFIRM_SIZE))
+            return inference.Detection(np.array([*(centre - wh / 2), *wh], np.float32), d.score, d.kind, kps,
+                                       getattr(d, "detector", d.kind))
+    return None
 
 
 class _Tracked:
