@@ -494,6 +494,10 @@ def test_default_radius_grows_with_the_image():
         assert out.shape == (side, side, 3) and out.dtype == np.uint8
         width = int((row == 255).sum())
         assert 2 * radius - 1 <= width <= 2 * radius + 1, (side, width)
+    for side, radius in ((224, 1), (225, 2), (374, 2), (376, 3)):    # round(side / 150)
+        img = np.zeros((side, side), np.uint8)
+        assert np.array_equal(iu.draw_landmarks(img, [[100.0, 100.0]]),
+                              iu.draw_landmarks(img, [[100.0, 100.0]], radius=radius)), side
     tall = iu.draw_landmarks(np.zeros((600, 3), np.uint8), [[1, 300]], color=255)    # the larger side
     assert (tall[:, 1, 0] == 255).sum() >= 7
 
