@@ -46,7 +46,7 @@ SELECTION = {
                    "tests/test_evaluation_edges.py"],
     "image_utility": ["tests/test_geometry.py", "tests/test_geometry_edges.py", "tests/test_crop_margin.py",
                       "tests/test_image_edges.py"],
-    "asm_soft_landmarks": ["tests/test_asm.py"],
+    "asm_soft_landmarks": ["tests/test_asm.py", "tests/test_asm_edges.py"],
     # the readers of the official formats and the custom list
     "dataset_formats": ["tests/test_readers.py", "tests/test_fuzz_parsers.py", "tests/test_synthetic_readers.py",
                         "tests/test_readers_edges.py"],

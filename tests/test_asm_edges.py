@@ -1,0 +1,228 @@
+"""asm_soft_landmarks.py value by value (issue 37 item 3, mutmut's survivors): the similarity
+alignment in closed form, the number of components kept for known variances, the clipping bound, the
+layouts given back, the file's fields and its one-line errors, the movement statistics by hand. Fast:
+small synthetic shape sets, no training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import asm_soft_landmarks as asm
+from errors import ConfigError, DataFormatError, ModelError
+
+
+def _msg(fn, *args, error=Exception, **kw):
+    with pytest.raises(error) as err:
+        fn(*args, **kw)
+    return str(err.value)
+
+
+def _rot(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+REF = np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 2.0], [0.0, 3.0], [1.0, 1.0]])
+REF = REF - REF.mean(0)        # centred, as procrustes_reference gives (undo needs a centred reference)
+
+
+def test_vectors_and_their_layout():
+    x3 = np.arange(24, dtype=np.float32).reshape(3, 4, 2)
+    v, shape = asm._as_vectors(x3)
+    assert v.dtype == np.float64 and v.shape == (3, 8) and shape == (3, 4, 2) and v[1, 2] == 10
+    v2, shape2 = asm._as_vectors(v)
+    assert v2 is not None and shape2 == (3, 8) and np.array_equal(v2, v)
+    for bad in (np.zeros((3, 4, 3)), np.zeros(5), np.zeros((2, 2, 2, 2))):
+        assert _msg(asm._as_vectors, bad, error=ConfigError) == (
+            f"shapes of shape {bad.shape}: expected (M, N, 2) or (M, 2N)")
+
+
+@pytest.mark.parametrize("theta,scale,shift", [(0.3, 2.0, (5.0, -1.0)), (-2.5, 0.5, (0.0, 0.0)), (0.0, 1.0, (3, 3))])
+def test_similarity_align_in_closed_form(theta, scale, shift):
+    """A shape that is the reference rotated, scaled and moved aligns back onto the reference (at the
+    reference's centroid), with scale 1/s and the inverse rotation; undo gives the shape back."""
+    moved = scale * REF @ _rot(theta).T + np.asarray(shift)
+    other = REF + np.array([[0.1, 0], [0, 0.2], [0, 0], [0.3, 0], [0, 0]])
+    aligned, (centroids, scales, rotations) = asm.similarity_align(np.stack([moved, other]), REF)
+    np.testing.assert_allclose(aligned[0], REF, atol=1e-12)
+    assert scales[0] == pytest.approx(1 / scale)
+    np.testing.assert_allclose(centroids[0, 0], moved.mean(0))
+    np.testing.assert_allclose(rotations[0], _rot(theta), atol=1e-12)      # row vectors: p @ R undoes theta
+    np.testing.assert_allclose(asm.undo_similarity(aligned, (centroids, scales, rotations)),
+                               np.stack([moved, other]), atol=1e-12)
+    assert aligned.shape == (2, 5, 2) and centroids.shape == (2, 1, 2) and rotations.shape == (2, 2, 2)
+
+
+def test_a_mirrored_shape_is_not_reflected():
+    mirrored = REF * np.array([-1.0, 1.0])
+    aligned, (_, scales, rotations) = asm.similarity_align(mirrored[None], REF)
+    assert np.linalg.det(rotations[0]) == pytest.approx(1.0)                 # a rotation, not a reflection
+    assert not np.allclose(aligned[0], REF, atol=1e-3)
+
+
+def test_degenerate_shape_does_not_divide_by_zero():
+    point = np.zeros((1, 5, 2)) + 3.0
+    with np.errstate(all="raise"):
+        aligned, (_, scales, _) = asm.similarity_align(point, REF)
+    assert np.all(np.isfinite(aligned)) and scales[0] == 0.0
+    np.testing.assert_allclose(aligned[0], np.broadcast_to(REF.mean(0), (5, 2)))
+    unit = asm._centred_unit(np.ones((4, 2)))
+    assert np.all(unit == 0)
+
+
+def test_procrustes_reference_is_centred_unit_and_pose_free():
+    rng = np.random.default_rng(0)
+    base = REF + rng.normal(0, 0.05, (20, 5, 2))
+    posed = np.stack([s * b @ _rot(t).T + d for b, s, t, d in
+                      zip(base, rng.uniform(0.5, 2, 20), rng.uniform(-1, 1, 20), rng.uniform(-9, 9, (20, 2)))])
+    for iterations in (0, 1, 5):
+        ref = asm.procrustes_reference(posed, iterations)
+        assert ref.shape == (5, 2) and np.allclose(ref.mean(0), 0) and np.linalg.norm(ref) == pytest.approx(1)
+    ref = asm.procrustes_reference(posed)
+    target = asm.similarity_align(asm._centred_unit(REF)[None], ref)[0][0]
+    np.testing.assert_allclose(ref, target, atol=0.03)                        # the mean shape, up to pose
+
+
+def _shapes_with_variances(variances, m=400, seed=0):
+    """Shapes (m, 3, 2) whose PCA has exactly the given variance per direction (orthogonal)."""
+    rng = np.random.default_rng(seed)
+    k = len(variances)
+    z = rng.normal(size=(m, k))
+    z -= z.mean(0)
+    q, _ = np.linalg.qr(z)                                                    # orthonormal columns
+    scores = q * np.sqrt(np.asarray(variances) * (m - 1))
+    directions = np.eye(6)[:k]
+    return (scores @ directions).reshape(m, 3, 2) + 1.0
+
+
+@pytest.mark.parametrize("variance,k", [(0.5, 1), (0.6, 1), (0.61, 2), (0.9, 2), (0.9000001, 3),
+                                        (0.95, 3), (0.99999, 4), (1.0, 6)])
+def test_components_kept_for_known_variances(variance, k):
+    shapes = _shapes_with_variances([6.0, 3.0, 0.9, 0.1])                     # ratios .6 .3 .09 .01
+    model = asm.ActiveShapeModel().fit(shapes, variance)
+    assert model.k == k and model.variance == variance and model.fit_shapes == 400
+    np.testing.assert_allclose(model.eigenvalues, [6.0, 3.0, 0.9, 0.1, 0, 0][:k], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.explained_ratio, [0.6, 0.3, 0.09, 0.01, 0, 0][:k], rtol=1e-9, atol=1e-12)
+    assert (model.eigenvalues >= 0).all()                                     # round-off never negative
+    assert model.mean.dtype == model.components.dtype == np.float64 and model.components.shape == (6, k)
+    assert model.num_points == 3 and not model.align and model.reference is None
+
+
+def test_full_variance_keeps_every_component_even_for_few_shapes():
+    shapes = _shapes_with_variances([6.0, 3.0], m=3)
+    model = asm.ActiveShapeModel().fit(shapes, 1.0)
+    assert model.k == 3                                                       # min(3 shapes, 6 coords)
+    np.testing.assert_allclose(model.project(shapes), shapes, atol=1e-9)
+
+
+def test_fit_errors_word_by_word():
+    good = _shapes_with_variances([1.0, 0.5], m=5)
+    for v in (0.0, -0.1, 1.0000001, 2.0):
+        assert _msg(asm.ActiveShapeModel().fit, good, v, error=ConfigError) == f"variance {v}: must lie in (0, 1]"
+    assert _msg(asm.ActiveShapeModel().fit, good[:1], error=ConfigError) == (
+        "an Active Shape Model needs at least 2 training shapes, got 1")
+    bad = good.copy()
+    bad[2, 1, 0] = np.nan
+    assert _msg(asm.ActiveShapeModel().fit, bad, error=DataFormatError) == (
+        "training shapes contain NaN or infinite values; re-run prepare")
+    model = asm.ActiveShapeModel()
+    for call in (lambda: model.k, lambda: model.num_points, lambda: model.project(good)):
+        assert _msg(call, error=ModelError) == "the Active Shape Model is not fitted; call fit() or load() first"
+    model.fit(good, 1.0)
+    assert _msg(model.coefficients, np.zeros((2, 4, 2)), error=ConfigError) == (
+        "shapes have 4 points but the shape model has 3")
+
+
+def test_clipping_at_three_sigmas():
+    shapes = _shapes_with_variances([4.0, 1.0])                               # sigma 2 and 1
+    model = asm.ActiveShapeModel().fit(shapes, 0.99)
+    far = model.mean + 10.0 * model.components[:, 0] + 0.5 * model.components[:, 1]
+    b = model.coefficients(far[None])
+    np.testing.assert_allclose(np.abs(b[0]), [6.0, 0.5], atol=1e-9)           # 3 x 2 and not clipped
+    np.testing.assert_allclose(np.abs(model.coefficients(far[None], clip=False)[0]), [10.0, 0.5], atol=1e-9)
+    full = asm.ActiveShapeModel().fit(shapes, 1.0)
+    assert np.abs(full.coefficients(far[None])[0]).max() == pytest.approx(10.0)   # variance 1.0: no clip
+    assert np.abs(full.coefficients(far[None], clip=True)[0]).max() == pytest.approx(6.0)
+    assert asm.CLIP_SIGMAS == 3.0
+
+
+def test_project_gives_back_the_input_layout():
+    shapes = _shapes_with_variances([4.0, 1.0, 0.01])
+    model = asm.ActiveShapeModel().fit(shapes, 0.99)
+    soft = model.project(shapes[:3])
+    assert soft.shape == (3, 3, 2) and soft.dtype == np.float64
+    flat = model.project(shapes[:3].reshape(3, 6))
+    assert flat.shape == (3, 6) and np.array_equal(flat, soft.reshape(3, 6))
+    np.testing.assert_allclose(model.reconstruct(model.coefficients(shapes[:3])), flat)
+    assert np.abs(soft - shapes[:3]).max() > 1e-4                              # the smallest direction dropped
+
+
+def test_aligned_model_keeps_each_shapes_pose():
+    rng = np.random.default_rng(1)
+    base = REF + rng.normal(0, 0.1, (30, 5, 2))
+    posed = np.stack([2 * b @ _rot(t).T + 7 for b, t in zip(base, rng.uniform(-1, 1, 30))])
+    model = asm.ActiveShapeModel().fit(posed, 1.0, align=True)
+    assert model.align and model.reference.shape == (5, 2)
+    np.testing.assert_allclose(model.project(posed), posed, atol=1e-9)
+
+
+def test_save_and_load_keep_every_field(tmp_path):
+    shapes = _shapes_with_variances([4.0, 1.0])
+    model = asm.ActiveShapeModel().fit(shapes, 0.8, align=True)
+    model.fit_on = "plain"
+    p = model.save(tmp_path / "m.npz")
+    assert p == tmp_path / "m.npz" and sorted(np.load(p).files) == sorted(
+        ["mean", "components", "eigenvalues", "variance", "explained_ratio", "fit_on", "fit_shapes", "reference"])
+    back = asm.ActiveShapeModel.load(p)
+    for name in ("mean", "components", "eigenvalues", "explained_ratio", "reference"):
+        assert np.array_equal(getattr(back, name), getattr(model, name)) and getattr(back, name).dtype == np.float64
+    assert (back.variance, back.fit_on, back.fit_shapes, back.align) == (0.8, "plain", 400, True)
+    plain = asm.ActiveShapeModel().fit(shapes, 0.8)
+    plain.fit_shapes = None
+    plain.save(tmp_path / "p.npz")
+    assert sorted(np.load(tmp_path / "p.npz").files) == ["components", "eigenvalues", "explained_ratio", "mean", "variance"]
+    back = asm.ActiveShapeModel.load(tmp_path / "p.npz")
+    assert back.fit_on is None and back.fit_shapes is None and back.reference is None and not back.align
+    np.savez(tmp_path / "old.npz", mean=plain.mean, components=plain.components,
+             eigenvalues=plain.eigenvalues, variance=np.float64(0.8))
+    assert asm.ActiveShapeModel.load(tmp_path / "old.npz").explained_ratio is None
+    assert _msg(asm.ActiveShapeModel().save, tmp_path / "x.npz", error=ModelError).startswith(
+        "the Active Shape Model is not fitted")
+
+
+def test_load_errors_word_by_word(tmp_path):
+    p = tmp_path / "asm.npz"
+    assert _msg(asm.ActiveShapeModel.load, p, error=ModelError) == (
+        f"{p}: shape model not found; run python asm_soft_landmarks.py --dataset NAME first")
+    p.write_bytes(b"not a zip")
+    assert _msg(asm.ActiveShapeModel.load, p, error=ModelError).endswith(
+        "; delete it and run the command again")
+    np.savez(p, mean=np.zeros(6))
+    msg = _msg(asm.ActiveShapeModel.load, p, error=ModelError)
+    assert msg.startswith(f"{p}: not a shape model written by asm_soft_landmarks.py (")
+    for comps, eig in ((np.zeros(6), np.zeros(1)), (np.zeros((4, 2)), np.zeros(2)), (np.zeros((6, 2)), np.zeros(3))):
+        np.savez(p, mean=np.zeros(6), components=comps, eigenvalues=eig, variance=np.float64(0.9))
+        assert _msg(asm.ActiveShapeModel.load, p, error=ModelError) == (
+            f"{p}: inconsistent array shapes; delete it and run asm_soft_landmarks.py again")
+    np.savez(p, mean=np.zeros(6), components=np.zeros((6, 2)), eigenvalues=np.zeros(2),
+             variance=np.float64(0.9), reference=np.zeros((2, 3)))
+    assert _msg(asm.ActiveShapeModel.load, p, error=ModelError) == (
+        f"{p}: its alignment reference has shape (2, 3), not (3, 2); delete it and run "
+        f"asm_soft_landmarks.py again")
+
+
+def test_movement_stats_by_hand():
+    hard = np.zeros((2, 3, 2))
+    hard[:, 1] = (10.0, 0.0)                                                  # "eyes" 0 and 1, 10 apart
+    hard[1, 1] = (20.0, 0.0)                                                  # 20 apart on face 1
+    soft = hard.copy()
+    soft[0, 2] += (3.0, 4.0)                                                  # 5 on face 0
+    soft[1, 0] += (0.0, 2.0)                                                  # 2 on face 1
+    got = asm.movement_stats(hard, soft)
+    assert got == {"mean": pytest.approx(7 / 6), "max": 5.0}
+    got = asm.movement_stats(hard.reshape(2, 6), soft.reshape(2, 6), ((0,), (1,)))
+    assert got["mean_pct_io"] == pytest.approx((50 + 10) / 6) and got["max_pct_io"] == pytest.approx(50.0)
+    np.testing.assert_allclose(asm._eye_distance(hard, ((0, 2), (1,))), [np.hypot(10, 0), 20.0])
+    flat = np.zeros((1, 3, 2))
+    got = asm.movement_stats(flat, flat + 1, ((0,), (1,)))                    # normaliser 0: not a number
+    assert np.isnan(got["mean_pct_io"]) and np.isnan(got["max_pct_io"]) and got["max"] == pytest.approx(np.sqrt(2))
