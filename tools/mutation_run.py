@@ -51,7 +51,8 @@ SELECTION = {
     "dataset_formats": ["tests/test_readers.py", "tests/test_fuzz_parsers.py", "tests/test_synthetic_readers.py",
                         "tests/test_readers_edges.py"],
     # prepare (crops, manifest, augmented copies) and the prepared-folder reader
-    "data_util": ["tests/test_prepare.py", "tests/test_prepared_reader.py", "tests/test_crop_margin.py"],
+    "data_util": ["tests/test_prepare.py", "tests/test_prepared_reader.py", "tests/test_crop_margin.py",
+                  "tests/test_prepare_edges.py"],
 }
 # tests that run TensorFlow graphs (tf.function, train_on_batch): a worker forked from a process that
 # already ran TensorFlow deadlocks or spins there, so they run only with --isolation forkserver

@@ -1,0 +1,156 @@
+"""data_util.py's pure helpers value by value (issue 37 item 3, mutmut's survivors): the seeded
+face split, WFLW's oversampling counts, prepare's disk estimate, the face box and its refusals, the
+settings change named, a custom name refused, an older prepared folder recognised, the free-space
+check, the dataset a manifest names. Fast: no prepare run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import configuration as C
+import data_util as du
+import dataset_formats as fmt
+from errors import ConfigError, DataFormatError
+
+
+@pytest.mark.parametrize("n,frac,max_faces,n_train,n_val", [
+    (100, 0.05, None, 95, 5), (100, 0.0, None, 100, 0), (1, 0.5, None, 1, 0), (2, 0.01, None, 1, 1),
+    (2, 0.99, None, 1, 1), (10, 0.25, None, 8, 2), (10, 0.35, None, 6, 4), (100, 0.1, 20, 18, 2), (100, 0.1, 0, 1, 0),
+    (5, 0.1, 50, 4, 1), (3, 0.5, None, 1, 2),
+])
+def test_split_sizes(n, frac, max_faces, n_train, n_val):
+    train, val = du.split_faces(n, frac, 3, max_faces)
+    assert (len(train), len(val)) == (n_train, n_val)
+    together = np.concatenate([train, val])
+    assert sorted(together.tolist()) == list(range(n_train + n_val))            # whole faces, no repeat
+    assert train.tolist() == sorted(train.tolist()) and val.tolist() == sorted(val.tolist())
+
+
+def test_split_is_the_seeded_permutation():
+    train, val = du.split_faces(40, 0.25, 5)
+    perm = np.random.default_rng([5, 7919]).permutation(40)
+    assert val.tolist() == sorted(perm[:10].tolist()) and train.tolist() == sorted(perm[10:].tolist())
+    assert du.split_faces(40, 0.25, 6)[1].tolist() != val.tolist()
+
+
+def test_copies_per_face_with_wflw_oversampling():
+    info = C.DATASETS["wflw"]
+    attrs = [[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 1, 1], None, [0, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [0, 0, 0]]
+    got = du.copies_per_face(info, attrs, 3)
+    assert got.dtype == np.int64
+    assert got.tolist() == [3 + 20, 3 + 7 + 8 + 2, 3, 3 + 2 + 2, 3 + 20 + 7 + 2 + 2 + 8 + 2, 3]
+    assert du.copies_per_face(info, attrs, 3, oversample=False).tolist() == [3] * 6
+    assert du.copies_per_face(C.DATASETS["300w"], [None, [1] * 6], 2).tolist() == [2, 2]   # no table
+
+
+def test_prepare_disk_estimate_by_hand():
+    face = 64 * 64 * 3
+    small = 2 * 68 * 2 * 4 + 3 * 4 + 1024
+    assert du._prepare_bytes([10], 64, 68) == 2 * 10 * face + 10 * small + (1 << 20)
+    # train (100) then test (10): the peak is train's double copy, test's comes after train is done
+    assert du._prepare_bytes([100, 10], 64, 68) == 2 * 100 * face + 110 * small + (1 << 20)
+    assert du._prepare_bytes([10, 100], 64, 68) == (10 + 2 * 100) * face + 110 * small + (1 << 20)
+    assert du._mib(3 * 2 ** 20) == "3.0 MiB" and du._mib(1536 * 2 ** 20) == "1,536.0 MiB"
+
+
+def _sample(pts, box=None):
+    return fmt.Sample(id="s", image_path="", landmarks_px=np.asarray(pts, np.float32),
+                      box_xywh=None if box is None else np.asarray(box, np.float32))
+
+
+def test_face_box_from_landmarks_or_the_dataset():
+    pts = [[10, 20], [50, 20], [30, 60]]
+    cfg = C.PrepareConfig(margin=0.5)
+    assert du._face_box(_sample(pts), cfg, "w") == (30 - 30.0, 40 - 30.0, 60.0)       # 1.5 x 40
+    cfg = C.PrepareConfig(box="dataset", margin=0.0)
+    assert du._face_box(_sample(pts, [0, 0, 100, 80]), cfg, "w") == (0.0, -10.0, 100.0)
+    assert du._face_box(_sample(pts), cfg, "w") == (10.0, 20.0, 40.0)               # no box: landmarks
+    assert du._face_box(_sample([[0, 0], [4, 0]]), C.PrepareConfig(margin=0.0), "w") == (0.0, -2.0, 4.0)
+
+
+@pytest.mark.parametrize("pts,box,why", [
+    ([[5, 5], [5, 5]], None, "w: the landmarks span only 0 px (the points coincide); fix the annotation"),
+    ([[5, 5], [8.9, 5]], None, "w: the landmarks span only 3.9 px (the points coincide); fix the annotation"),
+    ([[0, 0], [10, 10]], [0, 0, 3.5, 3], "w: the dataset's face box is 3.5x3 px; fix the box in the "
+                                         "annotation or use --box landmarks"),
+    ([[0, 0], [10, 10]], [0, 0, np.nan, 9], "w: the dataset's face box is nanx9 px; fix the box in the "
+                                            "annotation or use --box landmarks"),
+])
+def test_face_box_refusals(pts, box, why):
+    with pytest.raises(DataFormatError) as err:
+        du._face_box(_sample(pts, box), C.PrepareConfig(box="dataset"), "w")
+    assert str(err.value) == why
+
+
+def test_a_dataset_box_of_four_pixels_is_enough():
+    assert du._face_box(_sample([[0, 0], [10, 10]], [1, 2, 4, 1]), C.PrepareConfig(box="dataset", margin=0.0),
+                        "w") == (1.0, 0.5, 4.0)
+
+
+def test_config_change_names_the_first_difference():
+    assert du._config_change({"margin": 0.25, "box": "landmarks"}, {"margin": 0.4, "box": "dataset"}) == \
+        "box 'landmarks', now 'dataset'"
+    assert du._config_change({"a": 1}, {"a": 1}) == "same settings"
+    assert du._config_change(None, {"a": 1}) == "a None, now 1"
+    assert du._config_change({"a": 1, "b": 2}, {"a": 1}) == "b 2, now None"
+
+
+@pytest.mark.parametrize("name", ["mine", "my-set_2.v1", "A1"])
+def test_plain_custom_names(name):
+    du._check_custom_name(C.PrepareConfig(custom_spec="s.json"), C.DatasetInfo.from_spec(
+        {"name": name, "num_points": 2, "interocular": [[0], [1]]}))
+
+
+@pytest.mark.parametrize("name,why", [
+    ("a/b", "must be a plain name"), (".hidden", "must be a plain name"), ("a b", "must be a plain name"),
+    ("", "must be a plain name"),
+    ("x-synthetic", "would share the embedded data's prepared folder (x-synthetic-64)"),
+    ("cofw-synthetic-v2", "would share the embedded data's prepared folder (cofw-synthetic-v2-64)"),
+])
+def test_custom_names_refused(name, why):
+    info = C.DatasetInfo.from_spec({"name": "tmp", "num_points": 2, "interocular": [[0], [1]]})
+    info = info.__class__(**{**info.__dict__, "name": name})
+    with pytest.raises(ConfigError) as err:
+        du._check_custom_name(C.PrepareConfig(custom_spec="s.json", input_size=64), info)
+    assert str(err.value).startswith(f"s.json: name {name!r} ") and why in str(err.value)
+    assert str(err.value).endswith("; change \"name\" in the spec")
+
+
+def test_an_older_prepared_folder_is_recognised(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"dataset": "300w", "counts": {"train": 3}}))
+    (d / "train").mkdir()
+    assert du.looks_prepared(d)
+    (d / "notes.txt").write_text("mine")
+    assert not du.looks_prepared(d)                                            # a user's file: not ours
+    (d / "notes.txt").unlink()
+    for manifest in ('{"counts": {}}', '{"dataset": "300w", "counts": 3}', "[1]", "{oops", '"x"'):
+        (d / "manifest.json").write_text(manifest)
+        assert not du.looks_prepared(d), manifest
+    (d / "manifest.json").unlink()
+    assert not du.looks_prepared(d)
+
+
+def test_free_space_check(tmp_path):
+    du.check_free_space(tmp_path / "not" / "yet", 1, "prepare", "free some")    # nearest existing parent
+    with pytest.raises(du.NoSpaceError) as err:
+        du.check_free_space(tmp_path, 1 << 62, "prepare", "free some space")
+    msg = str(err.value)
+    assert msg.startswith(f"no space left on {tmp_path}: prepare needs about 4,398,046,511,104.0 MiB, ")
+    assert msg.endswith(" MiB free; free some space")
+
+
+def test_the_dataset_a_manifest_names(tmp_path):
+    assert du.dataset_of_manifest({"dataset": "cofw"}) is C.DATASETS["cofw"]
+    spec = {"name": "five", "num_points": 2, "interocular": [[0], [1]]}
+    assert du.dataset_of_manifest({"dataset": "five", "dataset_spec": spec}).num_points == 2
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({**spec, "num_points": 3}))
+    assert du.dataset_of_manifest({"dataset": "five", "config": {"custom_spec": str(p)}}).num_points == 3
+    with pytest.raises(ConfigError) as err:
+        du.dataset_of_manifest({"dataset": "five", "dataset_spec": {**spec, "num_points": 0}})
+    assert str(err.value).startswith('manifest.json "dataset_spec": num_points 0')
