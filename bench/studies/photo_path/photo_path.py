@@ -416,7 +416,7 @@ def section_keypoint_crops(args, out, sets):
 
     data = synthetic_detections(args.renders, args.keypoint_detectors)
     predictor = load_predictor(args.model)
-    res, maps = {}, {}
+    res, maps, dropped = {}, {}, []
     for name, (x, y) in data.items():
         if len(x) < 50:
             res[name] = {"renders": args.renders, "found": len(x), "skipped": "fewer than 50 faces found"}
@@ -461,22 +461,29 @@ def section_keypoint_crops(args, out, sets):
         r["box_factors"] = box
         best = min(KEYPOINT_RIDGES, key=lambda k: np.mean(r["ridges"][f"{k:g}"]["dev"]["nme"]))
         r["chosen_ridge"] = best
-        maps[name] = {"coef": r["ridges"][f"{best:g}"]["coef"], "ridge": best, "faces": len(x),
-                      "renders": args.renders}
+        if np.mean(r["ridges"][f"{best:g}"]["dev"]["nme"]) < np.mean(box["dev"]["nme"]):
+            maps[name] = {"coef": r["ridges"][f"{best:g}"]["coef"], "ridge": best, "faces": len(x),
+                          "renders": args.renders}
+        else:     # no better than the box on the dev faces: the detector keeps BOX_FACTORS
+            r["not_shipped"] = "no lower dev NME than the box"
+            dropped.append(name)
         res[name] = r
         print(name, len(x), "faces; dev NME by ridge",
               {k: round(float(np.mean(v["dev"]["nme"])), 2) for k, v in r["ridges"].items()},
               "box", round(float(np.mean(box["dev"]["nme"])), 2), flush=True)
+    kept = (json.loads(fd.KEYPOINT_CROPS_FILE.read_text()).get("detectors", {})
+            if fd.KEYPOINT_CROPS_FILE.is_file() else {})     # the other detectors' maps stay
+    maps = {**{k: v for k, v in kept.items() if k not in data and k not in dropped}, **maps}
     doc = {"about": "face_detection.keypoint_crop's maps: features = 1 and BlazeFace's six keypoints "
                     "relative to the box centre, levelled by the keypoint eyes, / max(w, h); targets = "
                     "centre offset along and across the eye line / max(w, h), log(levelled 68-point "
                     "landmark extent / max(w, h)), angle offset (radians)",
            "made_by": "python bench/studies/photo_path/photo_path.py --sections keypoint_crops "
-                      f"--renders {args.renders}",
+                      "--keypoint-detectors DETECTOR (each entry: its own --renders)",
            "detectors": maps}
     fd.KEYPOINT_CROPS_FILE.write_text(json.dumps(doc, indent=1) + "\n")
     fd._KEYPOINT_CROPS.clear()
-    out["keypoint_crops"] = res
+    out["keypoint_crops"] = {**out.get("keypoint_crops", {}), **res}
 
 
 def _detection_of(det, f):
@@ -730,8 +737,10 @@ def make_tables(out) -> dict:
             for label, v in [("box factors", r["box_factors"])] + [(f"keypoints, ridge {k}", x)
                                                                    for k, x in r["ridges"].items()]:
                 ho = v.get("synthetic_held_out")
+                chosen = label == f"keypoints, ridge {r['chosen_ridge']:g}"
                 rows.append([name, f"{r['found']}/{r['renders']}",
-                             label + (" (chosen)" if label == f"keypoints, ridge {r['chosen_ridge']:g}" else ""),
+                             label + ((" (chosen; not shipped: " + r["not_shipped"] + ")" if "not_shipped" in r
+                                       else " (chosen)") if chosen else ""),
                              f"{ho['centre_error']:.3f} / {ho['abs_log_side']:.3f} / {ho['abs_angle_deg']:.1f}" if ho else "-",
                              " / ".join(_f(e, ".3f" if i < 2 else ".1f") for i, e in enumerate(v["dev"]["crop_errors_mean"])),
                              " / ".join(_f(e, ".3f" if i < 2 else ".1f") for i, e in enumerate(v["report"]["crop_errors_mean"])),
