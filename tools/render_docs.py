@@ -340,6 +340,79 @@ FIGURES = {
     "tolerant_f84aebe_as_trained": "bench/studies/batchnorm/results.json#precise_bn.rows.1.3",
     "demo_kd_earlier": "bench/studies/sim_to_real/results.json#earlier_models.rows.8.2",
     "demo_l2_earlier": "bench/studies/sim_to_real/results.json#earlier_models.rows.9.2",
+    # cells the histories quote (docs/results/*.md), named TABLE.rROWcCOL, nN for the cell's number N:
+    "tolerant_floor.r2c1": "bench/studies/tolerant_floor/results.json#tolerant_floor.rows.2.1",
+    "freeze_batchnorm_3.r1c1n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.1.1~1",
+    "tolerant_floor_2.r1c2": "bench/studies/tolerant_floor/results.json#tolerant_floor_2.rows.1.2",
+    "tolerant_floor_2.r3c2": "bench/studies/tolerant_floor/results.json#tolerant_floor_2.rows.3.2",
+    "tolerant_floor_2.r2c2": "bench/studies/tolerant_floor/results.json#tolerant_floor_2.rows.2.2",
+    "freeze_batchnorm_2.r0c1": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.0.1",
+    "freeze_batchnorm_2.r0c2": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.0.2",
+    "freeze_batchnorm_2.r0c2n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.0.2~1",
+    "freeze_batchnorm_2.r1c1": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.1.1",
+    "freeze_batchnorm_2.r1c2": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.1.2",
+    "freeze_batchnorm_2.r1c2n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.1.2~1",
+    "freeze_batchnorm_2.r1c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.1.3",
+    "earlier_models.r1c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.1.3",
+    "earlier_models.r1c3n1": "bench/studies/sim_to_real/results.json#earlier_models.rows.1.3~1",
+    "freeze_batchnorm.r1c1": "bench/studies/batchnorm/results.json#freeze_batchnorm.rows.1.1",
+    "freeze_batchnorm.r1c2": "bench/studies/batchnorm/results.json#freeze_batchnorm.rows.1.2",
+    "freeze_batchnorm.r0c1": "bench/studies/batchnorm/results.json#freeze_batchnorm.rows.0.1",
+    "freeze_batchnorm_2.r1c1n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.1.1~1",
+    "freeze_batchnorm_2.r0c1n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.0.1~1",
+    "tolerant_floor.r2c2": "bench/studies/tolerant_floor/results.json#tolerant_floor.rows.2.2",
+    "tolerant_floor.r1c2": "bench/studies/tolerant_floor/results.json#tolerant_floor.rows.1.2",
+    "freeze_batchnorm_3.r0c1": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.0.1",
+    "freeze_batchnorm_3.r0c1n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.0.1~1",
+    "freeze_batchnorm_3.r1c1": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.1.1",
+    "learning_curves_long.r2c5": "bench/studies/learning_curves/results.json#learning_curves_long.rows.2.5",
+    "learning_curves_long.r3c5": "bench/studies/learning_curves/results.json#learning_curves_long.rows.3.5",
+    "precise_bn.r0c2": "bench/studies/batchnorm/results.json#precise_bn.rows.0.2",
+    "precise_bn.r0c2n2": "bench/studies/batchnorm/results.json#precise_bn.rows.0.2~2",
+    "precise_bn.r1c2": "bench/studies/batchnorm/results.json#precise_bn.rows.1.2",
+    "precise_bn.r1c2n2": "bench/studies/batchnorm/results.json#precise_bn.rows.1.2~2",
+    "precise_bn.r0c3n1": "bench/studies/batchnorm/results.json#precise_bn.rows.0.3~1",
+    "precise_bn.r1c3n1": "bench/studies/batchnorm/results.json#precise_bn.rows.1.3~1",
+    "freeze_batchnorm_4.r2c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.2.3",
+    "freeze_batchnorm_4.r1c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.1.3",
+    "freeze_batchnorm_4.r3c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.3.3",
+    "freeze_batchnorm_4.r3c4": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.3.4",
+    "freeze_batchnorm_4.r5c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.5.3",
+    "freeze_batchnorm_4.r5c4": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.5.4",
+    "learning_curves_long.r0c5": "bench/studies/learning_curves/results.json#learning_curves_long.rows.0.5",
+    "converged_students.r0c2": "bench/studies/learning_curves/results.json#converged_students.rows.0.2",
+    "precise_bn.r2c3": "bench/studies/batchnorm/results.json#precise_bn.rows.2.3",
+    "learning_curves_long.r1c5": "bench/studies/learning_curves/results.json#learning_curves_long.rows.1.5",
+    "precise_bn.r4c2": "bench/studies/batchnorm/results.json#precise_bn.rows.4.2",
+    "precise_bn.r3c2n2": "bench/studies/batchnorm/results.json#precise_bn.rows.3.2~2",
+    "precise_bn.r4c2n2": "bench/studies/batchnorm/results.json#precise_bn.rows.4.2~2",
+    "precise_bn.r3c3": "bench/studies/batchnorm/results.json#precise_bn.rows.3.3",
+    "precise_bn.r4c3n2": "bench/studies/batchnorm/results.json#precise_bn.rows.4.3~2",
+    "precise_bn.r7c2": "bench/studies/batchnorm/results.json#precise_bn.rows.7.2",
+    "precise_bn.r6c2": "bench/studies/batchnorm/results.json#precise_bn.rows.6.2",
+    "precise_bn.r7c2n2": "bench/studies/batchnorm/results.json#precise_bn.rows.7.2~2",
+    "converged_students.r1c2": "bench/studies/learning_curves/results.json#converged_students.rows.1.2",
+    "precise_bn.r6c3n2": "bench/studies/batchnorm/results.json#precise_bn.rows.6.3~2",
+    "precise_bn.r8c3n2": "bench/studies/batchnorm/results.json#precise_bn.rows.8.3~2",
+    "precise_bn.r11c2n2": "bench/studies/batchnorm/results.json#precise_bn.rows.11.2~2",
+    "dev_report.r1c2n1": "bench/studies/sim_to_real/results.json#dev_report.rows.1.2~1",
+    "dev_report.r1c2n3": "bench/studies/sim_to_real/results.json#dev_report.rows.1.2~3",
+    "dev_report.r1c3n2": "bench/studies/sim_to_real/results.json#dev_report.rows.1.3~2",
+    "dev_report.r5c3": "bench/studies/sim_to_real/results.json#dev_report.rows.5.3",
+    "dev_report.r6c3": "bench/studies/sim_to_real/results.json#dev_report.rows.6.3",
+    "earlier_models.r5c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.5.3",
+    "dev_report.r1c3": "bench/studies/sim_to_real/results.json#dev_report.rows.1.3",
+    "dev_report.r1c1": "bench/studies/sim_to_real/results.json#dev_report.rows.1.1",
+    "earlier_models.r0c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.0.3",
+    "earlier_models.r0c3n1": "bench/studies/sim_to_real/results.json#earlier_models.rows.0.3~1",
+    "earlier_models.r2c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.2.3",
+    "earlier_models.r2c3n1": "bench/studies/sim_to_real/results.json#earlier_models.rows.2.3~1",
+    "earlier_models.r3c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.3.3",
+    "earlier_models.r3c3n1": "bench/studies/sim_to_real/results.json#earlier_models.rows.3.3~1",
+    "earlier_models.r4c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.4.3",
+    "earlier_models.r4c3n1": "bench/studies/sim_to_real/results.json#earlier_models.rows.4.3~1",
+    "earlier_models.r6c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.6.3",
+    "earlier_models.r7c3": "bench/studies/sim_to_real/results.json#earlier_models.rows.7.3",
     # the references scored beside the shipped models (models/scores.json)
     "mean_shape_synthetic": "models/scores.json#references.0.synthetic.full",
     "mean_shape_real": "models/scores.json#references.0.real.mean",
@@ -355,19 +428,21 @@ FIGURES = {
 
 
 def figure(name: str) -> str:
-    """`fig:NAME`: the first number of the JSON cell FIGURES[NAME] names, as the cell prints it."""
+    """`fig:NAME`: the first number of the JSON cell FIGURES[NAME] names, as the cell prints it; a
+    reference ending in `~N` takes the cell's number N (from 0) instead: "6.06% / 34.87%"~1 -> 34.87."""
     if name not in FIGURES:
         raise SystemExit(f"rendered block fig:{name}: not in tools/render_docs.py FIGURES")
     file, _, where = FIGURES[name].partition("#")
+    where, _, nth = where.partition("~")
     value = load(ROOT / file)
     for key in where.split("."):
         value = value[int(key)] if isinstance(value, list) else value[key]
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not nth:
         return f"{value:.2f}"
-    number = re.search(r"\d+(\.\d+)?", str(value))
-    if number is None:
-        raise SystemExit(f"rendered block fig:{name}: {FIGURES[name]} holds no number ({value!r})")
-    return number.group(0)
+    numbers = re.findall(r"(?<![\d.])\d+(?:\.\d+)?", str(value))
+    if len(numbers) <= int(nth or 0):
+        raise SystemExit(f"rendered block fig:{name}: {FIGURES[name]} holds no number {int(nth or 0)} ({value!r})")
+    return numbers[int(nth or 0)]
 
 
 def headline_figures(path: Path = SCORES) -> Dict[str, str]:
