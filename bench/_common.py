@@ -64,6 +64,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_facts(cpuinfo: Optional[str] = None) -> dict:
+    """{"model", "isa"}: the processor and its ISA extensions (export.cpu_facts, the project's one
+    reader of /proc/cpuinfo)."""
+    from export import cpu_facts as facts  # noqa: PLC0415
+
+    return facts(cpuinfo)
+
+
 def load_average() -> str:
     try:
         a, b, c = os.getloadavg()
@@ -233,7 +241,8 @@ def header_block(title: str, argv: Sequence[str], notes: Sequence[str] = ()) -> 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"## {title}", "",
              f"- command: `{command_line(sys.argv[0], argv)}`",
-             f"- when: {now}; machine: {cpu_model()}, {cpu_count()} cores; {load_note()}",
+             f"- when: {now}; machine: {cpu_model()}, {cpu_count()} cores, ISA extensions: "
+             f"{' '.join(cpu_facts()['isa']) or 'none listed'}; {load_note()}",
              f"- software: {versions()}"]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -366,10 +375,11 @@ def square_box(box_xyxy, margin: float = 0.25):
 
 
 def crop_square(image, box, size: int):
-    """uint8 crop (size, size, 3) of the square box (x0, y0, side), zero padding outside."""
-    from image_utility import crop_and_resize  # noqa: PLC0415
+    """uint8 crop (size, size, 3) of the square box (x0, y0, side), zero padding outside: the
+    project's inference crop (inference.crop_face)."""
+    from inference import crop_face  # noqa: PLC0415
 
-    return crop_and_resize(image, box, size)
+    return crop_face(image, box, size)
 
 
 def crop_to_original(points_crop, box, size: int):
