@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]  # bench/ (_common, peers), the repository
 
 import argparse
+import datetime
 import json
 import shutil
 import subprocess
@@ -195,16 +196,26 @@ def student_e2e(runner, image, box_xyxy, size):
 # ----------------------------------------------------------------------------------------------
 
 
-def _label(size: int, width: float) -> str:
-    return f"student {size} px, width {width:g}"
+def _label(size: int, width: float, name: str = "") -> str:
+    return (f"`{name}` ({size} px, width {width:g})" if name
+            else f"student {size} px, width {width:g}")
+
+
+def model_width(model) -> float:
+    """The MobileNetV2 width multiplier (alpha) of a student built by cnn_model (1.0 if unnamed)."""
+    backbone = next((layer for layer in model.layers if hasattr(layer, "layers")), None)
+    name = getattr(backbone, "name", "") if backbone is not None else ""
+    return float(name.split("_")[1]) if name.startswith("mobilenetv2_") else 1.0
 
 
 def measure(args, threads: int) -> dict:
     """Time every contestant with `threads` threads; returns the table section as Markdown plus
     the medians/minima (for callers that choose a variant on the numbers)."""
+    import cv2
     import tensorflow as tf  # noqa: F401  (after quiet_tf)
 
     C.pin_tensorflow_threads(threads)
+    cv2.setNumThreads(threads)     # the crop (OpenCV) gets the same number of threads
     load_before = C.load_average()
     sizes = args.input_size or ([64] if args.quick else [224, 112])
     widths = args.width_multiplier or [1.0]
@@ -220,24 +231,41 @@ def measure(args, threads: int) -> dict:
     gt = np.stack([f.landmarks for f in faces])
     nf = len(faces)
     notes = [f"threads: {threads} for every contestant (TFLite and MediaPipe num_threads={threads}; "
-             f"TensorFlow intra-op = inter-op = {threads}; dlib single-threaded)",
+             f"TensorFlow intra-op = inter-op = {threads}; OpenCV {threads}; dlib single-threaded)",
              f"latency: batch 1, per-call median and minimum over {rounds} interleaved rounds x "
              f"{nf} faces per backend after {warmup} warm-up calls"]
-    if arch == "tiny":
+    if arch == "tiny" and not args.shipped:
         notes.insert(0, "TINY stand-in student (--arch tiny): a smoke test of the script, the "
                         "student numbers say nothing about the project's model")
-    fns, meta, calib_notes = {}, {}, []
-    contestants = [(s, w) for s in sizes for w in widths]
-    for size, width in contestants:
-        C.phase(f"{_label(size, width)}: building and converting to TFLite")
-        model, source = C.build_student(args.num_points, size, width, arch)
+    fns, meta, calib_notes, shipped_nme = {}, {}, [], {}
+    shipped = {}
+    if args.shipped:                  # the trained files themselves, each at its own size
+        import cnn_model
+        for path in args.shipped:
+            m = cnn_model.load_model(path)
+            shipped[(int(m.input_shape[1]), model_width(m), Path(path).name)] = m
+        contestants = list(shipped)
+    else:
+        contestants = [(s, w, "") for s in sizes for w in widths]
+    for size, width, name in contestants:
+        C.phase(f"{_label(size, width, name)}: building and converting to TFLite")
+        if name:
+            model = shipped[(size, width, name)]
+            source = "the shipped file, trained"
+        else:
+            model, source = C.build_student(args.num_points, size, width, arch)
+            source += ", UNTRAINED (random initialisation: the time per face does not depend on the weights)"
         calib, calib_note = calibration_images(size, n_calib)
         calib_notes.append(f"{size}: {calib_note}")
         runners, tfl_sizes, tfl_src = make_runners(model, variants, calib, threads, converter,
-                                                   work_dir / f"random_w{width:g}")
+                                                   work_dir / f"w{width:g}_{size}_{name or 'random'}")
         crops = [(C.crop_square(f.image, C.square_box(f.box_xyxy, 0.25), size).astype(np.float32)
                   / 255.0)[None] for f in faces]
-        key = (size, width)
+        key = (size, width, name)
+        if name:        # a shipped model: its NME on the 7 faces through each variant, the same runners
+            for v, run in runners.items():
+                pred = np.stack([student_e2e(run, f.image, f.box_xyxy, size) for f in faces])
+                shipped_nme[(key, v)] = 100 * float(np.nanmean(C.nme_io_68(pred, gt)))
         fns[(key, "crop", "e2e")] = (lambda i, s=size: C.crop_square(
             faces[i % nf].image, C.square_box(faces[i % nf].box_xyxy, 0.25), s))
         for v, run in runners.items():
@@ -245,9 +273,8 @@ def measure(args, threads: int) -> dict:
             fns[(key, v, "e2e")] = (lambda i, r=run, s=size:
                                     student_e2e(r, faces[i % nf].image, faces[i % nf].box_xyxy, s))
             meta[(key, v)] = tfl_sizes.get(v)
-        notes.append(f"{_label(size, width)}: {source}, {model.count_params() / 1e6:.2f} M "
-                     f"parameters, {C.model_macs(model)[0] / 1e6:.0f} M multiply-adds, UNTRAINED "
-                     f"(random initialisation: the time per face does not depend on the weights)")
+        notes.append(f"{_label(size, width, name)}: {source}, {model.count_params() / 1e6:.2f} M "
+                     f"parameters, {C.model_macs(model)[0] / 1e6:.0f} M multiply-adds")
     if any(v.startswith("tflite") for v in variants):
         notes.append(f"full-int8 calibration: {'; '.join(sorted(set(calib_notes)))}")
         notes.append(f"TFLite files: converted by "
@@ -268,8 +295,13 @@ def measure(args, threads: int) -> dict:
         peer_preds[p.name] = np.stack([p.predict(f.image, f.box_xyxy) for f in faces])
         notes.append(f"{p.name}: {p.detail}")
 
-    student_nme, trained_key = trained_student_nme(args, variants, threads, converter, work_dir,
-                                                   faces, gt, n_calib, contestants, notes)
+    if shipped:
+        student_nme, trained_key = {}, None
+        notes.append("student NME: each shipped file through each variant, on the 7 faces (trained on "
+                     "the synthetic data only)")
+    else:
+        student_nme, trained_key = trained_student_nme(args, variants, threads, converter, work_dir,
+                                                       faces, gt, n_calib, contestants, notes)
 
     C.phase(f"{threads} thread(s): timing {len(fns)} functions x {rounds} rounds x {nf} faces")
     times = C.interleaved_latency(fns, warmup, rounds, nf)
@@ -282,13 +314,13 @@ def measure(args, threads: int) -> dict:
         for v in variants:
             kb = meta[(key, v)]
             nme = (f"{C.fmt(student_nme[v])} (trained)" if key == trained_key and v in student_nme
-                   else "n/a (untrained)")
+                   else C.fmt(shipped_nme[(key, v)]) if (key, v) in shipped_nme else "n/a (untrained)")
             rows.append([_label(*key), LABELS[v], C.fmt(med[(key, v, "model")]),
                          C.fmt(low[(key, v, "model")]), C.fmt(med[(key, v, "e2e")]),
                          C.fmt(low[(key, v, "e2e")]),
                          C.fmt(med[(key, base_v, "e2e")] / med[(key, v, "e2e")], 1) + "x",
                          f"{kb / 1e6:.2f}" if kb else "-", nme])
-        rows.append([_label(*key), "crop alone (image_utility.crop_and_resize), part of e2e", "-",
+        rows.append([_label(*key), "crop alone (inference.crop_face), part of e2e", "-",
                      "-", C.fmt(med[(key, "crop", "e2e")]), C.fmt(low[(key, "crop", "e2e")]), "-",
                      "-", "-"])
     for p in peers:
@@ -299,14 +331,21 @@ def measure(args, threads: int) -> dict:
                         "e2e ms min", f"e2e speed-up vs {LABELS[base_v]}", "TFLite MB",
                         "NME % (io, 7 faces)"], rows)
 
-    ratios = []
+    import export  # noqa: PLC0415 - the project's variant chooser
+
+    ratios, fastest = [], {}
     for key in contestants:
         tfl = [v for v in variants if v.startswith("tflite")]
+        if tfl:      # the fastest TFLite variant on this machine, by median end to end
+            fastest[key] = export.fastest_variant({v: med[(key, v, "e2e")] for v in tfl})
+            each = ", ".join(f"{LABELS[v]} {med[(key, v, 'e2e')]:.2f} ms" for v in tfl)
+            ratios.append(f"- {_label(*key)}: fastest TFLite variant here (median e2e): "
+                          f"{LABELS[fastest[key]]} ({each})")
         if "keras-predict" in variants and "tflite-fp32" in variants:
             r = med[(key, "keras-predict", "e2e")] / med[(key, "tflite-fp32", "e2e")]
             ratios.append(f"- {_label(*key)}: Keras predict / TFLite float32 = {r:.1f}x (e2e); "
                           f"target >= 3x: {'MET' if r >= 3 else 'MISSED'}")
-        for v in ([v for v in ("tflite-int8",) if v in tfl] or tfl[:1]):
+        for v in ([fastest[key]] if key in fastest else []):
             q, q_min = med[(key, v, "e2e")], low[(key, v, "e2e")]
             beats = []
             for p in peers:
@@ -327,7 +366,19 @@ def measure(args, threads: int) -> dict:
     text = (f"### {threads} thread{'s' if threads > 1 else ''}\n\n" + "\n".join(f"- {n}" for n in notes)
             + "\n\n" + table + "\n\nRatios (same table, same run):\n" + "\n".join(ratios) + "\n")
     shutil.rmtree(work_dir, ignore_errors=True)
-    return {"threads": threads, "text": text,
+    peer_nme = {p.name: 100 * float(np.nanmean(C.nme_io_68(peer_preds[p.name], gt))) for p in peers}
+    record = {"threads": threads, "load_before": load_before, "load_after": C.load_average(),
+              "students": [{"label": _label(*key), "file": key[2], "variant": v, "label_variant": LABELS[v],
+                            "e2e_median_ms": med[(key, v, "e2e")], "e2e_min_ms": low[(key, v, "e2e")],
+                            "model_median_ms": med[(key, v, "model")],
+                            "crop_median_ms": med[(key, "crop", "e2e")],
+                            "nme": shipped_nme.get((key, v), student_nme.get(v) if key == trained_key else None),
+                            "fastest_here": fastest.get(key) == v}
+                           for key in contestants for v in variants],
+              "peers": [{"name": p.name, "e2e_median_ms": med[("peer", p.name, "e2e")],
+                         "e2e_min_ms": low[("peer", p.name, "e2e")], "nme": peer_nme[p.name]}
+                        for p in peers]}
+    return {"threads": threads, "text": text, "record": record,
             "e2e_median": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in med.items() if k[2] == "e2e"},
             "e2e_min": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in low.items() if k[2] == "e2e"}}
 
@@ -356,7 +407,7 @@ def trained_student_nme(args, variants, threads, converter, work_dir, faces, gt,
     backbone = next((layer for layer in trained.layers if hasattr(layer, "layers")), None)
     alpha = float(getattr(backbone, "name", "").split("_")[1]) if backbone is not None and \
         backbone.name.startswith("mobilenetv2_") else 1.0
-    key = next(((s, w) for s, w in contestants if s == ts and abs(w - alpha) < 1e-6), None)
+    key = next(((s, w, n) for s, w, n in contestants if s == ts and abs(w - alpha) < 1e-6), None)
     if key is None:
         notes.append(f"student NME: {shown} is {ts} px, width {alpha:g}: no contestant of that size "
                      f"and width, so every student row is untrained (n/a)")
@@ -396,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calibration", type=int, default=None,
                     help="full-int8 calibration images (default 64)")
     ap.add_argument("--no-peers", action="store_true", help="skip dlib and MediaPipe")
+    ap.add_argument("--shipped", nargs="+", default=None, metavar="MODEL.keras",
+                    help="time these trained files (each at its own size, every --variants) instead "
+                         "of random students; with the peers, the 1-thread record goes into "
+                         "bench/speed/per_face.json and its headline table (README)")
+    ap.add_argument("--per-face-json", default=None, help="where the per-processor record goes "
+                    "(default bench/speed/per_face.json; beside --out with --out or --quick)")
     ap.add_argument("--student-model", default=None,
                     help="trained student for the NME column (default "
                          "models/students/300w_kd.keras; none with --quick)")
@@ -454,8 +511,62 @@ def main(argv=None) -> int:
     text = (C.header_block("Inference latency per face (batch 1, CPU)", argv_used, notes) + "\n"
             + "\n".join(s["text"] for s in sections))
     print(text)
-    C.write_results(text, C.results_path("inference_speed", args.quick, args.out))
+    md_path = C.results_path("inference_speed", args.quick, args.out)
+    C.write_results(text, md_path)
+    one = next((s for s in sections if s["threads"] == 1 and s.get("record")), None)
+    if args.shipped and one is not None and not args.no_peers:
+        path = Path(args.per_face_json) if args.per_face_json else (
+            md_path.with_name("per_face.json") if args.quick or args.out else PER_FACE_JSON)
+        cpu = C.cpu_facts()
+        machine = {"cpu": cpu["model"], "isa": cpu["isa"], "cores": C.cpu_count(),
+                   "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                   "command": C.command_line(__file__, argv_used),
+                   "source": f"{md_path.relative_to(C.REPO_ROOT) if md_path.is_relative_to(C.REPO_ROOT) else md_path}",
+                   **one["record"]}
+        data = json.loads(path.read_text()) if path.exists() else {"machines": []}
+        data["machines"] = merge_machine(data["machines"], machine)
+        data["headline"] = headline(data["machines"])
+        C.write_results(json.dumps(data, indent=1) + "\n", path)
     return 0
+
+
+PER_FACE_JSON = Path(__file__).with_name("per_face.json")
+
+
+def merge_machine(machines: list, new: dict) -> list:
+    """The recorded machines with `new` in place of an earlier record of the same processor (model
+    name and ISA extensions) measured by this script; records from elsewhere are kept."""
+    same = lambda m: (m.get("cpu") == new["cpu"] and m.get("isa") == new["isa"]  # noqa: E731
+                      and not m.get("external"))
+    return [m for m in machines if not same(m)] + [new]
+
+
+def _ms(x: dict) -> str:
+    return f"{x['e2e_median_ms']:.2f} ({x['e2e_min_ms']:.2f})" if x.get("e2e_min_ms") is not None \
+        else f"{x['e2e_median_ms']:.2f}"
+
+
+def headline(machines: list) -> dict:
+    """The README's speed table: per processor and shipped student, the student's fastest TFLite
+    variant there against each peer, by median end-to-end time per face on one thread (minimum in
+    brackets), with the real-face NME; the student is ahead when its median is below every peer's."""
+    rows, peer_names = [], []
+    for m in machines:
+        peer_names += [p["name"] for p in m.get("peers", []) if p["name"] not in peer_names]
+    for m in machines:
+        peers = {p["name"]: p for p in m.get("peers", [])}
+        cpu = f"{m['cpu']}" + (f" ({' '.join(m['isa'])})" if m.get("isa") else " (ISA not recorded)")
+        load = m.get("load", f"{m.get('load_before', '?').split(',')[0]} / {m.get('load_after', '?').split(',')[0]}")
+        for st in [x for x in m.get("students", []) if x.get("fastest_here")]:
+            ahead = bool(peers) and all(st["e2e_median_ms"] < p["e2e_median_ms"] for p in peers.values())
+            nme = "-" if st.get("nme") is None else f"{st['nme']:.2f}"
+            rows.append([cpu, load, f"{st['label']}, {st['label_variant']}", f"{_ms(st)}; {nme}",
+                         *(f"{_ms(peers[n])}; {peers[n]['nme']:.2f}" if n in peers else "-" for n in peer_names),
+                         "**yes**" if ahead else "**NO**"])
+    return {"columns": ["processor (ISA extensions)", "load before / after", "shipped student, fastest variant there",
+                        "student ms median (min); NME %", *(f"{n.split()[0]} ms; NME %" for n in peer_names),
+                        "student ahead of both (median)"],
+            "rows": rows}
 
 
 if __name__ == "__main__":
