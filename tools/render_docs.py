@@ -41,7 +41,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -472,6 +472,7 @@ FIGURES = {
     "freeze_batchnorm_4.r0c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.0.3",
     "precise_bn.r5c3": "bench/studies/batchnorm/results.json#precise_bn.rows.5.3",
     "precise_bn.r5c3n1": "bench/studies/batchnorm/results.json#precise_bn.rows.5.3~1",
+    "export_agreement.r4c3": "bench/studies/export_agreement/results.json#export_agreement.rows.4.3",
     # the references scored beside the shipped models (models/scores.json)
     "mean_shape_synthetic": "models/scores.json#references.0.synthetic.full",
     "mean_shape_real": "models/scores.json#references.0.real.mean",
@@ -521,11 +522,84 @@ def headline_figures(path: Path = SCORES) -> Dict[str, str]:
 def hand_typed(text: str, figures: Dict[str, str]) -> List[str]:
     """Each headline figure typed as a percentage outside the rendered blocks: "line N: 4.77% (what)"."""
     found = []
-    outside = BLOCK.sub(lambda m: m.group(1) + "\n" * m.group("body").count("\n") + m.group(4), text)
-    for n, line in enumerate(outside.splitlines(), 1):
+    for n, line in enumerate(outside_blocks(text).splitlines(), 1):
         for fig, what in figures.items():
             if re.search(rf"(?<![\d.]){re.escape(fig)}\s?%", line):
                 found.append(f"line {n}: {fig}% ({what})")
+    return found
+
+
+# The unit a figure is quoted with, read just after its END marker: "%" or " points".
+UNIT = re.compile(r"\s?%|\s(?:points?|pp)\b")
+
+
+def outside_blocks(text: str) -> str:
+    """The text with every rendered block's body blanked (its line breaks kept, so lines keep their numbers)."""
+    return BLOCK.sub(lambda m: m.group(1) + "\n" * m.group("body").count("\n") + m.group(4), text)
+
+
+def marked_figures(texts: Sequence[str]) -> Dict[Tuple[str, str], str]:
+    """{(figure, unit): marker name} for every inline score:/fig: marker of the texts that a unit
+    follows, e.g. ("4.23", "%") -> "fig:tolerant_floor_2.r1c2": the figure in the context it was marked with."""
+    out: Dict[Tuple[str, str], str] = {}
+    for text in texts:
+        for m in BLOCK.finditer(text):
+            unit = UNIT.match(text, m.end())
+            if m.group("name").startswith(("score:", "fig:")) and unit and "\n" not in m.group("body"):
+                out.setdefault((m.group("body").strip(), "%" if "%" in unit.group(0) else " points"), m.group("name"))
+    return out
+
+
+def typed_again(text: str, marked: Dict[Tuple[str, str], str]) -> List[str]:
+    """Each marked figure typed by hand with the same unit outside the rendered blocks:
+    "line N: 4.23% (fig:tolerant_floor_2.r1c2)"."""
+    found = []
+    by_unit: Dict[str, Dict[str, str]] = {}
+    for (fig, unit), name in marked.items():
+        by_unit.setdefault(unit, {})[fig] = name
+    for n, line in enumerate(outside_blocks(text).splitlines(), 1):
+        for unit, figs in by_unit.items():
+            tail = r"\s?%" if unit == "%" else r"\s(?:points?|pp)\b"
+            for m in re.finditer(rf"(?<![\d.])(\d+\.\d+){tail}", line):
+                if m.group(1) in figs:
+                    found.append(f"line {n}: {m.group(1)}{'%' if unit == '%' else unit} ({figs[m.group(1)]})")
+    return found
+
+
+def json_percentages(root: Path = ROOT) -> Dict[str, str]:
+    """{"6.06": "bench/studies/batchnorm/results.json#freeze_batchnorm", ...}: every figure with two
+    decimals that a study's results.json types in a string (commands apart), and every score of
+    models/scores.json; each with the first file and key holding it."""
+    out: Dict[str, str] = {}
+
+    def walk(value: object, where: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, where or str(k))
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, where)
+        elif isinstance(value, str) and not value.startswith(("`", "python ")):    # not a command
+            for m in re.finditer(r"(?<![\d.\w-])(\d+\.\d\d)(?![\d.])", value):
+                out.setdefault(m.group(1), where)
+        elif isinstance(value, float) and where in ("models", "references"):
+            out.setdefault(f"{value:.2f}", where)
+
+    for path in [root / "models" / "scores.json", *sorted(root.glob("bench/studies/*/results.json"))]:
+        walk(load(path), "")
+        out.update({k: f"{path.relative_to(root)}#{v}" for k, v in out.items() if "#" not in v})
+    return out
+
+
+def typed_duplicates(paths: Sequence[Path], root: Path = ROOT) -> List[str]:
+    """A wide net (`--typed`): each X.XX% typed outside rendered blocks that equals a figure some JSON
+    holds (`json_percentages`). Many are equal by chance; the test checks the narrow rule (`typed_again`)."""
+    figures = json_percentages(root)
+    found = []
+    for path in paths:
+        for n, line in enumerate(outside_blocks(path.read_text()).splitlines(), 1):
+            found += [f"{path.relative_to(root)}:{n}: {m.group(1)}% (also in {figures[m.group(1)]})"
+                      for m in re.finditer(r"(?<![\d.])(\d+\.\d+)\s?%", line) if m.group(1) in figures]
     return found
 
 
@@ -560,6 +634,14 @@ def documents(root: Path = ROOT) -> List[Path]:
     return sorted(p for p in found if p.is_file())
 
 
+def front_documents(root: Path = ROOT) -> List[Path]:
+    """The documents a reader meets: the README, docs/, the model card and scores, and each bench
+    README. Not CHANGELOG.md (history, by date) nor a study's own results files (bench/**/<name>.md:
+    what its script wrote, with the command, time and machine of the run)."""
+    return [p for p in documents(root) if p.name != "CHANGELOG.md"
+            and (p.relative_to(root).parts[0] != "bench" or p.name == "README.md")]
+
+
 def stale_blocks(path: Path, cache: dict) -> List[str]:
     old = path.read_text()
     new = render_text(old, cache)
@@ -573,7 +655,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true",
                    help="only check: exit 1, naming each out-of-date block, if any; write nothing")
+    p.add_argument("--typed", action="store_true",
+                   help="only list the X.XX%% figures typed by hand in the front documents that a JSON also "
+                        "types (some equal by chance) and count them; write nothing")
     args = p.parse_args(argv)
+    if args.typed:
+        found = typed_duplicates(front_documents())
+        print("\n".join(found + [f"{len(found)} typed figures equal to one a JSON holds"]))
+        return 0
     cache: dict = {}
     stale = []
     for path in documents():
