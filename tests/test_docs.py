@@ -87,18 +87,13 @@ def test_plain_json_table_block(tmp_path, monkeypatch):
     assert R.render_block("table:s.json#t") == f"| m |\n|---|\n| **{kd['real']['median']:.2f}** |\n"
 
 
-def front_documents():
-    """The documents a reader meets: the README, docs/, the model card and scores, and each bench
-    README. Not CHANGELOG.md (history, by date) nor a study's own results files (bench/**/<name>.md:
-    what its script wrote, with the command, time and machine of the run)."""
-    return [p for p in R.documents() if p.name != "CHANGELOG.md"
-            and (p.parts[len(ROOT.parts)] != "bench" or p.name == "README.md")]
+front_documents = R.front_documents
 
 
-# A figure equal to a shipped model's score by chance: (document, the words around it).
-COINCIDENCES = [("docs/results/model_training.md", "10.80% and 11.87% on the test set"),   # earlier teachers
-                ("docs/results/model_training.md", "6.06% / 5.48% / 5.27%"),             # validation NME
-                ("docs/results/model_training.md", "13.25% / 11.06%")]                    # an earlier KD file
+# A figure equal to a rendered one by chance: (document, the words around it).
+COINCIDENCES = [("docs/results/model_training.md", "6.73% / 6.47%"),            # a Tough run's validation, not precise_bn's KD
+                ("docs/results/model_training.md", "7.99% without"),            # the stochastic-depth runs' validation NME
+                ("docs/results/model_training.md", "11.15% without")]
 
 
 def test_headline_figures_are_typed_only_in_json():
@@ -110,13 +105,55 @@ def test_headline_figures_are_typed_only_in_json():
     typed = {}
     for path in front_documents():
         rel = str(path.relative_to(ROOT))
-        text = path.read_text()
-        for doc, words in COINCIDENCES:
-            text = text.replace(words, "") if doc == rel else text
+        text = without_coincidences(path)
         if R.hand_typed(text, figures):
             typed[rel] = R.hand_typed(text, figures)
     assert not typed, ("typed by hand outside rendered blocks (use <!-- BEGIN rendered:score:STEM.FIELD --> "
                        f"or point to the table): {typed}")
+
+
+def without_coincidences(path):
+    rel, text = str(path.relative_to(ROOT)), path.read_text()
+    for doc, words in COINCIDENCES:
+        text = text.replace(words, "") if doc == rel else text
+    return text
+
+
+def test_a_marked_figure_is_typed_nowhere_else():
+    """Each figure a page renders inline (fig:NAME or score:STEM.FIELD) with a unit after it ("%",
+    " points") is typed by hand with that unit on no front page: the JSON cell is its one place."""
+    pages = R.front_documents()
+    marked = R.marked_figures([p.read_text() for p in pages])
+    assert len(marked) > 100 and ("4.23", "%") in marked
+    typed = {str(p.relative_to(ROOT)): R.typed_again(without_coincidences(p), marked) for p in pages}
+    assert not {k: v for k, v in typed.items() if v}, (
+        "typed by hand though a page renders it from its JSON: mark it <!-- BEGIN rendered:fig:NAME -->... "
+        "(tools/render_docs.py FIGURES) or add it to COINCIDENCES if it is another measurement")
+
+
+def test_a_planted_duplicate_of_a_marked_figure_is_found():
+    """4.23% (the Tolerant teacher against its aligned soft landmarks, fig:tolerant_floor_2.r1c2 in
+    model_training.md) typed again in another page is found at its line; the same number with another
+    unit, bare, or inside a marker is not."""
+    pages = R.front_documents()
+    marked = R.marked_figures([p.read_text() for p in pages])
+    text = (ROOT / "docs/results/demo_seeds.md").read_text()
+    assert R.typed_again(text, marked) == []
+    planted = text + "\nThe aligned Tolerant teacher is 4.23 % off its own targets.\n"
+    assert R.typed_again(planted, marked) == [f"line {len(planted.splitlines())}: 4.23% (fig:tolerant_floor_2.r1c2)"]
+    inline = "<!-- BEGIN rendered:fig:tolerant_floor_2.r1c2 -->4.23<!-- END rendered:fig:tolerant_floor_2.r1c2 -->"
+    assert R.typed_again(f"4.23 MiB, 4.23, 14.23%, {inline}%", marked) == []
+    assert R.marked_figures([f"gap {inline} points"]) == {("4.23", " points"): "fig:tolerant_floor_2.r1c2"}
+    assert R.typed_again("a gap of 4.23 points", R.marked_figures([f"gap {inline} points"])) == [
+        "line 1: 4.23 points (fig:tolerant_floor_2.r1c2)"]
+
+
+def test_the_nth_number_of_a_cell():
+    """`~N` in FIGURES takes the cell's number N: "6.06% / 34.87%, kept its own" ~1 -> 34.87."""
+    cell = json.loads((ROOT / "bench/studies/batchnorm/results.json").read_text())["freeze_batchnorm_2"]["rows"][0][1]
+    assert cell.startswith("6.06% / 34.87%")
+    assert R.FIGURES["freeze_batchnorm_2.r0c1n1"].endswith("rows.0.1~1")
+    assert (R.figure("freeze_batchnorm_2.r0c1"), R.figure("freeze_batchnorm_2.r0c1n1")) == ("6.06", "34.87")
 
 
 def test_a_study_figure_is_the_first_number_of_its_cell():
