@@ -14,7 +14,7 @@ Pieces:
   landmarks drawn and a JSON of the points in original-image pixels, the detector's pass and its
   `detection_score` per face (`min_score` drops weak detections, `max_faces` keeps the largest and
   says when it cut; a tqdm bar for folders and videos).
-* `LandmarkModel(path).predict(image, box=None)`: the Python API (README "Python API").
+* `LandmarkModel(path).predict(image, box=None)`: the Python API (README "From Python", docs/USAGE.md "Python API").
 
 Expected failures (unreadable file, no face found, wrong model file) raise `errors.LandmarkError`
 subclasses with one line; the CLI (`test.py --image/--folder/--video`) turns them into exit status 2.
