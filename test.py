@@ -29,7 +29,7 @@ quiet_tensorflow()
 
 from configuration import DATASETS, MODELS_DIR, REPO_ROOT, PrepareConfig, dataset_info  # noqa: E402
 from dataset_formats import read_custom_spec  # noqa: E402
-from errors import ConfigError, ModelError, run_cli  # noqa: E402
+from errors import ConfigError, DataFormatError, ModelError, run_cli  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "results"
 
@@ -335,6 +335,12 @@ def check_options(args) -> None:
                                ("--max-faces", args.max_faces, 1)):   # 0 gave "no face found"
         if value is not None and value < least:
             raise ConfigError(f"{name} {value}: must be >= {least}")
+    # a missing input is named before any results folder is made (none left empty behind)
+    for name, value, what, exists in (("--image", args.image, "image", Path.is_file),
+                                      ("--video", args.video, "video", Path.is_file),
+                                      ("--folder", args.folder, "folder", Path.is_dir)):
+        if value is not None and not exists(Path(value)):
+            raise DataFormatError(f"{value}: {what} not found ({name}); check the path")
 
 
 def main(argv=None) -> int:
