@@ -88,6 +88,12 @@ def report_bad_sample(where, reason: str, strict: bool, skipped: Optional[list])
         skipped.append({"file": str(where), "reason": reason})
 
 
+def _reason(err, where) -> str:
+    """The reason of an error raised as "<where>: <reason>" (a path may itself hold ': ')."""
+    text, prefix = str(err), f"{where}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
 def _check_points(points: np.ndarray, expected: int, where) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float32)
     if pts.shape != (expected, 2):
@@ -246,12 +252,12 @@ def read_300w(root, split: str, strict: bool = True, skipped: Optional[list] = N
         d = root / folder
         pts_files = sorted(d.glob("*.pts")) if d.is_dir() else []
         if not pts_files:
-            what = "no .pts annotations in this folder" if d.is_dir() else "folder not found"
-            msg = (f"{d}: {what}; expected 300-W's {folder}/ with an image and a .pts file per "
-                   f"face (layout in data/README.md)")
+            why = (("no .pts annotations in this folder" if d.is_dir() else "folder not found")
+                   + f"; expected 300-W's {folder}/ with an image and a .pts file per face (layout in "
+                     f"data/README.md)")
             if strict:
-                raise DataFormatError(msg)
-            report_bad_sample(d, msg.split(": ", 1)[1], False, skipped)   # a subset may be absent from a small copy
+                raise DataFormatError(f"{d}: {why}")
+            report_bad_sample(d, why, False, skipped)   # a subset may be absent from a small copy
             continue
         for pf in pts_files:
             image = _find_image_for(pf)
@@ -264,7 +270,7 @@ def read_300w(root, split: str, strict: bool = True, skipped: Optional[list] = N
             except DataFormatError as err:
                 if strict:
                     raise
-                report_bad_sample(pf, str(err).split(": ", 1)[-1], False, skipped)
+                report_bad_sample(pf, _reason(err, pf), False, skipped)
                 continue
             samples.append(Sample(id=f"{folder}/{pf.stem}", image_path=str(image), landmarks_px=pts,
                                   box_xywh=None, subset=subset))
@@ -405,7 +411,7 @@ def read_cofw(root, split: str, strict: bool = True, skipped: Optional[list] = N
         except DataFormatError as err:
             if strict:
                 raise
-            report_bad_sample(where, str(err).split(": ", 1)[-1], False, skipped)
+            report_bad_sample(where, _reason(err, where), False, skipped)
             continue
         occ = phis[k, 2 * n:3 * n] > 0.5 if phis.shape[1] >= 3 * n else np.zeros(n, bool)
         samples.append(Sample(id=f"{split}/{k:04d}", image_path="", landmarks_px=pts,
@@ -521,7 +527,7 @@ def read_wflw(root, split: str, strict: bool = True, skipped: Optional[list] = N
         except DataFormatError as err:
             if strict:
                 raise
-            report_bad_sample(where, str(err).split(": ", 1)[-1], False, skipped)
+            report_bad_sample(where, _reason(err, where), False, skipped)
             continue
         rel = " ".join(tokens[n_fields - 1:])
         k = seen.get(rel, 0)
@@ -627,7 +633,7 @@ def read_custom(spec_json, split: str, strict: bool = True, skipped: Optional[li
         except DataFormatError as err:
             if strict:
                 raise
-            report_bad_sample(where, str(err).split(": ", 1)[-1], False, skipped)
+            report_bad_sample(where, _reason(err, where), False, skipped)
             continue
         rel = " ".join(tokens[:-2 * n])
         k = seen.get(rel, 0)

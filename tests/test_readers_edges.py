@@ -174,16 +174,25 @@ def test_300w_missing_folders(tmp_path):
                           "reason": "folder not found; expected 300-W's lfpw/testset/ with an image and "
                                     "a .pts file per face (layout in data/README.md)"}
     assert skipped[2]["reason"].startswith("no .pts annotations in this folder; expected 300-W's ibug/")
+    spaced = tmp_path / "my data: 300w"                      # the reason never takes a piece of the path
+    (spaced / "ibug").mkdir(parents=True)
+    skipped = []
+    with pytest.warns(UserWarning):
+        fmt.read_300w(spaced, "test", strict=False, skipped=skipped)
+    assert skipped[0]["reason"].startswith("folder not found; expected 300-W's lfpw/testset/")
 
 
 def test_300w_bad_files_are_skipped_with_their_reason(tmp_path):
+    tmp_path = tmp_path / "my data: 300w"                    # a space and ': ' in the path
     d = tmp_path / "ibug"
-    d.mkdir()
+    d.mkdir(parents=True)
     pts68 = "\n".join(f"{i} {i}" for i in range(68))
     (d / "good.pts").write_text("{\n" + pts68 + "\n}\n")
     (d / "good.jpg").write_bytes(b"x")
-    (d / "short.pts").write_text("{\n1 2\n}\n")
-    (d / "short.jpg").write_bytes(b"x")
+    (d / "bad.pts").write_text("{\n1 2\n}\n")                # sorted before good.pts
+    (d / "bad.jpg").write_bytes(b"x")
+    (d / "header.pts").write_text("n_points: x\n{\n1 2\n}\n")
+    (d / "header.jpg").write_bytes(b"x")
     (d / "alone.pts").write_text("{\n" + pts68 + "\n}\n")
     skipped = []
     with pytest.warns(UserWarning):
@@ -192,7 +201,9 @@ def test_300w_bad_files_are_skipped_with_their_reason(tmp_path):
     assert got[0].image_path == str(d / "good.jpg") and got[0].box_xywh is None
     reasons = {Path(s["file"]).name: s["reason"] for s in skipped}
     assert reasons["alone.pts"] == "no image beside this .pts (looked for .jpg/.png with the same name)"
-    assert reasons["short.pts"].startswith("expected 68 points, found 1;")
+    assert reasons["bad.pts"].startswith("expected 68 points, found 1;")
+    assert reasons["header.pts"] == "bad header line 'n_points: x'; expected 'n_points: N'"
+    assert len([x for x in skipped if x["file"].endswith(".pts")]) == 3   # and the two missing folders
     assert _msg(fmt.read_300w, tmp_path / "nowhere", "train").endswith("300-W root folder not found; "
                                                                        "pass --root pointing to the dataset "
                                                                        "folder (layout in data/README.md)")
