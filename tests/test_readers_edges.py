@@ -588,3 +588,22 @@ def test_a_truncated_jpeg_is_refused(tmp_path):
         assert _msg(fmt.load_image, p).startswith(f"{p}: ")          # refused either way
     p.write_bytes(data)
     assert fmt._pil_verify(p) is None and fmt.load_image(p).ndim == 3
+
+
+def test_pts_header_with_two_colons_and_braces_out_of_order(tmp_path):
+    p = _pts(tmp_path, "n_points: 2: 3\n{\n1 2\n3 4\n}\n")
+    assert _msg(fmt.read_pts, p) == f"{p}: bad header line 'n_points: 2: 3'; expected 'n_points: N'"
+    p = _pts(tmp_path, "}\n{\n1 2\n}\n", "b.pts")                    # a stray '}' before the '{'
+    assert fmt.read_pts(p).tolist() == [[1.0, 2.0]]
+    p = _pts(tmp_path, "x", "c.pts")
+    p.write_bytes(b"{\n1 2\n\xff\xfe\n}\n")
+    msg = _msg(fmt.read_pts, p)
+    assert msg.startswith(f"{p}: cannot read the .pts file (") and "codec can't decode" in msg
+    assert msg.endswith("); it is not a text annotation")
+
+
+def test_a_skipped_sample_is_reported_where_the_reader_was_called(tmp_path):
+    _wflw(tmp_path, [_wflw_line(), "1 2"])
+    with pytest.warns(UserWarning) as rec:
+        fmt.read_wflw(tmp_path, "test", strict=False)
+    assert rec[0].filename == __file__                                # stacklevel: the reader's caller
