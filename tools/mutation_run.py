@@ -75,8 +75,6 @@ GRAPH_TESTS = [
 SOURCE_TESTS = {
     "configuration": ["tests/test_configuration_pure.py::test_configuration_has_no_file_io_and_no_changing_state"],
     "asm_soft_landmarks": ["tests/test_asm.py::test_trainer_option_asm_align_reaches_the_soft_landmarks"],
-    # which line a warning is attributed to: mutmut's trampoline adds a frame
-    "dataset_formats": ["tests/test_readers_edges.py::test_a_skipped_sample_is_reported_where_the_reader_was_called"],
 }
 SKIP_DIRS = ("models/", "samples/", "bench/", "docs/", "mutants/")
 
