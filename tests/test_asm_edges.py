@@ -226,3 +226,33 @@ def test_movement_stats_by_hand():
     flat = np.zeros((1, 3, 2))
     got = asm.movement_stats(flat, flat + 1, ((0,), (1,)))                    # normaliser 0: not a number
     assert np.isnan(got["mean_pct_io"]) and np.isnan(got["max_pct_io"]) and got["max"] == pytest.approx(np.sqrt(2))
+
+
+def test_alignment_onto_a_reference_that_is_not_centred():
+    ref = REF + np.array([10.0, -4.0])
+    moved = 1.7 * REF @ _rot(0.4).T + np.array([-3.0, 8.0])
+    aligned, (_, scales, _) = asm.similarity_align(moved[None], ref)
+    np.testing.assert_allclose(aligned[0], ref, atol=1e-12)                   # onto the reference itself
+    assert scales[0] == pytest.approx(1 / 1.7)
+
+
+def test_float32_shapes_are_aligned_in_float64():
+    rng = np.random.default_rng(3)
+    shapes = (REF + rng.normal(0, 0.2, (6, 5, 2))).astype(np.float32) * np.float32(3.3)
+    ref = asm._centred_unit(REF).astype(np.float32)
+    a32, t32 = asm.similarity_align(shapes, ref)
+    a64, t64 = asm.similarity_align(shapes.astype(np.float64), ref.astype(np.float64))
+    assert a32.dtype == np.float64 and np.array_equal(a32, a64)
+    assert all(np.array_equal(u, v) for u, v in zip(t32, t64))
+    assert np.array_equal(asm.undo_similarity(a32.astype(np.float32), t64),
+                          asm.undo_similarity(a32.astype(np.float32).astype(np.float64), t64))
+    assert np.array_equal(asm.procrustes_reference(shapes), asm.procrustes_reference(shapes.astype(np.float64)))
+
+
+def test_procrustes_iterations():
+    rng = np.random.default_rng(4)
+    shapes = np.stack([1.5 * (REF + rng.normal(0, 0.3, (5, 2))) @ _rot(t).T for t in rng.uniform(-1, 1, 8)])
+    assert np.array_equal(asm.procrustes_reference(shapes), asm.procrustes_reference(shapes, 5))
+    assert np.array_equal(asm.procrustes_reference(shapes, 0), asm.procrustes_reference(shapes, 1))
+    assert not np.array_equal(asm.procrustes_reference(shapes, 1), asm.procrustes_reference(shapes, 2))
+    assert not np.array_equal(asm.procrustes_reference(shapes, 5), asm.procrustes_reference(shapes, 6))
