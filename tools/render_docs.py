@@ -11,6 +11,7 @@ Markdown documents, between marker lines:
 
     python tools/render_docs.py            # rewrite every rendered block that is out of date
     python tools/render_docs.py --check    # exit 1 (naming the blocks) if any is out of date; writes nothing
+    python tools/render_docs.py --typed    # list (and count) X.XX% typed by hand that a JSON also holds
 
 The documents searched are README.md, CHANGELOG.md, models/*.md, docs/**/*.md and bench/**/*.md.
 tests/test_docs.py runs `--check`, so a table edited by hand, or a JSON changed without rendering,
@@ -25,7 +26,8 @@ Adding a block:
   `models/scores.json` with two decimals, inline (no line break after the BEGIN marker), e.g.
   `<!-- BEGIN rendered:score:300w_tough.synthetic.full -->4.77<!-- END rendered:score:300w_tough.synthetic.full -->%`.
 * one study figure inside a sentence: register the JSON cell that holds it in FIGURES and write
-  `fig:NAME` inline the same way (its first number is rendered).
+  `fig:NAME` inline the same way (its first number is rendered; `<cell>~N` in FIGURES takes its
+  number N, from 0). A plain table's cell may name either kind: "{score:STEM.FIELD}", "{fig:NAME}".
 * a computed table (means, confidence intervals, hashes...): write a function
   `def my_block() -> str` that reads its JSON and returns Markdown, register it in BLOCKS under
   the NAME, and put the markers in the documents that show it. Keep it a pure function of the
@@ -294,18 +296,25 @@ BLOCKS: Dict[str, Callable[[], str]] = {
 }
 
 
-# A cell of a plain table that shows a shipped model's score names it instead of typing it: "{score:300w_l2.synthetic.full}".
-SCORE_REF = re.compile(r"\{score:([\w.]+)\}")
+# A cell of a plain table that shows a shipped model's score names it instead of typing it:
+# "{score:300w_l2.synthetic.full}"; a study figure of FIGURES likewise: "{fig:tough_frozen}".
+SCORE_REF = re.compile(r"\{(score|fig):([\w.]+)\}")
 
 
 def plain_table(ref: str) -> str:
     """`table:<json path>#<key>`: the {"columns", "rows", "note"?} object at that key, as Markdown (a
-    "{score:<stem>.<field>}" in a cell is that shipped model's figure from models/scores.json)."""
+    "{score:<stem>.<field>}" in a cell is that shipped model's figure from models/scores.json, a
+    "{fig:NAME}" the study figure FIGURES names)."""
     file, _, key = ref.partition("#")
     spec = load(ROOT / file)[key]
-    rows = [[SCORE_REF.sub(lambda m: score_value(m.group(1)), c) if isinstance(c, str) else c for c in row]
-            for row in spec["rows"]]
+    rows = [[SCORE_REF.sub(lambda m: render_block(f"{m.group(1)}:{m.group(2)}"), c) if isinstance(c, str) else c
+             for c in row] for row in spec["rows"]]
     return md_table(spec["columns"], rows) + (f"\n{spec['note']}\n" if spec.get("note") else "")
+
+
+def number(value: float, field: str) -> str:
+    """A figure as the tables print it: an AUC with four decimals ("...synthetic.auc" -> 0.6921), the rest two."""
+    return f"{value:.4f}" if field.split(".")[-1] == "auc" else f"{value:.2f}"
 
 
 def score_value(ref: str, path: Path = SCORES) -> str:
@@ -320,7 +329,7 @@ def score_value(ref: str, path: Path = SCORES) -> str:
         if not isinstance(value, dict) or key not in value:
             raise SystemExit(f"rendered block score:{ref}: {path} has no {fields!r} for {model['file']}")
         value = value[key]
-    return f"{value:.2f}"
+    return number(value, fields)
 
 
 # Study figures the narratives quote, each by the JSON cell that holds it (the first number of the cell):
@@ -473,6 +482,26 @@ FIGURES = {
     "precise_bn.r5c3": "bench/studies/batchnorm/results.json#precise_bn.rows.5.3",
     "precise_bn.r5c3n1": "bench/studies/batchnorm/results.json#precise_bn.rows.5.3~1",
     "export_agreement.r4c3": "bench/studies/export_agreement/results.json#export_agreement.rows.4.3",
+    # cells of docs/results/model_training.json's history tables
+    "precise_bn.r4c3": "bench/studies/batchnorm/results.json#precise_bn.rows.4.3",
+    "freeze_batchnorm_2.r1c3n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.1.3~1",
+    "freeze_batchnorm_2.r1c3n2": "bench/studies/batchnorm/results.json#freeze_batchnorm_2.rows.1.3~2",
+    "freeze_batchnorm_3.r0c2n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.0.2~1",
+    "freeze_batchnorm_3.r0c2n2": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.0.2~2",
+    "freeze_batchnorm_3.r0c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.0.3",
+    "freeze_batchnorm_3.r0c4": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.0.4",
+    "freeze_batchnorm_3.r1c2n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.1.2~1",
+    "freeze_batchnorm_3.r1c2n2": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.1.2~2",
+    "freeze_batchnorm_3.r1c3": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.1.3",
+    "freeze_batchnorm_3.r1c4": "bench/studies/batchnorm/results.json#freeze_batchnorm_3.rows.1.4",
+    "freeze_batchnorm_4.r0c4n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.0.4~1",
+    "freeze_batchnorm_4.r0c4n2": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.0.4~2",
+    "freeze_batchnorm_4.r4c4n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.4.4~1",
+    "freeze_batchnorm_4.r4c4n2": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.4.4~2",
+    "tolerant_unaligned_common": "docs/results/model_training.json#synthetic_history.rows.16.1",
+    "tolerant_unaligned_challenging": "docs/results/model_training.json#synthetic_history.rows.16.2",
+    "tolerant_unaligned_fr": "docs/results/model_training.json#synthetic_history.rows.16.4",
+    "tolerant_unaligned_auc": "docs/results/model_training.json#synthetic_history.rows.16.5",
     # the references scored beside the shipped models (models/scores.json)
     "mean_shape_synthetic": "models/scores.json#references.0.synthetic.full",
     "mean_shape_real": "models/scores.json#references.0.real.mean",
@@ -484,6 +513,10 @@ FIGURES = {
     "mediapipe_real": "models/scores.json#references.2.real.mean",
     "mediapipe_real_median": "models/scores.json#references.2.real.median",
     "mediapipe_cofw": "models/scores.json#references.2.cofw",
+    "mean_shape_synthetic_common": "models/scores.json#references.0.synthetic.common",
+    "mean_shape_synthetic_challenging": "models/scores.json#references.0.synthetic.challenging",
+    "mean_shape_synthetic_fr": "models/scores.json#references.0.synthetic.fr",
+    "mean_shape_synthetic_auc": "models/scores.json#references.0.synthetic.auc",
 }
 
 
@@ -498,7 +531,7 @@ def figure(name: str) -> str:
     for key in where.split("."):
         value = value[int(key)] if isinstance(value, list) else value[key]
     if isinstance(value, (int, float)) and not nth:
-        return f"{value:.2f}"
+        return number(value, where)
     numbers = re.findall(r"(?<![\d.])\d+(?:\.\d+)?", str(value))
     if len(numbers) <= int(nth or 0):
         raise SystemExit(f"rendered block fig:{name}: {FIGURES[name]} holds no number {int(nth or 0)} ({value!r})")
@@ -585,7 +618,8 @@ def json_percentages(root: Path = ROOT) -> Dict[str, str]:
         elif isinstance(value, float) and where in ("models", "references"):
             out.setdefault(f"{value:.2f}", where)
 
-    for path in [root / "models" / "scores.json", *sorted(root.glob("bench/studies/*/results.json"))]:
+    for path in [root / "models" / "scores.json", *sorted(root.glob("bench/studies/*/results.json")),
+                 *sorted(root.glob("docs/**/*.json"))]:
         walk(load(path), "")
         out.update({k: f"{path.relative_to(root)}#{v}" for k, v in out.items() if "#" not in v})
     return out
