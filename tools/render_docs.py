@@ -502,6 +502,10 @@ FIGURES = {
     "tolerant_unaligned_challenging": "docs/results/model_training.json#synthetic_history.rows.16.2",
     "tolerant_unaligned_fr": "docs/results/model_training.json#synthetic_history.rows.16.4",
     "tolerant_unaligned_auc": "docs/results/model_training.json#synthetic_history.rows.16.5",
+    "freeze_batchnorm_4.r3c4n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.3.4~1",
+    "freeze_batchnorm_4.r3c4n2": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.3.4~2",
+    "freeze_batchnorm_4.r5c4n1": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.5.4~1",
+    "freeze_batchnorm_4.r5c4n2": "bench/studies/batchnorm/results.json#freeze_batchnorm_4.rows.5.4~2",
     # the references scored beside the shipped models (models/scores.json)
     "mean_shape_synthetic": "models/scores.json#references.0.synthetic.full",
     "mean_shape_real": "models/scores.json#references.0.real.mean",
