@@ -609,3 +609,57 @@ def test_a_skipped_sample_is_reported_where_the_reader_was_called(tmp_path):
     with pytest.warns(UserWarning) as rec:
         fmt.read_wflw(tmp_path, "test", strict=False)
     assert rec[0].filename == __file__                                # stacklevel: the reader's caller
+
+
+def test_truncation_window():
+    assert fmt._looks_truncated(b"\xff\xd8" + b"a" * 100 + b"\xff\xd9X") is True       # only padding is stripped
+    png = b"\x89PNG\r\n\x1a\n" + b"x" * 100
+    assert fmt._looks_truncated(png + b"IEND" + b"y" * 100) is True                   # IEND not at the end
+    assert fmt._looks_truncated(png + b"IEND" + b"y" * 60) is False                   # within the last 64 bytes
+
+
+def test_decompression_bombs_are_refused_before_decoding():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+
+    def size(w, h):
+        data[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")
+        data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+        return bytes(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    assert _msg(fmt.decode_image, "bomb.png", size(20000, 20000)) == (
+        f"bomb.png: image too large to decode (Image size (400000000 pixels) exceeds limit of {2 * limit} "
+        f"pixels) (the limit is 134217728 pixels); resize it or leave it out")
+    assert _msg(fmt.decode_image, "big.png", size(20000, 7000)).startswith("big.png: image too large to decode: ")
+    fmt.check_image_size("edge.png", size(16384, 8192))                       # exactly 2^27: allowed
+
+
+def test_custom_lists_comments_order_and_encoding(tmp_path):
+    spec = _spec(tmp_path)
+    (tmp_path / "train.txt").write_text("   # an indented comment\nbad.jpg 1 2\nok.jpg 1 2 3 4\n")
+    skipped = []
+    with pytest.warns(UserWarning):
+        got = fmt.read_custom(spec, "train", strict=False, skipped=skipped)
+    assert [s.id for s in got] == ["ok_0"] and skipped[0]["file"].endswith("train.txt:2")
+    (tmp_path / "train.txt").write_bytes(b"a.jpg 1 2 3 \xff\n")
+    assert "codec can't decode" in _msg(fmt.read_custom, spec, "train")
+    p = tmp_path / "bad.json"
+    p.write_text('{"name": 1')
+    assert "Expecting" in _msg(fmt.read_custom_spec, p, error=ConfigError)
+    p.write_text('{"name": "x", "num_points": 0, "interocular": [[0], [1]]}')
+    assert _msg(fmt.read_custom_spec, p, error=ConfigError) == f"{p}: num_points 0 must lie in 1 .. 1000"
+
+
+def test_read_dataset_is_strict_by_default_and_uses_the_layout_given(tmp_path):
+    _wflw(tmp_path, [_wflw_line(), "1 2"])
+    with pytest.raises(DataFormatError):
+        fmt.read_dataset("wflw", tmp_path, "test")
+    spec = _spec(tmp_path)                                        # 2 points in the file
+    (tmp_path / "train.txt").write_text("a.jpg 1 2 3 4 5 6\n")
+    three = DatasetInfo.from_spec({"name": "five", "num_points": 3, "interocular": [[0], [1]]})
+    assert fmt.read_dataset(three, None, "train", custom_spec=spec)[0].landmarks_px.shape == (3, 2)
