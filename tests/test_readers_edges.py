@@ -663,3 +663,38 @@ def test_read_dataset_is_strict_by_default_and_uses_the_layout_given(tmp_path):
     (tmp_path / "train.txt").write_text("a.jpg 1 2 3 4 5 6\n")
     three = DatasetInfo.from_spec({"name": "five", "num_points": 3, "interocular": [[0], [1]]})
     assert fmt.read_dataset(three, None, "train", custom_spec=spec)[0].landmarks_px.shape == (3, 2)
+
+
+def test_cofw_v73_file_header_and_version_names(tmp_path):
+    """The first 128 bytes of a MAT 7.3 file: a 116-byte text header, 8 bytes of subsystem offset,
+    version 0x0200 and the endian mark 'IM' (MATLAB reads these; h5py skips the user block)."""
+    import re
+
+    s = [_cofw_sample(0)]
+    for version in ("7.3", "73", "v7.3"):
+        p = tmp_path / f"{version}.mat"
+        fmt.write_cofw_mat(p, s, "test", version=version)
+        head = p.read_bytes()[:128]
+        assert re.fullmatch(rb"MATLAB 7\.3 MAT-file, Platform: GLNXA64, Created on: "
+                            rb"[A-Z][a-z]{2} [A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d \d{4} HDF5 schema 1\.00 \. *",
+                            head[:116]), head[:116]
+        assert head[116:124] == b" " * 8 and head[124:126] == b"\x00\x02" and head[126:128] == b"IM"
+    for version in ("5", "v5", "7", "6"):
+        p = tmp_path / f"five_{version}.mat"
+        fmt.write_cofw_mat(p, s, "test", version=version)
+        assert p.read_bytes()[:6] == b"MATLAB" and p.read_bytes()[124:128] != b"\x00\x02IM"
+        import scipy.io
+
+        assert scipy.io.loadmat(str(p))["phisT"].shape == (1, 87)
+
+
+def test_read_dataset_forwards_strict_and_skipped_for_a_custom_layout(tmp_path):
+    spec = _spec(tmp_path)
+    (tmp_path / "test.txt").write_text("bad.jpg 1\nok.jpg 1 2 3 4\n")
+    info = fmt.read_custom_spec(spec)
+    skipped = []
+    with pytest.warns(UserWarning):
+        got = fmt.read_dataset(info, None, "test", custom_spec=spec, strict=False, skipped=skipped)
+    assert len(got) == 1 and len(skipped) == 1
+    with pytest.raises(DataFormatError):
+        fmt.read_dataset(info, None, "test", custom_spec=spec)
