@@ -256,3 +256,11 @@ def test_procrustes_iterations():
     assert np.array_equal(asm.procrustes_reference(shapes, 0), asm.procrustes_reference(shapes, 1))
     assert not np.array_equal(asm.procrustes_reference(shapes, 1), asm.procrustes_reference(shapes, 2))
     assert not np.array_equal(asm.procrustes_reference(shapes, 5), asm.procrustes_reference(shapes, 6))
+
+
+def test_a_face_with_a_zero_normaliser_is_left_out_of_the_percentages():
+    hard = np.zeros((2, 3, 2))
+    hard[1, 1] = (10.0, 0.0)                                                  # face 0: eyes coincide
+    soft = hard + np.array([0.0, 1.0])
+    got = asm.movement_stats(hard, soft, ((0,), (1,)))
+    assert got["mean_pct_io"] == pytest.approx(10.0) and got["max_pct_io"] == pytest.approx(10.0)
