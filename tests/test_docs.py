@@ -389,6 +389,18 @@ def test_merged_seed_study_keeps_each_seed_where_it_came_from(tmp_path):
     with pytest.raises(Exception, match="exists"):
         merge_seeds.main(["--runs", str(tmp_path / "runs"), "--fill", str(tmp_path / "earlier.json"),
                           "--fill-seeds", "0", "1", "2", "--out", str(out)])
+    # a later session merges onto that file: its seeds and each seed's origin are kept
+    later = tmp_path / "runs2" / "seed4" / "student-l1"
+    later.mkdir(parents=True)
+    (later / "scores.json").write_text(json.dumps({"scores": {"full": {"nme_interocular": 6.5}}}))
+    out2 = tmp_path / "merged2.json"
+    assert merge_seeds.main(["--runs", str(tmp_path / "runs2"), "--fill", str(out), "--runs-label", "later",
+                             "--out", str(out2)]) == 0
+    merged2 = json.loads(out2.read_text())
+    assert merged2["student-l1"]["seeds"] == [0, 1, 2, 4]
+    assert merged2["student-l1"]["full"]["values"] == [7.5, 2.0, 8.5, 6.5]
+    assert merged2["student-l1"]["from"] == ["runs", "earlier.json", "runs", "later"]
+    assert merged2["student-kd"]["from"] == ["earlier.json"] * 3
 
 
 def test_regime_table_pairs_kd_with_its_control_seed_by_seed(tmp_path):

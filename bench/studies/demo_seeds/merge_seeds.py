@@ -39,28 +39,40 @@ def runs_values(runs: Path) -> dict:
     return found
 
 
-def fill_values(summary: dict, seeds: list) -> dict:
-    """The same layout from a summarize_seeds output whose values are seeds `seeds` in order."""
+def fill_values(summary: dict, seeds: list, label: str = "fill") -> tuple:
+    """The same layout from a summarize_seeds output whose values are seeds `seeds` in order, or
+    from an earlier merged file (its entries name their own "seeds"); and {model: {seed: where the
+    value came from}}: `label`, or the merged file's own "from" for that seed."""
     found: dict = {}
+    origin: dict = {}
     for model, subsets in summary.items():
         if model.startswith("paired_") or not isinstance(subsets, dict):
             continue
+        model_seeds = subsets.get("seeds", seeds)
+        froms = subsets.get("from") or [label] * len(model_seeds)
         for sub, cell in subsets.items():
+            if sub in ("seeds", "from"):
+                continue
             values = cell["values"]
-            if len(values) != len(seeds):
-                raise ConfigError(f"{model} {sub}: {len(values)} values for {len(seeds)} --fill-seeds")
-            for seed, v in zip(seeds, values):
+            if len(values) != len(model_seeds):
+                raise ConfigError(f"{model} {sub}: {len(values)} values for {len(model_seeds)} "
+                                  f"{'seeds' if 'seeds' in subsets else '--fill-seeds'}")
+            for seed, v in zip(model_seeds, values):
                 found.setdefault(model, {}).setdefault(seed, {})[sub] = v
-    return found
+        origin[model] = dict(zip(model_seeds, froms))
+    return found, origin
 
 
-def merge(new: dict, old: dict, new_label: str, old_label: str) -> dict:
-    """One entry per model: subsets with values/mean/std over its seeds (ascending), + seeds, from."""
+def merge(new: dict, old: dict, new_label: str, old_label) -> dict:
+    """One entry per model: subsets with values/mean/std over its seeds (ascending), + seeds, from.
+    old_label: one label for every earlier value, or {model: {seed: label}}."""
     import numpy as np
 
     out = {}
     for model in sorted(set(new) | set(old)):
-        per_seed = {s: (v, old_label) for s, v in old.get(model, {}).items()}
+        labels = old_label.get(model, {}) if isinstance(old_label, dict) else {}
+        per_seed = {s: (v, labels.get(s, old_label if isinstance(old_label, str) else "fill"))
+                    for s, v in old.get(model, {}).items()}
         per_seed.update({s: (v, new_label) for s, v in new.get(model, {}).items()})
         seeds = sorted(per_seed)
         entry = {"seeds": seeds, "from": [per_seed[s][1] for s in seeds]}
@@ -75,7 +87,8 @@ def merge(new: dict, old: dict, new_label: str, old_label: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", required=True, help="folder of seed<S>/ demo outputs (this session's)")
-    p.add_argument("--fill", required=True, help="an earlier demo.summarize_seeds JSON for the rest")
+    p.add_argument("--fill", required=True, help="an earlier demo.summarize_seeds JSON, or a file this "
+                                                 "script wrote, for the rest")
     p.add_argument("--fill-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                    help="the seeds of --fill's values, in order (default: 0 1 2 3 4)")
     p.add_argument("--runs-label", default="runs", help="how the merged file names --runs' values")
@@ -87,8 +100,8 @@ def main(argv=None) -> int:
     new = runs_values(Path(args.runs))
     if not new:
         raise ConfigError(f"{args.runs}: no seed*/*/scores.json; run demo.py --seeds first")
-    old = fill_values(json.loads(Path(args.fill).read_text()), args.fill_seeds)
-    atomic_write_json(out, merge(new, old, args.runs_label, Path(args.fill).name))
+    old, origin = fill_values(json.loads(Path(args.fill).read_text()), args.fill_seeds, Path(args.fill).name)
+    atomic_write_json(out, merge(new, old, args.runs_label, origin))
     print(f"wrote {out}")
     return 0
 
