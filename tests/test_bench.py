@@ -377,3 +377,27 @@ def test_results_table_rows_read_back_and_command_line(tmp_path, monkeypatch):
     assert C.results_path("inference_speed", False, None) == BENCH / "speed" / "inference_speed.md"
     assert C.results_path("inference_speed", True, None) == ROOT / "results" / "bench-quick" / "inference_speed.md"
     assert C.results_path("x", False, "o.md") == Path("o.md")
+
+
+def test_converged_regime_progress_reads_a_run_folder(tmp_path):
+    """progress.py's row from a trainer's files: 2 of 6 epochs at step 2400 of batch 64 (153,600
+    images), validation NME per epoch from log.csv in percent, the test NME of a scores.json."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"epochs": 6, "batch_size": 64}))
+    (run / "state.json").write_text(json.dumps({"epoch": 2, "step": 2400, "elapsed_s": 5400,
+                                                "finished": False}))
+    (run / "log.csv").write_text("epoch,val_nme\n0,0.049\n1,0.0448\n")
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"scores": {"full": {"nme_interocular": 3.991}}}))
+    sys.path.insert(0, str(BENCH / "studies" / "converged_regime"))
+    sys.path.insert(0, str(BENCH))
+    import progress
+
+    p = progress.run_progress(run)
+    assert (p["epochs_done"], p["epochs"], p["images"], p["hours"]) == (2, 6, 153_600, 1.5)
+    assert p["val_nme"] == pytest.approx([4.9, 4.48])
+    row = progress.table({"tough": p}, {"tough": progress.test_nme(scores)}).splitlines()[-1]
+    assert row == "| tough | 2 / 6 | 153,600 | 1.50 | 4.90, 4.48 | 3.99 | no |"

@@ -41,13 +41,20 @@ def run_progress(run_dir: Path) -> dict:
             "hours": float(state.get("elapsed_s", 0.0)) / 3600.0}
 
 
-def table(runs: dict) -> str:
-    lines = ["| run | epochs done / planned | images this run | hours of training | validation NME % by epoch | finished |",
-             "|---|---|---|---|---|---|"]
+def test_nme(scores_file: Path) -> float:
+    """Full-set inter-ocular NME % of a test.py scores.json."""
+    return float(json.loads(Path(scores_file).read_text())["scores"]["full"]["nme_interocular"])
+
+
+def table(runs: dict, tests: dict) -> str:
+    lines = ["| run | epochs done / planned | images this run | hours of training | validation NME % by epoch "
+             "| test NME % (full set) of its best.keras so far | finished |",
+             "|---|---|---|---|---|---|---|"]
     for name, p in runs.items():
         by_epoch = ", ".join(f"{v:.2f}" for v in p["val_nme"]) or "-"
+        test = f"{tests[name]:.2f}" if name in tests else "-"
         lines.append(f"| {name} | {p['epochs_done']} / {p['epochs']} | {p['images']:,} | {p['hours']:.2f} | "
-                     f"{by_epoch} | {'yes' if p['finished'] else 'no'} |")
+                     f"{by_epoch} | {test} | {'yes' if p['finished'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -55,6 +62,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, metavar="NAME=RUN_DIR",
                     help="a run of the study and its run folder (repeat for each run)")
+    ap.add_argument("--scores", action="append", default=[], metavar="NAME=SCORES_JSON",
+                    help="a run's test score: the scores.json of python test.py --model <run>/best.keras")
     ap.add_argument("--out", default=None,
                     help="results Markdown (default: progress.md beside this script, with its "
                          "tables in results.json)")
@@ -65,7 +74,13 @@ def main(argv=None) -> int:
         if not folder or not (Path(folder) / "config.json").is_file():
             ap.error(f"--run {item}: give NAME=RUN_DIR, a folder a trainer wrote (config.json)")
         runs[name] = run_progress(Path(folder))
-    body = table(runs) + "\n"
+    tests = {}
+    for item in args.scores:
+        name, _, path = item.partition("=")
+        if name not in runs or not Path(path).is_file():
+            ap.error(f"--scores {item}: give NAME=FILE with a NAME of --run and a test.py scores.json")
+        tests[name] = test_nme(Path(path))
+    body = table(runs, tests) + "\n"
     publish("The converged regime: where each run stands", body, "progress", args.out,
             notes=["each run resumes by running its command again (README beside this script)"])
     record(results_path("progress", False, args.out))     # its table, as data
