@@ -195,6 +195,16 @@ def flip_landmarks(landmarks_px: np.ndarray, width: int, flip_permutation: Seque
     return pts[..., perm, :]
 
 
+def flip_test_mean(plain_norm: np.ndarray, mirrored_norm: np.ndarray, size: int,
+                   flip_permutation: Sequence[int]) -> np.ndarray:
+    """The flip test (as HRNet-Facial and mmpose evaluate): normalised landmarks (..., N, 2) on a
+    crop averaged with those on its mirror image, mirrored back and re-indexed with the layout's
+    flip permutation."""
+    back = normalize_landmarks(flip_landmarks(denormalize_landmarks(mirrored_norm, size), size,
+                                              flip_permutation), size)
+    return (0.5 * (np.asarray(plain_norm) + back)).astype(np.float32)
+
+
 def flip_horizontal(image: np.ndarray, landmarks_px: np.ndarray, flip_permutation: Sequence[int]):
     """Mirror the image left-right and its points with it (flip_landmarks)."""
     image = np.asarray(image)

@@ -225,9 +225,7 @@ class FlipTestPredictor(Predictor):
         s = self.input_size
         plain = self.base.predict_norm(images, batch_size)
         mirrored = self.base.predict_norm(np.ascontiguousarray(images[:, :, ::-1]), batch_size)
-        back = iu.normalize_landmarks(
-            iu.flip_landmarks(iu.denormalize_landmarks(mirrored, s), s, self.flip_permutation), s)
-        return (0.5 * (plain + back)).astype(np.float32)
+        return iu.flip_test_mean(plain, mirrored, s, self.flip_permutation)
 
 
 def with_flip_test(predictor: Predictor, dataset: Optional[str] = None) -> FlipTestPredictor:

@@ -104,9 +104,7 @@ def flip_test_predictions(teacher: keras.Model, images: np.ndarray, flip_permuta
     plain = training.predict_images(teacher, images, batch_size).reshape(len(images), n, 2)
     mirrored = training.predict_images(teacher, np.ascontiguousarray(images[:, :, ::-1]),
                                        batch_size).reshape(len(images), n, 2)
-    back = iu.normalize_landmarks(
-        iu.flip_landmarks(iu.denormalize_landmarks(mirrored, size), size, flip_permutation), size)
-    return (0.5 * (plain + back)).reshape(len(images), 2 * n).astype(np.float32)
+    return iu.flip_test_mean(plain, mirrored, size, flip_permutation).reshape(len(images), 2 * n)
 
 
 def cached_teacher_predictions(run_dir: Path, kind: str, teacher: keras.Model,
