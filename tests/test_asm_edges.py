@@ -264,3 +264,193 @@ def test_a_face_with_a_zero_normaliser_is_left_out_of_the_percentages():
     soft = hard + np.array([0.0, 1.0])
     got = asm.movement_stats(hard, soft, ((0,), (1,)))
     assert got["mean_pct_io"] == pytest.approx(10.0) and got["max_pct_io"] == pytest.approx(10.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# float64 whatever the input's precision (mutmut's survivors: np.asarray without its dtype)
+# ---------------------------------------------------------------------------------------------
+
+def test_alignment_results_are_float64_even_from_long_double_shapes():
+    rng = np.random.default_rng(7)
+    shapes = (REF + rng.normal(0, 0.2, (4, 5, 2))).astype(np.longdouble) / np.longdouble(3)
+    ref = asm._centred_unit(REF)
+    for s, r in ((shapes, ref), (shapes.astype(np.float64), ref.astype(np.longdouble))):
+        aligned, (centroids, scales, rotations) = asm.similarity_align(s, r)
+        assert aligned.dtype == centroids.dtype == scales.dtype == rotations.dtype == np.float64
+        want, _ = asm.similarity_align(np.asarray(s, np.float64), np.asarray(r, np.float64))
+        assert np.array_equal(aligned, want)
+    aligned, transform = asm.similarity_align(shapes.astype(np.float64), ref)
+    back = asm.undo_similarity(aligned.astype(np.longdouble), transform)
+    assert back.dtype == np.float64 and np.array_equal(back, asm.undo_similarity(aligned, transform))
+    mean = asm.procrustes_reference(shapes)
+    assert mean.dtype == np.float64 and np.array_equal(mean, asm.procrustes_reference(shapes.astype(np.float64)))
+
+
+def test_movement_stats_are_computed_on_float64_values():
+    third = np.longdouble(1) / 3                          # not a float64 number: rounded first
+    hard = np.zeros((1, 3, 2), np.longdouble)
+    hard[0, 1] = (10 * third, 0)
+    soft = hard + np.array([third / 7, third / 11], np.longdouble)
+    want = asm.movement_stats(hard.astype(np.float64), soft.astype(np.float64), ((0,), (1,)))
+    for h, s in ((hard, soft.astype(np.float64)), (hard.astype(np.float64), soft)):
+        assert asm.movement_stats(h, s, ((0,), (1,))) == want
+
+
+# ---------------------------------------------------------------------------------------------
+# make_soft_landmarks and soft_landmarks_current on small prepared folders (5 points)
+# ---------------------------------------------------------------------------------------------
+
+def _prepared(root, m=12, n=5, aug_copies=2, seed=0):
+    """A complete prepared folder of m random n-point faces (train, test, and train_aug with
+    aug_copies jittered copies of each face), black 8-pixel crops: the ASM reads only landmarks."""
+    import fixtures as fx
+
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(-0.3, 0.3, (n, 2))
+    train = (base + rng.normal(0, 0.03, (m, n, 2))).astype(np.float32)
+    fx.write_prepared_split(root / "train", train, 8)
+    fx.write_prepared_split(root / "test", train[:2], 8)
+    counts, extra, aug = {"train": m, "test": 2}, {}, None
+    if aug_copies:
+        aug = (np.repeat(train, aug_copies, axis=0) + rng.normal(0, 0.01, (m * aug_copies, n, 2))).astype(np.float32)
+        fx.write_prepared_split(root / "train_aug", aug, 8)
+        extra["train_aug"] = {"count": len(aug), "settings": {"copies": aug_copies}}
+    fx.write_manifest(root, "300w", n, 8, counts, **extra)
+    return train, aug
+
+
+def test_make_soft_landmarks_report_and_first_line(tmp_path, capsys):
+    p = tmp_path / "prep"
+    train, aug = _prepared(p)
+    report = asm.make_soft_landmarks(p)                                       # default variance 0.90
+    model = asm.ActiveShapeModel.load(p / "asm.npz")
+    assert model.variance == 0.9 and model.fit_on == "augmented" and model.fit_shapes == 36
+    assert set(report) == {"k", "max_k", "variance", "explained", "fit_on", "fit_shapes", "align", "splits"}
+    assert report["k"] == model.k and report["variance"] == 0.9 and report["fit_on"] == "augmented"
+    assert report["max_k"] == 10 and report["fit_shapes"] == 36 and report["align"] is False   # min(36, 2 x 5)
+    assert report["explained"] == pytest.approx(model.explained_ratio.sum(), abs=1e-12)
+    for split, hard in (("train", train), ("train_aug", aug)):
+        soft = np.load(p / split / asm.SOFT_FILE)
+        assert report["splits"][split] == asm.movement_stats(hard, soft)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"shape model: 36 shapes (train + train_aug) of 5 points; kept k={model.k} of 10 "
+                     f"components ({100 * report['explained']:.2f}% of the variance, target 90.0%) "
+                     f"-> {p / 'asm.npz'}")
+    report = asm.make_soft_landmarks(p, 0.8, fit_on="plain", align=True)
+    model = asm.ActiveShapeModel.load(p / "asm.npz")
+    assert report["fit_shapes"] == 12 and report["max_k"] == 10 and report["align"] is True and model.align
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"shape model: 12 shapes (train, aligned) of 5 points; kept k={model.k} of 10 ")
+
+
+def test_make_soft_landmarks_with_two_faces_and_no_train_aug(tmp_path):
+    p = tmp_path / "two"
+    train, _ = _prepared(p, m=2, aug_copies=0)
+    report = asm.make_soft_landmarks(p, 1.0, verbose=False)
+    assert report["fit_shapes"] == 2 and report["max_k"] == 2 and list(report["splits"]) == ["train"]
+    np.testing.assert_allclose(np.load(p / "train" / asm.SOFT_FILE), train, atol=1e-6)
+    assert asm.soft_landmarks_current(p, 1.0)                 # train/ only: no train_aug/ asked for
+
+
+def test_make_soft_landmarks_errors_word_by_word(tmp_path):
+    p = tmp_path / "missing"
+    assert _msg(asm.make_soft_landmarks, p, fit_on="all", error=ConfigError) == (
+        "--fit-on 'all': choose augmented (train + train_aug, as the original) or plain (train only)")
+    assert _msg(asm.make_soft_landmarks, p, error=DataFormatError) == (
+        f"{p}: no such folder (prepared data not found); run python data_util.py prepare --dataset NAME "
+        f"[--root PATH] [--input-size S] --out-dir {p} first")
+    f = tmp_path / "a-file"
+    f.write_text("")
+    assert _msg(asm.make_soft_landmarks, f, dataset="cofw", input_size=64, error=DataFormatError) == (
+        f"{f}: not a folder (prepared data not found); run python data_util.py prepare --dataset cofw "
+        f"[--root PATH] --input-size 64 --out-dir {f} first")
+    one = tmp_path / "one"
+    _prepared(one, m=1, aug_copies=0)
+    assert _msg(asm.make_soft_landmarks, one, error=DataFormatError) == (
+        f"{one / 'train' / 'landmarks.npy'}: 1 training shape(s); an Active Shape Model needs at least 2; "
+        f"prepare more faces")
+
+
+def test_soft_landmarks_current_reads_the_recorded_fit(tmp_path):
+    p = tmp_path / "prep"
+    _prepared(p)
+    assert not asm.soft_landmarks_current(p, 0.9)                            # no asm.npz yet
+    asm.make_soft_landmarks(p, 1e-9, verbose=False)
+    assert asm.soft_landmarks_current(p, 2e-9)                               # within 1e-9: the same
+    assert not asm.soft_landmarks_current(p, 2.5e-9)
+    asm.make_soft_landmarks(p, 0.9, fit_on="plain", verbose=False)
+    assert asm.soft_landmarks_current(p, 0.9)
+    model = asm.ActiveShapeModel.load(p / "asm.npz")
+    model.fit_on = None                                                      # an older file: refit
+    model.save(p / "asm.npz")
+    assert not asm.soft_landmarks_current(p, 0.9)
+    asm.make_soft_landmarks(p, 0.9, fit_on="plain", verbose=False)
+    bad = np.load(p / "train" / "landmarks.npy")
+    bad[0, 0, 0] = np.nan                                                    # the data became unreadable
+    np.save(p / "train" / "landmarks.npy", bad)
+    assert not asm.soft_landmarks_current(p, 0.9)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: its options, and what main passes on
+# ---------------------------------------------------------------------------------------------
+
+HELP = {
+    "--dataset": "dataset name: 300w, cofw or wflw (a custom dataset: pass --custom-spec instead; default: 300w)",
+    "--variance": "fraction of shape variance to keep (1.0 gives the hard landmarks; default: 0.90)",
+    "--fit-on": "augmented: fit on train/ and train_aug/, the Tolerant teacher's pool (the original's choice); "
+                "plain: train/ only (default: the choice in an existing asm.npz, else augmented)",
+    "--align": "Procrustes-align the shapes before the PCA and give each soft shape back its own position, "
+               "size and roll (METHOD.md 3.4's option; default: crop coordinates, as the original)",
+    "--prepared-dir": "prepared data to fit on and write soft landmarks into (default: "
+                      "data/prepared/<dataset>[-synthetic]-<input size>)",
+    "--root": "official dataset folder the data was prepared from (only names the default prepared folder; "
+              "omit for the embedded synthetic data)",
+    "--input-size": "side in pixels of the prepared crops; only names the default prepared folder (default: 224)",
+    "--custom-spec": "JSON spec of a custom dataset",
+}
+
+
+def test_command_line_options_and_their_help():
+    parser = asm.build_parser()
+    assert parser.description == ("Fit the Active Shape Model on prepared training shapes and write soft "
+                                  "landmarks (the Tolerant teacher's targets).")
+    options = {a.option_strings[0]: a for a in parser._actions if a.option_strings[0] != "-h"}
+    assert {k: a.help for k, a in options.items()} == HELP
+    assert all(len(a.option_strings) == 1 for a in options.values())
+    assert options["--fit-on"].choices == ("augmented", "plain")
+    assert vars(parser.parse_args([])) == {"dataset": "300w", "variance": 0.9, "fit_on": None, "align": False,
+                                          "prepared_dir": None, "root": None, "input_size": 224,
+                                          "custom_spec": None}
+    got = vars(parser.parse_args(["--dataset", "wflw", "--variance", "0.5", "--fit-on", "plain", "--align",
+                                  "--prepared-dir", "P", "--root", "R", "--input-size", "64",
+                                  "--custom-spec", "S"]))
+    assert got == {"dataset": "wflw", "variance": 0.5, "fit_on": "plain", "align": True, "prepared_dir": "P",
+                   "root": "R", "input_size": 64, "custom_spec": "S"}
+    assert type(got["variance"]) is float and type(got["input_size"]) is int
+
+
+def test_main_passes_the_options_on(tmp_path, monkeypatch):
+    import json
+
+    from configuration import PREPARED_DIR
+
+    calls = []
+    monkeypatch.setattr(asm, "make_soft_landmarks", lambda *a, **kw: calls.append((a, kw)))
+    assert asm.main([]) == 0
+    (prepared, variance, info), kw = calls.pop()
+    assert prepared == PREPARED_DIR / "300w-synthetic-224" and variance == 0.9 and info.name == "300w"
+    assert kw == {"input_size": 224, "fit_on": None, "align": False}
+    assert asm.main(["--dataset", "wflw", "--root", str(tmp_path), "--input-size", "64", "--variance", "0.5",
+                     "--fit-on", "plain", "--align"]) == 0
+    (prepared, variance, info), kw = calls.pop()
+    assert prepared == PREPARED_DIR / "wflw-64" and variance == 0.5 and info.name == "wflw"
+    assert info.num_points == 98 and kw == {"input_size": 64, "fit_on": "plain", "align": True}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "five", "num_points": 5, "flip_pairs": [[0, 1]],
+                                "interocular": [[0], [1]], "train_list": "train.txt", "test_list": "test.txt"}))
+    assert asm.main(["--custom-spec", str(spec), "--input-size", "32", "--prepared-dir", str(tmp_path / "x")]) == 0
+    (prepared, _, info), _ = calls.pop()
+    assert prepared == tmp_path / "x" and info.name == "five" and info.num_points == 5
+    assert asm.main(["--custom-spec", str(spec), "--input-size", "32"]) == 0
+    assert calls.pop()[0][0] == PREPARED_DIR / "five-32"                      # a custom set is not synthetic
