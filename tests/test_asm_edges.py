@@ -454,3 +454,35 @@ def test_main_passes_the_options_on(tmp_path, monkeypatch):
     assert prepared == tmp_path / "x" and info.name == "five" and info.num_points == 5
     assert asm.main(["--custom-spec", str(spec), "--input-size", "32"]) == 0
     assert calls.pop()[0][0] == PREPARED_DIR / "five-32"                      # a custom set is not synthetic
+
+
+def test_a_new_model_holds_nothing_yet():
+    model = asm.ActiveShapeModel()
+    assert vars(model) == dict.fromkeys(["mean", "components", "eigenvalues", "variance", "explained_ratio",
+                                         "fit_on", "fit_shapes", "reference"])
+    assert model.align is False
+    assert _msg(lambda: model.k, error=ModelError) == (
+        "the Active Shape Model is not fitted; call fit() or load() first")
+
+
+def test_project_clips_as_asked():
+    x = _shapes_with_variances([1.0, 0.5, 0.25], m=60, seed=5)
+    x[0] = x[1:].mean(0) + 10 * (x[1] - x[1:].mean(0))                       # an outlier
+    for variance in (0.9, 1.0):
+        model = asm.ActiveShapeModel().fit(x, variance)
+        for clip in (False, True):
+            want = model.reconstruct(model.coefficients(x, clip=clip)).reshape(x.shape)
+            np.testing.assert_array_equal(model.project(x, clip=clip), want)
+        assert not np.array_equal(model.project(x, clip=False), model.project(x, clip=True))
+    rows = np.ones((2, model.k), np.longdouble) / 3
+    assert model.reconstruct(rows).dtype == np.float64
+    np.testing.assert_array_equal(model.reconstruct(rows), model.reconstruct(rows.astype(np.float64)))
+
+
+def test_weak_modes_keep_their_exact_variance():
+    """The PCA is an SVD of the data (svd_solver="full"): a mode 1e10 times weaker than the main one
+    keeps its variance 1e-20, which the covariance matrix's eigenvalues (sklearn's choice for many
+    shapes of few points) drown in rounding."""
+    x = _shapes_with_variances([1.0, 1e-20], m=200)
+    model = asm.ActiveShapeModel().fit(x, 1.0)
+    np.testing.assert_allclose(model.eigenvalues[:2], [1.0, 1e-20], rtol=1e-6)
