@@ -698,3 +698,87 @@ def test_read_dataset_forwards_strict_and_skipped_for_a_custom_layout(tmp_path):
     assert len(got) == 1 and len(skipped) == 1
     with pytest.raises(DataFormatError):
         fmt.read_dataset(info, None, "test", custom_spec=spec)
+
+
+# ---------------------------------------------------------------------------- COFW (mutmut's survivors)
+
+
+def test_cofw_root_folder_not_found(tmp_path):
+    assert _msg(fmt.read_cofw, tmp_path / "none", "test") == (
+        f"{tmp_path / 'none'}: COFW root folder not found; pass --root pointing to the dataset folder "
+        f"(layout in data/README.md)")
+
+
+@pytest.mark.parametrize("phis_shape,boxes_shape", [((2, 87, 2), (2, 4)), ((2, 87), (2, 4, 2))])
+def test_cofw_phis_and_boxes_must_be_matrices(tmp_path, phis_shape, boxes_shape):
+    p = tmp_path / "COFW_test_color.mat"
+    _write_v5(p, np.ones(phis_shape), np.ones(boxes_shape), [np.zeros((4, 4, 3), np.uint8)] * 2)
+    assert _msg(fmt.read_cofw, tmp_path, "test") == (
+        f"{p}: phis {phis_shape} and bboxes {boxes_shape} must be matrices; expected the official "
+        f"COFW_*_color.mat")
+
+
+def test_cofw_square_arrays_are_read_as_one_row_per_face(tmp_path):
+    """87 faces give a square (87, 87) phis and 4 faces a square (4, 4) bboxes: rows are faces."""
+    rng = np.random.default_rng(0)
+    for m in (87, 4):
+        phis = np.concatenate([rng.uniform(1, 3, (m, 58)), np.zeros((m, 29))], 1)
+        boxes = np.column_stack([rng.uniform(0, 1, (m, 2)), rng.uniform(1, 3, (m, 2))])
+        _write_v5(tmp_path / "COFW_test_color.mat", phis, boxes, [np.zeros((4, 4, 3), np.uint8)] * m)
+        got = fmt.read_cofw(tmp_path, "test")
+        assert len(got) == m
+        np.testing.assert_array_equal(got[2].landmarks_px, np.stack([phis[2, :29], phis[2, 29:58]], 1).astype(np.float32))
+        np.testing.assert_array_equal(got[3].box_xywh, boxes[3].astype(np.float32))
+
+
+def test_cofw_a_bad_image_before_good_ones(tmp_path):
+    s = [_cofw_sample(k) for k in range(3)]
+    phis = np.stack([np.concatenate([x.landmarks_px[:, 0], x.landmarks_px[:, 1], x.occluded]) for x in s])
+    p = tmp_path / "COFW_test_color.mat"
+    _write_v5(p, phis, np.tile([1.0, 2, 20, 21], (3, 1)), [np.zeros((4, 4, 2), np.uint8), s[1].image, s[2].image])
+    assert _msg(fmt.read_cofw, tmp_path, "test") == (
+        f"{p}[0]: unsupported image shape (4, 4, 2); expected a non-empty grey, RGB or RGBA image")
+    skipped = []
+    with pytest.warns(UserWarning, match="skipping"):
+        got = fmt.read_cofw(tmp_path, "test", strict=False, skipped=skipped)
+    assert [g.id for g in got] == ["test/0001", "test/0002"]
+    np.testing.assert_array_equal(got[1].image, s[2].image)
+    assert skipped == [{"file": f"{p}[0]", "reason": "unsupported image shape (4, 4, 2); expected a non-empty "
+                                                      "grey, RGB or RGBA image"}]
+
+
+def _error_of(fn, *args):
+    try:
+        fn(*args)
+    except Exception as err:    # noqa: BLE001 - the library's own error, quoted by the reader
+        return err
+    raise AssertionError("no error")
+
+
+def test_cofw_library_errors_are_quoted(tmp_path):
+    import h5py
+    import scipy.io
+
+    p = tmp_path / "COFW_test_color.mat"
+    fmt.write_cofw_mat(p, [_cofw_sample(0)], "test", version="7.3")
+    p.write_bytes(p.read_bytes()[:3000])                                    # an HDF5 file cut short
+    err = _error_of(h5py.File, str(p), "r")
+    assert _msg(fmt.read_cofw, tmp_path, "test") == (
+        f"{p}: unreadable MATLAB v7.3 file ({fmt.one_line(err)}); download it again")
+    fmt.write_cofw_mat(p, [_cofw_sample(0)], "test", version="7.3")
+    with h5py.File(p, "a") as f:                                            # phis as text
+        del f["phisT"]
+        f["phisT"] = "abc"
+    err = _error_of(np.asarray, b"abc", np.float64)
+    assert _msg(fmt.read_cofw, tmp_path, "test") == (
+        f"{p}: malformed COFW variables ({fmt.one_line(err)}); expected a cell array of images and numeric "
+        f"phis/bboxes")
+    scipy.io.savemat(str(p), {"IsT": np.zeros(1), "phisT": "abc", "bboxesT": np.zeros((1, 4))})
+    err = _error_of(np.asarray, scipy.io.loadmat(str(p))["phisT"], np.float64)
+    assert _msg(fmt.read_cofw, tmp_path, "test") == (
+        f"{p}: malformed COFW variables ({fmt.one_line(err)}); expected a cell array of images and numeric "
+        f"phis/bboxes")
+    p.write_bytes(b"MATLAB 5.0 MAT-file" + b"\x01" * 200)                   # a damaged v5 file
+    err = _error_of(scipy.io.loadmat, str(p))
+    assert _msg(fmt.read_cofw, tmp_path, "test") == (
+        f"{p}: not a readable MATLAB file ({type(err).__name__}: {fmt.one_line(err)}); download it again")
