@@ -154,3 +154,72 @@ def test_the_dataset_a_manifest_names(tmp_path):
     with pytest.raises(ConfigError) as err:
         du.dataset_of_manifest({"dataset": "five", "dataset_spec": {**spec, "num_points": 0}})
     assert str(err.value).startswith('manifest.json "dataset_spec": num_points 0')
+
+
+# ---------------------------------------------------------------------------- mutmut's survivors
+
+
+def test_prepare_disk_estimate_of_three_splits_and_of_none():
+    face, small = 64 * 64 * 3, 2 * 68 * 2 * 4 + 3 * 4 + 1024
+    # the third split's double copy comes after both earlier splits are done
+    assert du._prepare_bytes([10, 10, 10], 64, 68) == (10 + 10 + 2 * 10) * face + 30 * small + (1 << 20)
+    assert du._prepare_bytes([], 64, 68) == 1 << 20 and du._prepare_bytes([0, 0], 64, 68) == 1 << 20
+
+
+def test_coinciding_points_far_from_the_origin_are_refused():
+    with pytest.raises(DataFormatError, match="span only 0.5 px"):
+        du._face_box(_sample([[100, 300], [100.5, 300.5]]), C.PrepareConfig(), "w")
+
+
+def test_the_face_extent_is_measured_in_float64():
+    # 2 - 2**-23 minus -2 is 4 - 2**-23: below the 4-pixel minimum, though float32 rounds it to 4.0
+    pts = np.array([[-2.0, 0.0], [2 - 2.0 ** -23, 0.0]], np.float32)
+    assert np.ptp(pts[:, 0]) == np.float32(4.0)
+    with pytest.raises(DataFormatError, match="span only 4 px"):
+        du._face_box(_sample(pts), C.PrepareConfig(), "w")
+
+
+def test_a_dataset_box_given_as_a_row():
+    smp = fmt.Sample(id="s", image_path="", landmarks_px=np.array([[0, 0], [10, 10]], np.float32),
+                     box_xywh=np.array([[1, 2, 4, 1]], np.float32))
+    assert du._face_box(smp, C.PrepareConfig(box="dataset", margin=0.0), "w") == (1.0, 0.5, 4.0)
+
+
+@pytest.mark.parametrize("name", ["300w-synthetic-x", "wflw-synthetic-x"])
+def test_every_embedded_datasets_folder_is_refused(name):
+    info = C.DatasetInfo.from_spec({"name": "tmp", "num_points": 2, "interocular": [[0], [1]]})
+    info = info.__class__(**{**info.__dict__, "name": name})
+    with pytest.raises(ConfigError, match="would share the embedded data's prepared folder"):
+        du._check_custom_name(C.PrepareConfig(custom_spec="s.json", input_size=64), info)
+
+
+def test_an_older_prepared_folder_with_every_part_and_a_large_manifest(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    for name in ("train", "test", "train_aug"):
+        (d / name).mkdir()
+    for name in ("prepare_config.json", "asm.npz"):
+        (d / name).write_text("")
+    (d / "manifest.json").write_text(json.dumps({"dataset": "300w", "counts": {"train": 3}}))
+    assert set(du.folder_contents(d)) == du.PREPARED_NAMES and du.looks_prepared(d)
+    # only the first 4 MiB of a manifest are read: a 6 MiB one is not a manifest prepare wrote
+    (d / "manifest.json").write_text(json.dumps({"dataset": "300w", "counts": {}, "pad": "x" * (6 << 20)}))
+    assert not du.looks_prepared(d)
+
+
+def test_free_space_probes_the_nearest_existing_folder(tmp_path, monkeypatch):
+    import shutil
+
+    probed = []
+
+    def usage(path):
+        probed.append(Path(path))
+        return shutil._ntuple_diskusage(2000, 1000, 1000)
+
+    monkeypatch.setattr(du.shutil, "disk_usage", usage)
+    du.check_free_space(tmp_path / "not" / "yet", 1000, "prepare", "free some")    # exactly enough
+    du.check_free_space(tmp_path, 1000, "prepare", "free some")
+    assert probed == [tmp_path, tmp_path]
+    with pytest.raises(du.NoSpaceError) as err:
+        du.check_free_space(tmp_path / "x", 1001, "prepare", "free some")
+    assert str(err.value) == f"no space left on {tmp_path / 'x'}: prepare needs about 0.0 MiB, 0.0 MiB free; free some"
