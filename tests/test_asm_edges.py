@@ -486,3 +486,19 @@ def test_weak_modes_keep_their_exact_variance():
     x = _shapes_with_variances([1.0, 1e-20], m=200)
     model = asm.ActiveShapeModel().fit(x, 1.0)
     np.testing.assert_allclose(model.eigenvalues[:2], [1.0, 1e-20], rtol=1e-6)
+
+
+def test_make_soft_landmarks_prints_each_splits_movement(tmp_path, capsys):
+    from configuration import DatasetInfo
+
+    p = tmp_path / "prep"
+    _prepared(p)
+    info = DatasetInfo.from_spec({"name": "five", "num_points": 5, "interocular": [[0], [1]]})
+    report = asm.make_soft_landmarks(p, 0.8, dataset=info)
+    lines = capsys.readouterr().out.splitlines()
+    for line, split in zip(lines[1:], ("train", "train_aug")):
+        s = report["splits"][split]
+        assert line == (f"{split:9s} {12 if split == 'train' else 24} shapes -> {p / split / asm.SOFT_FILE}: soft "
+                        f"moved mean {s['mean']:.5f}, max {s['max']:.5f} (normalised units); mean "
+                        f"{s['mean_pct_io']:.2f}%, max {s['max_pct_io']:.2f}% of the inter-ocular distance")
+    assert len(lines) == 3
