@@ -782,3 +782,23 @@ def test_cofw_library_errors_are_quoted(tmp_path):
     err = _error_of(scipy.io.loadmat, str(p))
     assert _msg(fmt.read_cofw, tmp_path, "test") == (
         f"{p}: not a readable MATLAB file ({type(err).__name__}: {fmt.one_line(err)}); download it again")
+
+
+def test_an_image_opencv_refuses_after_the_header_check_names_opencvs_reason():
+    import cv2
+
+    w = (1 << 20) + 1                      # 1,048,577 x 1: under the pixel limit, over OpenCV's width limit
+    data = b"P5\n%d 1\n255\n" % w + b"\x00" * w
+    with pytest.raises(cv2.error) as err:
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    reason = fmt.one_line(err.value)
+    assert len(reason) > 161 and reason.endswith("in function 'validateInputImageSize'")
+    assert _msg(fmt.decode_image, "x.pgm", data) == f"x.pgm: unreadable image ({reason[-160:]}); replace the file"
+
+
+def test_the_end_marker_is_looked_for_in_the_last_64_bytes():
+    assert fmt._looks_truncated(b"\xff\xd8 data \xff\xd9" + b"\x00" * 62) is False
+    assert fmt._looks_truncated(b"\xff\xd8 data \xff\xd9" + b"\x00" * 63) is True       # half of it outside
+    png = b"\x89PNG\r\n\x1a\n data IEND"
+    assert fmt._looks_truncated(png + b"\x00" * 60) is False
+    assert fmt._looks_truncated(png + b"\x00" * 61) is True
