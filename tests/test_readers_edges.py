@@ -802,3 +802,23 @@ def test_the_end_marker_is_looked_for_in_the_last_64_bytes():
     png = b"\x89PNG\r\n\x1a\n data IEND"
     assert fmt._looks_truncated(png + b"\x00" * 60) is False
     assert fmt._looks_truncated(png + b"\x00" * 61) is True
+
+
+def test_wflw_root_folder_not_found(tmp_path):
+    assert _msg(fmt.read_wflw, tmp_path / "none", "test") == (
+        f"{tmp_path / 'none'}: WFLW root folder not found; pass --root pointing to the dataset folder "
+        f"(layout in data/README.md)")
+
+
+def test_wflw_written_with_fixed_decimals_no_box_and_no_attributes(tmp_path):
+    pts = np.zeros((98, 2), np.float32)
+    pts[:, 0] = np.linspace(5, 10, 98)                                      # x from 5 to 10
+    pts[:, 1] = np.linspace(3, 20, 98)                                      # y from 3 to 20
+    s = fmt.Sample(id="x", image_path=str(tmp_path / "WFLW_images" / "a.jpg"), landmarks_px=pts,
+                   box_xywh=None, attributes=None)
+    p = tmp_path / "list.txt"
+    fmt.write_wflw_list(p, [s], tmp_path / "WFLW_images", decimals=2)
+    tokens = p.read_text().split()
+    assert len(tokens) == 196 + 4 + 6 + 1 and tokens[:2] == ["5.00", "3.00"] and tokens[194:196] == ["10.00", "20.00"]
+    assert tokens[196:200] == ["5", "3", "10", "20"]                         # the points' box, x0 y0 x1 y1
+    assert tokens[200:] == ["0"] * 6 + ["a.jpg"]                             # no attributes: all 0
