@@ -223,3 +223,65 @@ def test_free_space_probes_the_nearest_existing_folder(tmp_path, monkeypatch):
     with pytest.raises(du.NoSpaceError) as err:
         du.check_free_space(tmp_path / "x", 1001, "prepare", "free some")
     assert str(err.value) == f"no space left on {tmp_path / 'x'}: prepare needs about 0.0 MiB, 0.0 MiB free; free some"
+
+
+# ---------------------------------------------------------------------------- _prepare_split
+
+
+def _split_inputs(tmp_path, images, paths=None, pts=None):
+    info = C.DatasetInfo.from_spec({"name": "three", "num_points": 3, "interocular": [[0], [1]]})
+    pts = np.array([[10, 10], [30, 10], [20, 30]], np.float32) if pts is None else pts
+    samples = [fmt.Sample(id=f"f{k}", image_path="" if paths is None else str(paths[k]), landmarks_px=pts,
+                          box_xywh=None, image=img) for k, img in enumerate(images)]
+    return samples, C.PrepareConfig(input_size=16, margin=0.0, root=str(tmp_path)), info
+
+
+def test_prepare_split_keeps_each_in_memory_image_and_decodes_a_shared_file_once(tmp_path, monkeypatch):
+    import cv2
+
+    faces = [np.full((40, 40, 3), v, np.uint8) for v in (0, 200)]             # COFW: images in memory, no path
+    samples, cfg, info = _split_inputs(tmp_path, faces)
+    assert du._prepare_split(samples, tmp_path / "mem", cfg, info, True, [], False) == 2
+    crops = np.load(tmp_path / "mem" / "images.npy")
+    assert crops[0].max() == 0 and crops[1].min() == 200
+    path = tmp_path / "two faces.png"
+    cv2.imwrite(str(path), np.full((40, 40, 3), 90, np.uint8))
+    loads = []
+    monkeypatch.setattr(du, "load_image", lambda smp: loads.append(smp.id) or fmt.load_image(smp))
+    samples, cfg, info = _split_inputs(tmp_path, [None, None], paths=[path, path])
+    assert du._prepare_split(samples, tmp_path / "file", cfg, info, True, [], False) == 2
+    assert loads == ["f0"] and np.load(tmp_path / "file" / "images.npy").min() == 90
+
+
+def test_prepare_split_into_a_new_nested_or_an_existing_folder(tmp_path):
+    samples, cfg, info = _split_inputs(tmp_path, [np.zeros((40, 40, 3), np.uint8)])
+    out = tmp_path / "a" / "b" / "train"
+    for _ in range(2):
+        assert du._prepare_split(samples, out, cfg, info, True, [], False) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["crop_boxes.npy", "images.npy", "landmarks.npy",
+                                                     "landmarks_px.npy", "meta.json"]
+
+
+def test_prepare_split_names_a_bad_face_and_records_its_reason(tmp_path):
+    pts = np.array([[10, 10], [10, 10], [10, 10]], np.float32)
+    img = np.zeros((40, 40, 3), np.uint8)
+    samples, cfg, info = _split_inputs(tmp_path, [img, img], paths=["dir x/a b.png", "dir x/c.png"])
+    samples[0] = fmt.Sample(id="f0", image_path="dir x/a b.png", landmarks_px=pts, box_xywh=None, image=img)
+    why = "the landmarks span only 0 px (the points coincide); fix the annotation"
+    with pytest.raises(DataFormatError) as err:
+        du._prepare_split(samples, tmp_path / "strict", cfg, info, True, [], False)
+    assert str(err.value) == f"dir x/a b.png: {why}"
+    skipped = []
+    with pytest.warns(UserWarning, match="skipping dir x/a b.png: the landmarks span only 0 px"):
+        assert du._prepare_split(samples, tmp_path / "lenient", cfg, info, False, skipped, False) == 1
+    assert skipped == [{"file": "dir x/a b.png", "reason": why}]
+
+
+def test_prepare_split_shows_a_progress_bar_on_stderr_and_clears_it(tmp_path, capsys):
+    samples, cfg, info = _split_inputs(tmp_path, [np.zeros((40, 40, 3), np.uint8)] * 3)
+    du._prepare_split(samples, tmp_path / "train", cfg, info, True, [], False)
+    assert capsys.readouterr() == ("", "")                                  # progress=False: silent
+    du._prepare_split(samples, tmp_path / "train", cfg, info, True, [], True)
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("\rprepare train:   0%|") and "| 0/3 [00:00<?, ?face/s]" in err
+    assert err.endswith(" \r") and "\n" not in err                          # leave=False: cleared at the end
