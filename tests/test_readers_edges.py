@@ -822,3 +822,12 @@ def test_wflw_written_with_fixed_decimals_no_box_and_no_attributes(tmp_path):
     assert len(tokens) == 196 + 4 + 6 + 1 and tokens[:2] == ["5.00", "3.00"] and tokens[194:196] == ["10.00", "20.00"]
     assert tokens[196:200] == ["5", "3", "10", "20"]                         # the points' box, x0 y0 x1 y1
     assert tokens[200:] == ["0"] * 6 + ["a.jpg"]                             # no attributes: all 0
+
+
+def test_wflw_a_flag_that_is_not_a_number_is_a_flag_error_and_boxes_are_float32(tmp_path):
+    p = _wflw(tmp_path, [_wflw_line(flags=("nan", 0, 0, 0, 1, 0))])
+    assert _msg(fmt.read_wflw, tmp_path, "test") == (
+        f"{p}:1: the 6 attribute flags must be 0 or 1, found nan 0 0 0 1 0; the line is damaged")
+    _wflw(tmp_path, [_wflw_line(box=(1.1, 2, 30, 40))])
+    box = fmt.read_wflw(tmp_path, "test")[0].box_xywh
+    assert box.dtype == np.float32 and box.tolist() == np.array([1.1, 2, 28.9, 38], np.float32).tolist()
