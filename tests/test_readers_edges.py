@@ -831,3 +831,8 @@ def test_wflw_a_flag_that_is_not_a_number_is_a_flag_error_and_boxes_are_float32(
     _wflw(tmp_path, [_wflw_line(box=(1.1, 2, 30, 40))])
     box = fmt.read_wflw(tmp_path, "test")[0].box_xywh
     assert box.dtype == np.float32 and box.tolist() == np.array([1.1, 2, 28.9, 38], np.float32).tolist()
+
+
+def test_a_reason_keeps_an_error_that_names_another_place():
+    assert fmt._reason(DataFormatError("f.txt:3: bad"), "f.txt:3") == "bad"
+    assert fmt._reason(DataFormatError("img.png: unreadable"), "f.txt:3") == "img.png: unreadable"
