@@ -836,3 +836,18 @@ def test_wflw_a_flag_that_is_not_a_number_is_a_flag_error_and_boxes_are_float32(
 def test_a_reason_keeps_an_error_that_names_another_place():
     assert fmt._reason(DataFormatError("f.txt:3: bad"), "f.txt:3") == "bad"
     assert fmt._reason(DataFormatError("img.png: unreadable"), "f.txt:3") == "img.png: unreadable"
+
+
+def test_a_wflw_list_is_written_from_the_float32_points():
+    """The list holds float32 numbers: float64 points and their float32 copy give the same text (the
+    points' box included: computed in float32, its right edge here is 174.09973, not 174.09972)."""
+    import tempfile
+
+    pts = np.stack([np.linspace(27.22591368573657, 174.0997157960552, 98), np.linspace(3, 9, 98)], 1)
+    texts = []
+    with tempfile.TemporaryDirectory() as d:
+        for p in (pts, pts.astype(np.float32)):
+            s = fmt.Sample(id="x", image_path=f"{d}/a.jpg", landmarks_px=p, box_xywh=None)
+            fmt.write_wflw_list(f"{d}/l.txt", [s], d)
+            texts.append(Path(f"{d}/l.txt").read_text())
+    assert texts[0] == texts[1] and texts[0].split()[198] == "174.09973"
