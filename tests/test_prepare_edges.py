@@ -263,18 +263,28 @@ def test_prepare_split_into_a_new_nested_or_an_existing_folder(tmp_path):
 
 
 def test_prepare_split_names_a_bad_face_and_records_its_reason(tmp_path):
-    pts = np.array([[10, 10], [10, 10], [10, 10]], np.float32)
+    """The recorded reason is the error without its "<file>: " prefix, also for a path holding ': '."""
+    bad = np.array([[10, 10], [10, 10], [10, 10]], np.float32)
     img = np.zeros((40, 40, 3), np.uint8)
-    samples, cfg, info = _split_inputs(tmp_path, [img, img], paths=["dir x/a b.png", "dir x/c.png"])
-    samples[0] = fmt.Sample(id="f0", image_path="dir x/a b.png", landmarks_px=pts, box_xywh=None, image=img)
+    samples, cfg, info = _split_inputs(tmp_path, [img, img], paths=["dir: x/a b.png", "dir x/c.png"])
+    samples[0] = fmt.Sample(id="f0", image_path="dir: x/a b.png", landmarks_px=bad, box_xywh=None, image=img)
     why = "the landmarks span only 0 px (the points coincide); fix the annotation"
     with pytest.raises(DataFormatError) as err:
         du._prepare_split(samples, tmp_path / "strict", cfg, info, True, [], False)
-    assert str(err.value) == f"dir x/a b.png: {why}"
+    assert str(err.value) == f"dir: x/a b.png: {why}"
     skipped = []
-    with pytest.warns(UserWarning, match="skipping dir x/a b.png: the landmarks span only 0 px"):
+    with pytest.warns(UserWarning, match="skipping dir: x/a b.png: the landmarks span only 0 px"):
         assert du._prepare_split(samples, tmp_path / "lenient", cfg, info, False, skipped, False) == 1
-    assert skipped == [{"file": "dir x/a b.png", "reason": why}]
+    assert skipped == [{"file": "dir: x/a b.png", "reason": why}]
+    # every face skipped: the first one is named
+    samples[1] = fmt.Sample(id="f1", image_path="dir x/c.png", landmarks_px=np.array([[10, 10], [30, 10], [500, 9]], np.float32),
+                            box_xywh=None, image=img)
+    skipped = []
+    with pytest.warns(UserWarning), pytest.raises(DataFormatError) as err:
+        du._prepare_split(samples, tmp_path / "none", cfg, info, False, skipped, False)
+    assert [s["file"] for s in skipped] == ["dir: x/a b.png", "dir x/c.png"]
+    assert skipped[1]["reason"] != why
+    assert str(err.value) == f"{tmp_path}: every none face was skipped (dir: x/a b.png: {why} ...); fix the data"
 
 
 def test_prepare_split_shows_a_progress_bar_on_stderr_and_clears_it(tmp_path, capsys):
@@ -285,3 +295,35 @@ def test_prepare_split_shows_a_progress_bar_on_stderr_and_clears_it(tmp_path, ca
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("\rprepare train:   0%|") and "| 0/3 [00:00<?, ?face/s]" in err
     assert err.endswith(" \r") and "\n" not in err                          # leave=False: cleared at the end
+
+
+def test_the_embedded_data_is_regenerated_only_when_it_is_not_the_default_set(tmp_path, monkeypatch, capsys):
+    import synthetic_faces as sf
+
+    monkeypatch.setattr(C, "SYNTHETIC_DIR", tmp_path)
+    made = []
+    monkeypatch.setattr(sf, "generate_default", lambda name, root: made.append((name, root)))
+    marker = {"dataset": "300w", "num_train": 3000, "num_test": 300, "seed": 0, "version": sf.GENERATOR_VERSION}
+    (tmp_path / "300w").mkdir()
+    (tmp_path / "300w" / sf.MARKER).write_text(json.dumps(marker))
+    assert du._resolve_root(C.PrepareConfig()) == tmp_path / "300w" and made == []
+    for change in ({"dataset": "cofw"}, {"seed": 1}, {"num_train": 2999}):
+        (tmp_path / "300w" / sf.MARKER).write_text(json.dumps({**marker, **change}))
+        assert du._resolve_root(C.PrepareConfig()) == tmp_path / "300w"
+        assert made == [("300w", tmp_path / "300w")], change
+        made.clear()
+    assert capsys.readouterr().err.count(f"generating the embedded synthetic 300w data in {tmp_path / '300w'} ...") == 3
+    assert du._resolve_root(C.PrepareConfig(root=str(tmp_path / "mine"))) == tmp_path / "mine" and made == []
+
+
+def test_prepare_split_records_each_faces_fields_in_meta(tmp_path):
+    img = np.zeros((40, 40, 3), np.uint8)
+    pts = np.array([[10, 10], [30, 10], [20, 30]], np.float32)
+    s = fmt.Sample(id="w/1", image_path="", landmarks_px=pts, box_xywh=np.array([8, 9, 25, 24], np.float32),
+                   subset="hard", attributes=np.array([0, 1, 0, 0, 0, 1], np.int8), occluded=np.array([0, 1, 0], bool),
+                   image=img)
+    _, cfg, info = _split_inputs(tmp_path, [])
+    du._prepare_split([s], tmp_path / "train", cfg, info, True, [], False)
+    assert json.loads((tmp_path / "train" / "meta.json").read_text()) == {
+        "ids": ["w/1"], "image_paths": [""], "subsets": ["hard"], "attributes": [[0, 1, 0, 0, 0, 1]],
+        "occluded": [[False, True, False]], "box_xywh": [[8.0, 9.0, 25.0, 24.0]]}
