@@ -851,3 +851,14 @@ def test_a_wflw_list_is_written_from_the_float32_points():
             fmt.write_wflw_list(f"{d}/l.txt", [s], d)
             texts.append(Path(f"{d}/l.txt").read_text())
     assert texts[0] == texts[1] and texts[0].split()[198] == "174.09973"
+
+
+def test_read_dataset_forwards_strict_and_skipped_to_a_built_in_reader(tmp_path):
+    p = _wflw(tmp_path, [_wflw_line(), "1 2 3"])
+    skipped = []
+    with pytest.warns(UserWarning):
+        got = fmt.read_dataset("wflw", tmp_path, "test", strict=False, skipped=skipped)
+    assert len(got) == 1 and skipped == [{"file": f"{p}:2", "reason": "3 fields, expected 207 (196 coordinates, "
+                                                                      "4 box values, 6 attributes, image path)"}]
+    with pytest.raises(DataFormatError):
+        fmt.read_dataset("wflw", tmp_path, "test")
