@@ -320,6 +320,7 @@ class TrainConfig:
     seed: int = 0
     augment: str = "offline"              # "offline" (stored copies), "online" (tf.data), "none"
     aug_copies: Optional[int] = None      # default: the dataset's (3 for 300W/WFLW, 9 for COFW)
+    aug_jitter: bool = False              # the augmentation adds scale and shift jitter (AugmentConfig.jitter)
     width_multiplier: float = 1.0         # student MobileNetV2 alpha
     teacher_dropout: float = 0.5
     teacher_stochastic_depth: float = TEACHER_STOCHASTIC_DEPTH
@@ -463,6 +464,9 @@ FIELD_HELP: dict[str, str] = {
     "aug_copies": "offline augmented copies per face besides the plain crop (default: the "
                   "dataset's, 3 for 300W/WFLW, 9 for COFW: the published 4x / 10x images per face, "
                   "plain crop included; a custom spec's aug_copies; 0 trains without them)",
+    "aug_jitter": "the augmented copies (offline or online) also get scale (0.9-1.1) and shift (up to "
+                  "5% of the side) jitter, as data_util.py augment --jitter: a model that finds the "
+                  "face inside an imperfect crop (off by default, as published)",
     "width_multiplier": "MobileNetV2 width (alpha) of the student",
     "teacher_dropout": "dropout before the teacher's output layer",
     "teacher_stochastic_depth": "EfficientNet's stochastic depth: the last block's residual branch "

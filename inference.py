@@ -547,7 +547,9 @@ def detect_faces(image_rgb: np.ndarray, detector: Optional[FaceDetector] = None,
 
 
 # How a crop is levelled (predict_faces `level`, test.py --level): "none" keeps the box upright;
-# "eyes" turns it so the detector's eye keypoints lie level (BlazeFace; Haar and dlib give none);
+# "eyes" turns it by the detector's keypoints (BlazeFace: the angle of its fitted keypoint map,
+# face_detection.keypoint_crop, from all six; the eye pair where a detector has no map; Haar, dlib and
+# a given box: upright);
 # "landmarks" adds a second pass, cropped and levelled from the first pass's landmarks (eye centres of
 # the layout's interpupil groups). The default is chosen on the dev faces (docs/results/photos.md).
 LEVEL_CHOICES = ("none", "eyes", "landmarks")

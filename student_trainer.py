@@ -216,7 +216,7 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
         run.release()
         raise
 
-    augment_fn = du.default_online_augment(info) if cfg.augment == "online" else None
+    augment_fn = du.default_online_augment(info, training.augment_recipe(cfg)) if cfg.augment == "online" else None
     student = training.restore_or_build(cfg, run, strategy, build,
                                        steps_per_epoch=data.steps_per_epoch())
     fit_on, extra = student, None

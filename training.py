@@ -321,6 +321,14 @@ def ensure_prepared(cfg: TrainConfig, info: Optional[C.DatasetInfo] = None) -> P
     return out
 
 
+def augment_recipe(cfg: TrainConfig):
+    """The augmentation of a run (offline copies and online batches): the published recipe, with
+    scale and shift jitter when cfg.aug_jitter (image_utility.AugmentConfig.jitter)."""
+    import image_utility as iu  # noqa: PLC0415
+
+    return iu.AugmentConfig.jitter() if cfg.aug_jitter else iu.AugmentConfig()
+
+
 def ensure_augmented(cfg: TrainConfig, prepared_dir: Path,
                      info: Optional[C.DatasetInfo] = None) -> Optional[Path]:
     """train_aug/ (offline augmented copies) when cfg.augment == 'offline'; written if missing.
@@ -332,7 +340,7 @@ def ensure_augmented(cfg: TrainConfig, prepared_dir: Path,
     copies = cfg.aug_copies if cfg.aug_copies is not None else run_dataset(cfg, info).aug_copies
     if int(copies) == 0:   # --aug-copies 0, or a custom spec's "aug_copies": 0: the faces as they are
         return None
-    du.augment_prepared(prepared_dir, copies=copies, progress=sys.stderr.isatty())
+    du.augment_prepared(prepared_dir, copies=copies, cfg=augment_recipe(cfg), progress=sys.stderr.isatty())
     if not du.prepared_complete(prepared_dir, "train_aug"):
         raise DataFormatError(f"{aug_dir}: augmentation did not complete; run `python data_util.py "
                               f"augment --prepared-dir {prepared_dir}` and read its errors")
@@ -772,15 +780,17 @@ def is_chief(strategy) -> bool:
 def run_identity(cfg: TrainConfig, what: str, extra: Optional[dict] = None,
                  info: Optional[C.DatasetInfo] = None) -> dict:
     """What a run trains beyond RESUME_KEYS: its kind (teacher-tough, student-kd, ...), the
-    effective number of offline copies, and `extra` (e.g. the student's teacher files)."""
+    effective number of offline copies, "aug_jitter": True when the augmentation is jittered (absent
+    otherwise, as in runs recorded before the option) and `extra` (e.g. the student's teacher files)."""
     copies = None
     if cfg.augment == "offline":
         copies = cfg.aug_copies if cfg.aug_copies is not None else run_dataset(cfg, info).aug_copies
-    return {"what": str(what), "aug_copies": copies, **(extra or {})}
+    jitter = {"aug_jitter": True} if cfg.aug_jitter and cfg.augment != "none" else {}
+    return {"what": str(what), "aug_copies": copies, **jitter, **(extra or {})}
 
 
 def _identity_name(key: str) -> str:
-    return {"what": "kind", "aug_copies": "--aug-copies"}.get(key, f"--{key}")
+    return {"what": "kind", "aug_copies": "--aug-copies", "aug_jitter": "--aug-jitter"}.get(key, f"--{key}")
 
 
 def file_identity(path) -> Optional[str]:
