@@ -862,3 +862,13 @@ def test_read_dataset_forwards_strict_and_skipped_to_a_built_in_reader(tmp_path)
                                                                       "4 box values, 6 attributes, image path)"}]
     with pytest.raises(DataFormatError):
         fmt.read_dataset("wflw", tmp_path, "test")
+
+
+def test_a_skipped_sample_warns_with_stack_level_3(monkeypatch):
+    """The frame count the test above checks (it skips itself under mutmut, whose trampolines add
+    frames): report_bad_sample -> the reader -> the reader's caller."""
+    seen = []
+    monkeypatch.setattr(fmt.warnings, "warn", lambda msg, *a, **kw: seen.append((msg, a, kw)))
+    skipped = []
+    fmt.report_bad_sample("f.txt:2", "bad", False, skipped)
+    assert seen == [("skipping f.txt:2: bad", (), {"stacklevel": 3})] and skipped == [{"file": "f.txt:2", "reason": "bad"}]
