@@ -872,3 +872,10 @@ def test_a_skipped_sample_warns_with_stack_level_3(monkeypatch):
     skipped = []
     fmt.report_bad_sample("f.txt:2", "bad", False, skipped)
     assert seen == [("skipping f.txt:2: bad", (), {"stacklevel": 3})] and skipped == [{"file": "f.txt:2", "reason": "bad"}]
+
+
+def test_an_in_memory_image_is_named_by_its_sample_id():
+    s = fmt.Sample(id="test/0003", image_path="", landmarks_px=np.zeros((2, 2), np.float32), box_xywh=None,
+                   image=np.zeros((4, 4, 2), np.uint8))
+    assert _msg(fmt.load_image, s) == (
+        "test/0003: unsupported image shape (4, 4, 2); expected a non-empty grey, RGB or RGBA image")
