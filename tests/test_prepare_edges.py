@@ -327,3 +327,60 @@ def test_prepare_split_records_each_faces_fields_in_meta(tmp_path):
     assert json.loads((tmp_path / "train" / "meta.json").read_text()) == {
         "ids": ["w/1"], "image_paths": [""], "subsets": ["hard"], "attributes": [[0, 1, 0, 0, 0, 1]],
         "occluded": [[False, True, False]], "box_xywh": [[8.0, 9.0, 25.0, 24.0]]}
+
+
+# ---------------------------------------------------------------------------- prepare
+
+
+def test_prepare_refuses_bad_settings_word_by_word(tmp_path):
+    def msg(cfg, **kw):
+        with pytest.raises(ConfigError) as err:
+            du.prepare(cfg, progress=False, **kw)
+        return str(err.value)
+
+    assert msg(C.PrepareConfig(box="x")) == "--box 'x': choose 'landmarks' or 'dataset'"
+    for margin in (-0.1, float("inf"), float("nan")):
+        assert msg(C.PrepareConfig(margin=margin)) == f"--margin {margin}: must be a finite number >= 0"
+    cfg = C.PrepareConfig(dataset="300W", box="dataset", margin=0.0)           # a margin of 0 is allowed
+    assert msg(cfg) == "--box dataset: 300-W .pts files carry no face box; use --box landmarks"
+    assert cfg.dataset == "300w"                                              # the name kept in lower case
+    assert msg(C.PrepareConfig(custom_spec=str(tmp_path))) == (
+        f"--custom-spec {tmp_path}: is a folder; pass the JSON spec file inside it")
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({"name": "x-synthetic", "num_points": 2, "interocular": [[0], [1]]}))
+    # --dataset naming the spec's own name is accepted; the name is then checked as a folder name
+    assert msg(C.PrepareConfig(dataset="x-synthetic", custom_spec=str(spec), input_size=64)) == (
+        f"{spec}: name 'x-synthetic' would share the embedded data's prepared folder (x-synthetic-64); "
+        f"change \"name\" in the spec")
+
+
+def test_prepare_reuses_or_rebuilds_and_names_its_folder(tmp_path, monkeypatch, capsys):
+    import fcntl
+    import os
+
+    import fixtures as fx
+    from safe_io import LOCK_SUFFIX
+
+    spec = fx.make_custom(tmp_path / "c")
+    out = tmp_path / "out"
+    cfg = lambda **kw: C.PrepareConfig(custom_spec=str(spec), input_size=32, **kw)   # noqa: E731
+    du.prepare(cfg(out_dir=str(out)))
+    assert "prepare train:" in capsys.readouterr().err                       # progress shown by default
+    fd = os.open(out.parent / f".{out.name}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)                        # another command holds it
+        assert du.prepare(cfg(out_dir=str(out)), progress=False) == out      # the same settings: reused, no lock
+        assert capsys.readouterr().out.startswith(f"reusing prepared five data in {out} ")
+        with pytest.raises(ConfigError) as err:
+            du.prepare(cfg(out_dir=str(out)), progress=False, force=True)    # force: rebuilt, so locked
+        assert str(err.value).startswith(f"--out-dir {out}: another command is writing it (")
+        monkeypatch.setattr(C, "PREPARED_DIR", tmp_path)
+        default = tmp_path / "five-32"
+        fd2 = os.open(tmp_path / f".five-32{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError) as err:
+            du.prepare(cfg(), progress=False)
+        assert str(err.value).startswith(f"prepared folder {default}: another command is writing it (")
+        os.close(fd2)
+    finally:
+        os.close(fd)
