@@ -384,3 +384,12 @@ def test_prepare_reuses_or_rebuilds_and_names_its_folder(tmp_path, monkeypatch, 
         os.close(fd2)
     finally:
         os.close(fd)
+
+
+def test_synthetic_sizes_of_each_source():
+    import synthetic_faces as sf
+
+    assert du._synthetic_sizes(C.PrepareConfig(dataset="COFW")) == list(sf.DEFAULT_SIZES["cofw"])
+    assert du._synthetic_sizes(C.PrepareConfig(dataset="mine")) == []                # no embedded set
+    assert du._synthetic_sizes(C.PrepareConfig(root="r")) is None
+    assert du._synthetic_sizes(C.PrepareConfig(custom_spec="s.json")) is None
