@@ -879,3 +879,27 @@ def test_an_in_memory_image_is_named_by_its_sample_id():
                    image=np.zeros((4, 4, 2), np.uint8))
     assert _msg(fmt.load_image, s) == (
         "test/0003: unsupported image shape (4, 4, 2); expected a non-empty grey, RGB or RGBA image")
+
+
+def test_an_rgba_file_is_read_as_rgb(tmp_path):
+    import cv2
+
+    bgra = np.zeros((3, 4, 4), np.uint8)
+    bgra[..., 0], bgra[..., 1], bgra[..., 2], bgra[..., 3] = 10, 20, 30, 255     # B, G, R, A
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    got = fmt.load_image(tmp_path / "a.png")
+    assert got.shape == (3, 4, 3) and got[0, 0].tolist() == [30, 20, 10]
+
+
+def test_an_image_that_looks_cut_is_refused_with_pils_reason(tmp_path, monkeypatch):
+    import cv2
+
+    p = tmp_path / "a.jpg"
+    cv2.imwrite(str(p), np.zeros((8, 8, 3), np.uint8))
+    p.write_bytes(p.read_bytes() + b"junk" * 20)                       # no end marker in the last 64 bytes
+    verdicts = {p: "image file is truncated (3 bytes not processed)"}
+    monkeypatch.setattr(fmt, "_pil_verify", lambda path: verdicts.get(path))
+    assert _msg(fmt.load_image, p) == (
+        f"{p}: truncated or damaged image (image file is truncated (3 bytes not processed)); replace the file")
+    verdicts.clear()                                                   # PIL reads it: the image is kept
+    assert fmt.load_image(p).shape == (8, 8, 3)
