@@ -393,3 +393,21 @@ def test_synthetic_sizes_of_each_source():
     assert du._synthetic_sizes(C.PrepareConfig(dataset="mine")) == []                # no embedded set
     assert du._synthetic_sizes(C.PrepareConfig(root="r")) is None
     assert du._synthetic_sizes(C.PrepareConfig(custom_spec="s.json")) is None
+
+
+def test_clear_outputs_removes_what_prepare_wrote_and_nothing_else(tmp_path):
+    for d in ("train", "test", "train_aug"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "images.npy").write_bytes(b"x")
+    for f in ("manifest.json", "asm.npz", "prepare_config.json", "notes.txt"):
+        (tmp_path / f).write_text("x")
+    (tmp_path / "mine").mkdir()
+    du._clear_outputs(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
+    du._clear_outputs(tmp_path)                                                # nothing left to remove: fine
+
+
+@pytest.mark.parametrize("manifest", ["[1]", '{"complete": true, "counts": 3}', "{oops"])
+def test_a_manifest_that_is_not_a_prepare_record_is_not_reused(tmp_path, manifest):
+    (tmp_path / "manifest.json").write_text(manifest)
+    assert du._reusable(tmp_path, {}, C.DATASETS["300w"]) is False
