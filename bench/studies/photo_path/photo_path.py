@@ -30,6 +30,10 @@ Sections (all by default):
   bench/studies/sim_to_real/sim_to_real.json (those are given the ground-truth box); BlazeFace full
   range also with its crop from the box alone (BOX_FACTORS, before keypoint_crops); the time of a
   second pass (one more crop and model call per face, one thread).
+* candidates (not in the default run): models given by --candidates (e.g. the photo student fine-tuned
+  with crop jitter, student_trainer.py --aug-jitter) on the default photo path: one pass, the flip
+  test, the flip test over five crops around the detector's, the levelled ground-truth crop, and how
+  far their points follow a moved crop.
 * video: jitter (mean frame-to-frame movement not explained by the true motion, % of the
   inter-ocular distance) and NME on synthetic clips made from a real photo (near-still: sub-pixel
   random shifts and noise; moving: 10% of the width across the clip), per-frame detection vs
@@ -512,6 +516,69 @@ def section_models(args, out, sets):
     out["photo_models"] = rows
 
 
+def shifted_plans(plan, shift: float) -> list:
+    """A crop plan and the four plans moved by `shift` of its side along and across its eye line."""
+    c, side, a = plan
+    return [plan] + [(np.asarray(c) + fd.rotation(a) @ np.array(d) * side, side, a)
+                     for d in ((shift, 0.0), (-shift, 0.0), (0.0, shift), (0.0, -shift))]
+
+
+def multi_crop_nme(predictor, det, faces, shift: float) -> list:
+    """Per-face NME % of the mean of the points from the default path's crop and the four crops
+    moved by `shift` of its side (NaN where no detection holds the face's centre)."""
+    vals = []
+    for f in faces:
+        centre = np.asarray(f.landmarks, np.float64).mean(0)
+        hit = [d for d in det.detect(f.image) if d.box_xywh[0] <= centre[0] <= d.box_xywh[0] + d.box_xywh[2]
+               and d.box_xywh[1] <= centre[1] <= d.box_xywh[1] + d.box_xywh[3]]
+        if not hit:
+            vals.append(float("nan"))
+            continue
+        plans = shifted_plans(inference.plan_crop(hit[0], 68), shift)
+        vals.append(nme_face(np.mean(inference.predict_plans(predictor, f.image, plans), 0), f))
+    return vals
+
+
+MULTI_CROP_SHIFT = 0.03
+
+
+def section_candidates(args, out, sets):
+    """Landmark models that are not (or not yet) shipped, e.g. the photo student fine-tuned with crop
+    jitter (`student_trainer.py --aug-jitter`), on the default photo path: one pass, the flip test,
+    the flip test over five crops (the default crop and four moved by MULTI_CROP_SHIFT of its side),
+    the levelled ground-truth crop (what a perfect crop would give) and how far the points follow a
+    moved or scaled crop (crop_follow, dev faces). `--candidates LABEL=PATH ...`; results merge by
+    label."""
+    from inference import load_predictor, with_flip_test
+
+    det = make(fd.DEFAULT_DETECTOR)
+    res = out.setdefault("candidates", {})
+    for item in args.candidates:
+        label, _, path = item.rpartition("=")
+        label = label or Path(path).name
+        base = load_predictor(path)
+        flip = with_flip_test(base)
+        row = {"path": path, "sha256": _sha256(path)}
+        for s, faces in sets.items():
+            row[f"one pass/{s}"] = photo_nme(base, det, faces, inference.DEFAULT_LEVEL)
+            row[f"flip test/{s}"] = photo_nme(flip, det, faces, inference.DEFAULT_LEVEL)
+            row[f"flip test, 5 crops/{s}"] = multi_crop_nme(flip, det, faces, MULTI_CROP_SHIFT)
+            row[f"ground-truth crop/{s}"] = [nme_face(inference.predict_plans(base, f.image, [
+                inference.plan_from_landmarks(f.landmarks, inference.DEFAULT_MARGIN, num_points=68)])[0], f)
+                for f in faces]
+        cf = crop_follow(base, sets["dev"])
+        row["crop_follow"] = {k: cf[k] for k in ("move_fraction_median", "scale_fraction_median")}
+        res[label] = row
+        print("candidate", label, {k: round(float(np.nanmean(v)), 2) for k, v in row.items()
+                                   if isinstance(v, list)}, flush=True)
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def section_level(args, out, sets):
     """Levelling alone: each face's ground-truth training crop, upright and turned to level its
     ground-truth eye line (inference.plan_from_landmarks), the model given each."""
@@ -767,6 +834,20 @@ def make_tables(out) -> dict:
                                                                        if st != "model"],
                              "rows": [[r["model"]] + [_f(float(np.nanmean(v))) for k, v in r.items() if k != "model"]
                                       for r in out["photo_models"]]}
+    if "candidates" in out:
+        rows = []
+        for label, r in out["candidates"].items():
+            sets = [k.split("/")[1] for k in r if k.startswith("one pass/")]
+            for how in ("one pass", "flip test", "flip test, 5 crops", "ground-truth crop"):
+                rows.append([label, how] + [_f(float(np.nanmean(r[f"{how}/{st}"]))) for st in sets]
+                            + ([f"{r['crop_follow']['move_fraction_median']:.2f} / "
+                                f"{r['crop_follow']['scale_fraction_median']:.2f}"] if how == "one pass" else [""]))
+        t["candidates"] = {"columns": ["model", "on the photo path (BlazeFace full range, crop from its keypoints)"]
+                           + [f"{st}: NME %" for st in sets] + ["points follow a moved / scaled crop (dev)"],
+                           "rows": rows,
+                           "note": f"5 crops: the default crop and four moved by {MULTI_CROP_SHIFT:g} of its side "
+                                   f"along and across the eye line, the points averaged; ground-truth crop: the "
+                                   f"levelled training crop of the face's own landmarks, one pass"}
     if "video" in out:
         t["video"] = {"columns": ["face", "motion", "mode", "frames with a face", "detections",
                                   "jitter, % of inter-ocular distance", "mean NME %", "ms per frame"],
@@ -781,10 +862,14 @@ def main(argv=None):
     ap.add_argument("--sections", nargs="+",
                     default=["detectors", "calibrate", "keypoint_crops", "layouts", "level", "photos", "models", "video"],
                     choices=["detectors", "calibrate", "keypoint_crops", "layouts", "level", "photos", "models", "video",
-                             "page"],
+                             "candidates", "page"],
                     help="what to run: detectors, calibrate, keypoint_crops (writes models/detectors/"
-                         "keypoint_crops.json), layouts, level, photos, models (the shipped students on the photo path), video, page (only rewrite the JSON's "
-                         "tables) (default: all but page)")
+                         "keypoint_crops.json), layouts, level, photos, models (the shipped students on the photo path), video, "
+                         "candidates (the --candidates models), page (only rewrite the JSON's "
+                         "tables) (default: all but candidates and page)")
+    ap.add_argument("--candidates", nargs="+", default=[str(PHOTO_MODEL)], metavar="LABEL=PATH",
+                    help="models of the candidates section, each PATH or LABEL=PATH (default: "
+                         "models/students/300w_l2_photo.keras)")
     ap.add_argument("--renders", type=int, default=1000, help="synthetic faces the keypoint crops are "
                     "fitted on (default: 1000)")
     ap.add_argument("--keypoint-detectors", nargs="+", default=list(KEYPOINT_DETECTORS), choices=KEYPOINT_DETECTORS,
@@ -821,6 +906,7 @@ def main(argv=None):
                 "layouts": lambda: section_layouts(args, out, sets),
                 "photos": lambda: section_photos(args, out, sets),
                 "video": lambda: section_video(args, out, sets), "level": lambda: section_level(args, out, sets),
+                "candidates": lambda: section_candidates(args, out, sets),
                 "page": lambda: None}
     for name in args.sections:     # each section's results are written as soon as it ends
         sections[name]()
