@@ -903,3 +903,11 @@ def test_an_image_that_looks_cut_is_refused_with_pils_reason(tmp_path, monkeypat
         f"{p}: truncated or damaged image (image file is truncated (3 bytes not processed)); replace the file")
     verdicts.clear()                                                   # PIL reads it: the image is kept
     assert fmt.load_image(p).shape == (8, 8, 3)
+
+
+def test_only_float_images_in_0_to_1_are_scaled_to_255():
+    ints = np.array([[0, 1], [1, 0]], np.int32)                                # an int image is kept as numbers
+    assert fmt._to_rgb_uint8(ints, "w")[..., 0].tolist() == [[0, 1], [1, 0]]
+    floats = np.array([[0.5, 1.5], [1.0, 2.0]])                                # max above 1: not scaled
+    assert fmt._to_rgb_uint8(floats, "w")[..., 0].tolist() == [[0, 1], [1, 2]]
+    assert fmt._to_rgb_uint8(floats / 2, "w")[..., 0].tolist() == [[63, 191], [127, 255]]
