@@ -1,8 +1,9 @@
 """The inference crop at its cost (issue 38): time and accuracy of image_utility.fast_crop against
 the training crop image_utility.crop_and_resize.
 
-Timing: one OpenCV thread, crops of 64 and 112 px from square boxes of side 64 to 2048 px in a
-2400 x 2400 photo-like image (a real face scaled up and tiled), and of the 7 real faces of
+Timing: one OpenCV thread, crops of 64 and 112 px from square boxes of side 64 to 2048 px (440 px:
+a shrink just under 4x at 112 px, where the pre-shrunk image is largest) in a 2400 x 2400
+photo-like image (a real face scaled up and tiled), and of the 7 real faces of
 tests/data/real_samples (their ground-truth box with the 0.25 margin); both methods interleaved
 round by round; median and minimum per call; load average before and after.
 
@@ -36,7 +37,7 @@ import numpy as np  # noqa: E402
 
 import image_utility as iu  # noqa: E402
 
-SIDES = (64, 128, 256, 512, 1024, 2048)
+SIDES = (64, 128, 256, 440, 512, 1024, 2048)
 SIZES = (64, 112)
 MODELS = ("models/students/300w_l2_photo.keras", "models/students/300w_kd.keras",
           "models/students/300w_phone.keras")
@@ -180,6 +181,8 @@ def main(argv=None) -> int:
     cpu = C.cpu_facts()
     notes = [f"timing: one OpenCV thread (cv2.setNumThreads(1)); {args.rounds} interleaved rounds x 20 "
              f"calls per case after 20 warm-up calls; load average before: {load_before}; after: {load_after}",
+             "fast crop: upright boxes take image_utility._fast_crop_upright (cv2.resize and a "
+             "shifting 3-tap blur; no warp)",
              "boxes of 64-2048 px: square boxes at (100.3, 150.7) in a 2400 x 2400 image (a real photo "
              "scaled up and tiled); real faces: their ground-truth box, side 1.25 x the larger extent",
              "accuracy: the 7 real faces at their own size (x1) and scaled up with INTER_CUBIC (x2, x4: "
