@@ -411,3 +411,30 @@ def test_clear_outputs_removes_what_prepare_wrote_and_nothing_else(tmp_path):
 def test_a_manifest_that_is_not_a_prepare_record_is_not_reused(tmp_path, manifest):
     (tmp_path / "manifest.json").write_text(manifest)
     assert du._reusable(tmp_path, {}, C.DATASETS["300w"]) is False
+
+
+def test_prepare_rechecks_under_the_lock_and_names_the_default_folder(tmp_path, monkeypatch, capsys):
+    import fixtures as fx
+
+    spec = fx.make_custom(tmp_path / "c")
+    cfg = lambda **kw: C.PrepareConfig(custom_spec=str(spec), input_size=32, **kw)   # noqa: E731
+    out = du.prepare(cfg(out_dir=str(tmp_path / "out")), progress=False)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    capsys.readouterr()
+    real, calls = du._reusable, []
+
+    def first_false(*args):                 # another prepare finishes the folder while this one waits
+        calls.append(args)
+        return len(calls) > 1 and real(*args)
+
+    monkeypatch.setattr(du, "_reusable", first_false)
+    assert du.prepare(cfg(out_dir=str(out)), progress=False) == out and len(calls) == 2
+    assert capsys.readouterr().out == (f"reusing prepared five data in {out} (train {counts['train']}, "
+                                       f"test {counts['test']} faces; same configuration)\n")
+    monkeypatch.setattr(C, "PREPARED_DIR", tmp_path)
+    (tmp_path / "five-32").mkdir()
+    (tmp_path / "five-32" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError) as err:
+        du.prepare(cfg(), progress=False)
+    assert str(err.value).startswith(f"prepared folder {tmp_path / 'five-32'}: this folder holds files not made "
+                                     f"by this project (notes.txt; ")
