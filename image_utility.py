@@ -80,18 +80,6 @@ def crop_and_resize(image: np.ndarray, box, size: int) -> np.ndarray:
 
 
 FAST_CROP_SIGMA = 0.55  # crop pixels: chosen on the real faces' landmark shift (crop_speed.md)
-# the variance (crop px^2) of that blur as applied: 3 taps of the Gaussian, normalised (0.2769)
-_FAST_CROP_VAR = 2.0 * math.exp(-0.5 / FAST_CROP_SIGMA ** 2) / (1.0 + 2.0 * math.exp(-0.5 / FAST_CROP_SIGMA ** 2))
-
-
-def shift_blur_taps(delta: float, var: float = _FAST_CROP_VAR) -> np.ndarray:
-    """3 taps w (offsets -1, 0, 1) that blur and move an image by a fraction of a pixel: for R(u) =
-    I(u + delta), |delta| <= 1/2, sum_j w_j R(u + j) is I blurred by a kernel centred on u (sum of
-    w = 1, sum of j w_j = -delta: a ramp lands exactly) of variance `var` (sum of (j + delta)^2 w_j),
-    the same blur whatever the shift; all taps >= 0 when var >= 1/4."""
-    m = -float(delta)
-    s2 = var + m * m
-    return np.array([(s2 - m) / 2.0, 1.0 - s2, (s2 + m) / 2.0], dtype=np.float32)
 
 
 def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -104,12 +92,9 @@ def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     exact 1/k resize: each pixel is the mean of the 2 x 2 source pixels at the centre of its k x k
     block, centre k d + (k - 1) / 2, so only 4 of every k^2 pixels are read), then the crop is
     warped from it bilinearly at r / k in [1, 2), and blurred on the crop (Gaussian, sigma
-    FAST_CROP_SIGMA crop pixels, where crop_and_resize blurs: r > 1 / 0.67). An upright crop (no
-    rotation: crop_matrix, inference.crop_face) that blurs takes a cheaper road to the same sums
-    (_fast_crop_upright: cv2.resize in place of the warp, whose sub-pixel offset goes into the blur's
-    taps). Training crops use crop_and_resize (Gaussian pre-blur, whole region read); the landmark
-    shift between the two on the real faces is in bench/speed/crop_speed.md and pinned by
-    tests/test_fast_crop.py."""
+    FAST_CROP_SIGMA crop pixels, where crop_and_resize blurs: r > 1 / 0.67). Training crops use
+    crop_and_resize (Gaussian pre-blur, whole region read); the landmark shift between the two on
+    the real faces is in bench/speed/crop_speed.md and pinned by tests/test_fast_crop.py."""
     image = np.asarray(image)
     size = int(size)
     # plain floats: this runs once a face, where numpy's per-call overhead would cost as much as
@@ -119,8 +104,6 @@ def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     det = a * e - b * d
     r = 1.0 / math.sqrt(abs(det))                                # source pixels per crop pixel
-    if b == 0.0 and d == 0.0 and a > 0.0 and e > 0.0 and r * 0.67 > 1.0:
-        return _fast_crop_upright(image, a, c, e, f, size).reshape(shape)
     k = 2 * int(r // 2.0) if r >= 2.0 else 1
     # the source points of the crop's corners (inverse affine), and the region they span
     xs, ys = [], []
@@ -136,9 +119,8 @@ def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     roi = image[ry0:ry1, rx0:rx1]
     c, f = c + a * rx0 + b * ry0, f + d * rx0 + e * ry0             # crop <- region
     if k > 1:
-        # fx = 1 / k: the scale is exactly k, and a last block the region cuts short still counts
-        # (its 2 x 2 centre read where it lies in the image, the edge pixel repeated where not)
-        roi = cv2.resize(roi, None, fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_LINEAR)
+        hh, ww = (ry1 - ry0) // k * k, (rx1 - rx0) // k * k
+        roi = cv2.resize(roi[:hh, :ww], (ww // k, hh // k), interpolation=cv2.INTER_LINEAR)
         # shrunk pixel q sits at region pixel k q + (k - 1) / 2
         half = (k - 1) / 2.0
         c, f = c + (a + b) * half, f + (d + e) * half
@@ -148,55 +130,6 @@ def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     if r * 0.67 > 1.0:      # crop_and_resize blurs when scale < 0.67: the same blur, on the crop
         out = cv2.GaussianBlur(out, (3, 3), sigmaX=FAST_CROP_SIGMA, sigmaY=FAST_CROP_SIGMA)
     return out.reshape(shape)
-
-
-def _fast_crop_upright(image: np.ndarray, a: float, c: float, e: float, f: float,
-                       size: int) -> np.ndarray:
-    """fast_crop of the upright matrix [[a, 0, c], [0, e, f]] (a, e > 0), shrinking (r > 1 / 0.67).
-
-    The same three steps at about half the cost (cv2.warpAffine is the dearest OpenCV call of the
-    three, bench/speed/crop_speed.md): (1) the region is shrunk by an even integer k with the exact
-    1/k cv2.resize INTER_LINEAR (2 x 2 means at the block centres, pixel q at k q + (k - 1) / 2 of
-    the grid's origin), as before; (2) cv2.resize INTER_LINEAR at the remaining factor
-    s = 1 / (a k) (given as fx, so exact), bilinear like the warp, but on a grid starting at a whole
-    pre-shrunk pixel, so its samples sit off by delta = D / s crop px, |D| <= 1/2; (3) a 3-tap
-    separable filter (shift_blur_taps) that blurs as the crop's Gaussian does and moves the image
-    back by delta. One crop pixel of margin on each side feeds the filter; pixels outside the image
-    are 0. k keeps s >= 1 + 1 / (size + 2): at s ~ 1 cv2.resize would see equal sizes and only
-    copy."""
-    h, w = image.shape[:2]
-    lo = 1.0 + 1.0 / (size + 2)
-    r_min = min(1.0 / a, 1.0 / e)
-    k = 2 * int(r_min // (2.0 * lo)) if r_min >= 2.0 * lo else 1
-    sx, sy = 1.0 / (a * k), 1.0 / (e * k)               # pre-shrunk px per crop px, both >= lo
-    # the image span of crop pixels -1 .. size (the filter's margin), plus the shrink's blocks
-    gx0 = max(int(math.floor((-1.5 - c) / a)) - 2 * k, 0)
-    gy0 = max(int(math.floor((-1.5 - f) / e)) - 2 * k, 0)
-    gx1 = min(int(math.ceil((size + 0.5 - c) / a)) + 2 * k, w)
-    gy1 = min(int(math.ceil((size + 0.5 - f) / e)) + 2 * k, h)
-    if gx1 - gx0 < k or gy1 - gy0 < k:
-        return np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
-    pre = image[gy0:gy1, gx0:gx1]
-    if k > 1:       # as in fast_crop: exactly 1/k, a block cut short by the image's edge kept
-        pre = cv2.resize(pre, None, fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_LINEAR)
-    ny, nx = pre.shape[:2]
-    # crop pixel u sits at pre-shrunk pixel u * sx + px0; cv2.resize of pre[qx0:] puts output
-    # pixel u' = u + 1 at qx0 + (u' + 0.5) sx - 0.5 = u * sx + px0 + dx
-    half = (k - 1) / 2.0
-    px0, py0 = (-c / a - gx0 - half) / k, (-f / e - gy0 - half) / k
-    qx0, qy0 = int(round(px0 - 1.5 * sx + 0.5)), int(round(py0 - 1.5 * sy + 0.5))
-    dx, dy = qx0 + 1.5 * sx - 0.5 - px0, qy0 + 1.5 * sy - 0.5 - py0
-    qx1 = int(math.ceil(qx0 + (size + 2) * sx)) + 2
-    qy1 = int(math.ceil(qy0 + (size + 2) * sy)) + 2
-    left, top = max(-qx0, 0), max(-qy0, 0)
-    right, bottom = max(qx1 - nx, 0), max(qy1 - ny, 0)
-    if left or top or right or bottom:
-        pre = cv2.copyMakeBorder(pre, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
-    part = pre[qy0 + top:qy1 + top, qx0 + left:qx1 + left]
-    grid = cv2.resize(part, None, fx=1.0 / sx, fy=1.0 / sy, interpolation=cv2.INTER_LINEAR)
-    out = cv2.sepFilter2D(grid[:size + 2, :size + 2], -1, shift_blur_taps(dx / sx),
-                          shift_blur_taps(dy / sy), borderType=cv2.BORDER_REPLICATE)
-    return np.ascontiguousarray(out[1:size + 1, 1:size + 1])
 
 
 def _box_origin_side(box):

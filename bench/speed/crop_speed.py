@@ -181,8 +181,6 @@ def main(argv=None) -> int:
     cpu = C.cpu_facts()
     notes = [f"timing: one OpenCV thread (cv2.setNumThreads(1)); {args.rounds} interleaved rounds x 20 "
              f"calls per case after 20 warm-up calls; load average before: {load_before}; after: {load_after}",
-             "fast crop: upright boxes take image_utility._fast_crop_upright (cv2.resize and a "
-             "shifting 3-tap blur; no warp)",
              "boxes of 64-2048 px: square boxes at (100.3, 150.7) in a 2400 x 2400 image (a real photo "
              "scaled up and tiled); real faces: their ground-truth box, side 1.25 x the larger extent",
              "accuracy: the 7 real faces at their own size (x1) and scaled up with INTER_CUBIC (x2, x4: "
