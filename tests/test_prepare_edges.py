@@ -438,3 +438,21 @@ def test_prepare_rechecks_under_the_lock_and_names_the_default_folder(tmp_path, 
         du.prepare(cfg(), progress=False)
     assert str(err.value).startswith(f"prepared folder {tmp_path / 'five-32'}: this folder holds files not made "
                                      f"by this project (notes.txt; ")
+
+
+def test_a_failed_prepare_removes_only_a_folder_it_made_and_marks_what_a_folder_holds(tmp_path):
+    import fixtures as fx
+    from safe_io import read_owner
+
+    spec = fx.make_custom(tmp_path / "c")
+    cfg = lambda out: C.PrepareConfig(custom_spec=str(spec), input_size=32, out_dir=str(out))   # noqa: E731
+    out = du.prepare(cfg(tmp_path / "out"), progress=False)
+    assert read_owner(out)["holds"] == "prepared five faces at 32 px"
+    (spec.parent / "test.txt").write_text("")                    # no test faces: prepare stops after its claim
+    new, mine = tmp_path / "new" / "deep", tmp_path / "mine"
+    mine.mkdir()                                                 # the user's own empty folder
+    for folder in (new, mine):
+        with pytest.raises(DataFormatError):
+            du.prepare(cfg(folder), progress=False)
+    assert not new.exists()                                      # made by the failed prepare: removed
+    assert mine.is_dir()                                         # the user's: kept
