@@ -219,3 +219,28 @@ def test_distiller_calls_only_the_teachers_its_mode_needs(mode):
     want = float(kd_loss.KDLoss(None, mode)(g, p, None if tough is None else tough(x),
                                             None if tolerant is None else tolerant(x)))
     assert float(d.compute_loss(x, g, p)) == pytest.approx(want, rel=1e-5)
+
+
+def test_distiller_settings_name_and_frozen_teachers():
+    """The Distiller's own settings: its name, the default mode "kd", the loss preset it is given,
+    the one-line error for a missing teacher, and only the student's weights trainable."""
+    from errors import ConfigError
+    from student_trainer import Distiller
+
+    student, tough, tolerant = _dense(0), _dense(1), _dense(2)
+    d = Distiller(student, tough, tolerant)
+    assert d.name == "distiller" and d.kd_loss.mode == "kd" and d.kd_loss.cfg == LOSS_PRESETS["code"]
+    assert not tough.trainable and not tolerant.trainable and student.trainable
+    assert {id(w) for w in d.trainable_weights} == {id(w) for w in student.trainable_weights}
+    assert Distiller(_dense(0), mode="l2", name="mine").name == "mine"
+    x = np.random.default_rng(8).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    g = np.zeros((2, 4), np.float32)
+    p = student(x)
+    paper = Distiller(student, tough, tolerant, loss_config="paper")
+    want = float(kd_loss.KDLoss("paper", "kd")(g, p, tough(x), tolerant(x)))
+    assert want != pytest.approx(float(kd_loss.KDLoss("code", "kd")(g, p, tough(x), tolerant(x))))
+    assert float(paper.compute_loss(x, g, p)) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ConfigError, match="^student mode 'kd' needs the Tough teacher$"):
+        Distiller(student, None, tolerant)
+    with pytest.raises(ConfigError, match="^student mode 'tolerant-only' needs the Tolerant teacher$"):
+        Distiller(student, tough, None, mode="tolerant-only")
