@@ -109,6 +109,8 @@ def test_calling_a_distiller_is_the_students_inference():
     x = np.random.default_rng(1).uniform(0, 1, (4, 8, 8, 3)).astype("float32")
     want = np.asarray(student(x, training=False))
     np.testing.assert_allclose(np.asarray(d(x)), want, rtol=1e-6, atol=1e-6)    # default: inference
+    # call's own default too (Keras fills training from call's signature when it is not given)
+    np.testing.assert_allclose(np.asarray(d.call(x)), want, rtol=1e-6, atol=1e-6)
 
 
 def test_distiller_loss_with_plain_and_dict_targets():
