@@ -456,3 +456,23 @@ def test_a_failed_prepare_removes_only_a_folder_it_made_and_marks_what_a_folder_
             du.prepare(cfg(folder), progress=False)
     assert not new.exists()                                      # made by the failed prepare: removed
     assert mine.is_dir()                                         # the user's: kept
+
+
+def test_a_prepared_folder_of_another_configuration_is_refused_with_or_without_its_marker(tmp_path):
+    import fixtures as fx
+    from safe_io import OWNER_FILE
+
+    spec = fx.make_custom(tmp_path / "c")
+    out = tmp_path / "out"
+    cfg = lambda m: C.PrepareConfig(custom_spec=str(spec), input_size=32, out_dir=str(out), margin=m)  # noqa: E731
+    du.prepare(cfg(0.25), progress=False)
+    before = (out / "manifest.json").read_text()
+    for marker in (True, False):                       # False: an older folder, written before the marker
+        if not marker:
+            (out / OWNER_FILE).unlink()
+        with pytest.raises(ConfigError) as err:
+            du.prepare(cfg(0.5), progress=False)
+        assert str(err.value) == (f"--out-dir {out}: holds complete prepared five data made with another "
+                                  f"configuration (margin 0.25, now 0.5); choose another --out-dir, or pass "
+                                  f"--overwrite to replace it")
+        assert (out / "manifest.json").read_text() == before
