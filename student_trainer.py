@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 import configuration as C  # noqa: E402
-import data_util as du  # noqa: E402
 import image_utility as iu  # noqa: E402
 import training  # noqa: E402
 from kd_loss import MODE_TEACHERS, MODES, Distiller, check_mode  # noqa: E402,F401  (Distiller: re-exported)
@@ -216,7 +215,7 @@ def train_student(cfg: C.TrainConfig, tough=None, tolerant=None, output=None,
         run.release()
         raise
 
-    augment_fn = du.default_online_augment(info, training.augment_recipe(cfg)) if cfg.augment == "online" else None
+    augment_fn = training.online_augment(cfg, info)
     student = training.restore_or_build(cfg, run, strategy, build,
                                        steps_per_epoch=data.steps_per_epoch())
     fit_on, extra = student, None

@@ -23,7 +23,6 @@ from runtime import quiet_tensorflow
 quiet_tensorflow()
 
 import configuration as C  # noqa: E402
-import data_util as du  # noqa: E402
 import training  # noqa: E402
 
 TEACHERS = ("tough", "tolerant")
@@ -64,7 +63,7 @@ def train_teacher(cfg: C.TrainConfig, teacher: str = "tough", output=None,
                                        weights=cfg.weights,
                                        stochastic_depth=cfg.teacher_stochastic_depth)
 
-    augment_fn = du.default_online_augment(info, training.augment_recipe(cfg)) if cfg.augment == "online" else None
+    augment_fn = training.online_augment(cfg, info)
     model = training.restore_or_build(cfg, run, strategy, build,
                                      steps_per_epoch=data.steps_per_epoch())
     # a resumed run takes the current setting (a warm restart may change it); 0 layers elsewhere

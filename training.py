@@ -329,6 +329,13 @@ def augment_recipe(cfg: TrainConfig):
     return iu.AugmentConfig.jitter() if cfg.aug_jitter else iu.AugmentConfig()
 
 
+def online_augment(cfg: TrainConfig, info: C.DatasetInfo) -> Optional[du.AugmentFn]:
+    """The per-batch augmentation of a run (data_util.default_online_augment with the run's
+    augment_recipe) when cfg.augment == 'online', else None: what the trainers train on and what
+    the BatchNorm re-estimation draws (recalibration_images)."""
+    return du.default_online_augment(info, augment_recipe(cfg)) if cfg.augment == "online" else None
+
+
 def ensure_augmented(cfg: TrainConfig, prepared_dir: Path,
                      info: Optional[C.DatasetInfo] = None) -> Optional[Path]:
     """train_aug/ (offline augmented copies) when cfg.augment == 'offline'; written if missing.

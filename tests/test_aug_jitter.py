@@ -3,6 +3,8 @@ scale and shift jitter of `data_util.py augment --jitter` (image_utility.Augment
 trainer keeps jittered copies it is asked for instead of rewriting them with the published recipe."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,7 +75,9 @@ def test_online_batches_are_jittered(prepared):
     img, pts = np.asarray(t.images[0]), np.asarray(t.landmarks[0])
     frames = {}
     for jitter in (False, True):
-        fn = du.default_online_augment(info, training.augment_recipe(_config(prepared, jitter)))
+        # the trainers' augment_fn: none unless --augment online, then with the run's recipe
+        assert training.online_augment(_config(prepared, jitter), info) is None
+        fn = training.online_augment(dataclasses.replace(_config(prepared, jitter), augment="online"), info)
         rng = np.random.default_rng(0)
         got = np.stack([fn(img, pts, rng)[1] for _ in range(40)]).astype(np.float64)
         frames[jitter] = _frames(got)
