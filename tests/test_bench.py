@@ -338,6 +338,38 @@ def test_bn_fragility_energy_summary_of_a_hand_made_case():
     assert share == pytest.approx(1000.0 / 1099.0)
 
 
+def test_precise_bn_re_estimates_on_the_crops_the_trainer_re_estimates_on(tmp_path, monkeypatch):
+    """bench/studies/batchnorm/precise_bn.py's 'pool' is the crops a run's trainer re-estimated
+    BatchNorm on: for an --augment online --aug-jitter run, augmented with the jittered recipe
+    (training.online_augment), not the published one."""
+    bench_importable(monkeypatch)
+    import teacher_trainer
+    import training
+    from precise_bn import recalibration_draws
+    from test_trainers import make_prepared, tiny_builder, tiny_cfg
+    prepared = make_prepared(tmp_path / "prep", n_train=10)
+    cfg = tiny_cfg(prepared, tmp_path / "run", epochs=1, augment="online", aug_jitter=True,
+                   bn_recalibration=6)
+    seen = []
+    init = training.RecalibrateBatchNorm.__init__
+
+    def spy(self, model, images, batch_size):
+        seen.append(np.array(images))
+        init(self, model, images, batch_size)
+
+    monkeypatch.setattr(training.RecalibrateBatchNorm, "__init__", spy)
+    teacher_trainer.train_teacher(cfg, "tough", output=tmp_path / "tough.keras", builder=tiny_builder,
+                                  verbose=0)
+    data = training.load_training_data(cfg)
+    draws = recalibration_draws(cfg, data)
+    assert len(seen) == 1 and seen[0].shape == (6, 32, 32, 3) and seen[0].dtype == np.uint8
+    np.testing.assert_array_equal(draws["pool"], seen[0])
+    # the plain faces are training faces as stored, not augmented
+    assert draws["plain faces"].shape == (6, 32, 32, 3)
+    stored = {np.asarray(img).tobytes() for img in data.train_face_images()}
+    assert all(img.tobytes() in stored for img in draws["plain faces"])
+
+
 @pytest.mark.parametrize("kind", ["student", "teacher"])
 def test_bn_fragility_reads_the_input_of_the_last_batchnorm_after_the_input_scaling(kind):
     """The sub-model applies the outer scaling layer first (students [-1, 1], teachers 0-255), then the

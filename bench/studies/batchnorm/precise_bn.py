@@ -7,9 +7,10 @@ augmented copies, training.recalibration_images), beside the mean training shape
         --augment offline --aug-copies 3 --test-dir data/prepared/300w-synthetic-64 \
         [--save OUT.keras] [--name NAME]
 
-The training options (--prepared-dir, --augment, --aug-copies, --seed, --val-fraction,
---bn-recalibration, or --config RUN/config.json) are the trainer's and must be the run's own, so
-that the pool and the validation faces are the ones the model was trained and selected on.
+The training options (--prepared-dir, --augment, --aug-copies, --aug-jitter, --seed,
+--val-fraction, --bn-recalibration, or --config RUN/config.json) are the trainer's and must be the
+run's own, so that the pool (augmented as the run's batches were) and the validation faces are the
+ones the model was trained and selected on.
 --save writes the model recalibrated on the pool (float16 weights when the source has them).
 Appends one row per model to bench/studies/batchnorm/precise_bn.md (--out elsewhere).
 """
@@ -42,6 +43,16 @@ def _plain_faces(data, count: int) -> np.ndarray:
     return np.asarray(data.train.images[rows])
 
 
+def recalibration_draws(cfg, data) -> dict:
+    """The crops of each re-estimation, cfg.bn_recalibration of them: plain training faces, and the
+    crops of the training pool the trainer re-estimates on (training.recalibration_images, augmented
+    with the run's own online augmentation: its --augment and --aug-jitter)."""
+    import training
+    count = int(cfg.bn_recalibration)
+    return {"plain faces": _plain_faces(data, count),
+            "pool": training.recalibration_images(data, count, training.online_augment(cfg, data.info))}
+
+
 def run_parser(description: str):
     """The trainer's options that select a run's pool, validation faces and re-estimation (or
     --config RUN/config.json), without the training-only ones."""
@@ -72,10 +83,8 @@ def main(argv=None) -> int:
     cfg = training.config_from_args(args, trainer="teacher")
     data = training.load_training_data(cfg)
     test = data_util.load_prepared(args.test_dir or data.prepared_dir, "test")
-    augment_fn = data_util.default_online_augment(data.info) if cfg.augment == "online" else None
     count = int(cfg.bn_recalibration)
-    draws = {"plain faces": _plain_faces(data, count),
-             "pool": training.recalibration_images(data, count, augment_fn)}
+    draws = recalibration_draws(cfg, data)
     val_x, val_y = data.val_images(), data.val_landmarks()
     test_x, test_y = np.asarray(test.images), np.asarray(test.landmarks, np.float32)
 
