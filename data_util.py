@@ -39,8 +39,8 @@ import numpy as np
 import image_utility as iu
 from configuration import (DatasetInfo, PrepareConfig, add_dataclass_args, check_input_size,
                            config_record, dataclass_from_args, dataset_info)
-from dataset_formats import (_reason, check_landmarks_in_image, load_image, one_line, read_custom_spec,
-                             read_dataset, report_bad_sample)
+from dataset_formats import (check_landmarks_in_image, error_reason, load_image, one_line,
+                             read_custom_spec, read_dataset, report_bad_sample)
 from errors import ConfigError, DataFormatError, LandmarkError, run_cli
 from safe_io import (OWNER_FILE, OutputLock, atomic_path, atomic_save_npy, atomic_write_json,
                      claim_folder, folder_contents, read_owner)
@@ -367,7 +367,7 @@ def _prepare_split(samples: list, out: Path, cfg: PrepareConfig, info, strict: b
             except DataFormatError as err:
                 if strict:
                     raise
-                report_bad_sample(where, _reason(err, where), False, skipped)   # a path may hold ": "
+                report_bad_sample(where, error_reason(err, where), False, skipped)   # a path may hold ": "
                 continue
             k = len(kept)
             writer.array[k] = iu.crop_and_resize(img, box, s)

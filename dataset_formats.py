@@ -88,8 +88,9 @@ def report_bad_sample(where, reason: str, strict: bool, skipped: Optional[list])
         skipped.append({"file": str(where), "reason": reason})
 
 
-def _reason(err, where) -> str:
-    """The reason of an error raised as "<where>: <reason>" (a path may itself hold ': ')."""
+def error_reason(err, where) -> str:
+    """The reason of an error raised as "<where>: <reason>": its text without the "<where>: " prefix
+    (a path may itself hold ': '), for report_bad_sample; an error naming another place is kept whole."""
     text, prefix = str(err), f"{where}: "
     return text[len(prefix):] if text.startswith(prefix) else text
 
@@ -270,7 +271,7 @@ def read_300w(root, split: str, strict: bool = True, skipped: Optional[list] = N
             except DataFormatError as err:
                 if strict:
                     raise
-                report_bad_sample(pf, _reason(err, pf), False, skipped)
+                report_bad_sample(pf, error_reason(err, pf), False, skipped)
                 continue
             samples.append(Sample(id=f"{folder}/{pf.stem}", image_path=str(image), landmarks_px=pts,
                                   box_xywh=None, subset=subset))
@@ -411,7 +412,7 @@ def read_cofw(root, split: str, strict: bool = True, skipped: Optional[list] = N
         except DataFormatError as err:
             if strict:
                 raise
-            report_bad_sample(where, _reason(err, where), False, skipped)
+            report_bad_sample(where, error_reason(err, where), False, skipped)
             continue
         occ = phis[k, 2 * n:3 * n] > 0.5 if phis.shape[1] >= 3 * n else np.zeros(n, bool)
         samples.append(Sample(id=f"{split}/{k:04d}", image_path="", landmarks_px=pts,
@@ -527,7 +528,7 @@ def read_wflw(root, split: str, strict: bool = True, skipped: Optional[list] = N
         except DataFormatError as err:
             if strict:
                 raise
-            report_bad_sample(where, _reason(err, where), False, skipped)
+            report_bad_sample(where, error_reason(err, where), False, skipped)
             continue
         rel = " ".join(tokens[n_fields - 1:])
         k = seen.get(rel, 0)
@@ -633,7 +634,7 @@ def read_custom(spec_json, split: str, strict: bool = True, skipped: Optional[li
         except DataFormatError as err:
             if strict:
                 raise
-            report_bad_sample(where, _reason(err, where), False, skipped)
+            report_bad_sample(where, error_reason(err, where), False, skipped)
             continue
         rel = " ".join(tokens[:-2 * n])
         k = seen.get(rel, 0)

@@ -834,8 +834,8 @@ def test_wflw_a_flag_that_is_not_a_number_is_a_flag_error_and_boxes_are_float32(
 
 
 def test_a_reason_keeps_an_error_that_names_another_place():
-    assert fmt._reason(DataFormatError("f.txt:3: bad"), "f.txt:3") == "bad"
-    assert fmt._reason(DataFormatError("img.png: unreadable"), "f.txt:3") == "img.png: unreadable"
+    assert fmt.error_reason(DataFormatError("f.txt:3: bad"), "f.txt:3") == "bad"
+    assert fmt.error_reason(DataFormatError("img.png: unreadable"), "f.txt:3") == "img.png: unreadable"
 
 
 def test_a_wflw_list_is_written_from_the_float32_points():
