@@ -184,17 +184,44 @@ def claim_folder(folder, command: str, holds: str, *, overwrite: bool = False,
 _HELD_OUTPUT_LOCKS: dict = {}    # lock file -> the OutputLock this process holds on it
 
 
+def lock_holder(host: bool = False) -> str:
+    """Who holds a lock, one line of at most 300 characters: pid, the host if asked, since when,
+    and the command."""
+    import socket  # noqa: PLC0415
+
+    command = " ".join([Path(sys.argv[0]).name if sys.argv else "python", *sys.argv[1:]])
+    where = f" on {socket.gethostname()}" if host else ""
+    return " ".join(f"pid {os.getpid()}{where} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                    f"{command}".split())[:300]
+
+
 class OutputLock:
     """An exclusive lock on an output file or folder `target`: flock on `.NAME.kdlandmarks.lock`
     beside it (the system releases it when the process ends, also after kill -9). The lock file
     is removed on release; a lock file left by a killed run is taken over. A held lock ->
-    LandmarkError naming the holder. Where flock does not exist (Windows) there is no lock."""
+    LandmarkError naming the holder. Where flock does not exist (Windows) there is no lock.
+
+    A lock of another kind sets `path` (its lock file), `keep_file` (the lock file stays after
+    release), `holder_host` and `unknown_holder` (the holder line), and words its errors
+    (`busy_error`, `unwritable_error`): training.RunFolderLock."""
+
+    keep_file = False
+    holder_host = False                  # the holder line names the host
+    unknown_holder = "another process"   # a held lock whose file names no holder
 
     def __init__(self, target, option: str = "output"):
         self.target = Path(os.path.abspath(target))
         self.option = option
         self.path = self.target.parent / f".{self.target.name}{LOCK_SUFFIX}"
         self.fd = None
+
+    def unwritable_error(self, err: OSError) -> LandmarkError:
+        return ConfigError(f"{self.option} {self.target}: cannot write there "
+                           f"({err.strerror or err}); choose a writable folder")
+
+    def busy_error(self, holder: str) -> LandmarkError:
+        return ConfigError(f"{self.option} {self.target}: another command is writing it "
+                           f"({holder}); wait for it to finish, or choose another {self.option}")
 
     def acquire(self) -> "OutputLock":
         try:
@@ -204,8 +231,7 @@ class OutputLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError(f"{self.option} {self.target}: cannot write there "
-                                f"({err.strerror or err}); choose a writable folder") from None
+            raise self.unwritable_error(err) from None
         previous = _HELD_OUTPUT_LOCKS.pop(str(self.path), None)
         if previous is not None:     # this process's own, from a run that did not release it
             previous.release()
@@ -213,18 +239,15 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                raise ConfigError(f"{self.option} {self.target}: cannot write there "
-                                    f"({err.strerror or err}); choose a writable folder") from None
+                raise self.unwritable_error(err) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 try:
-                    holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+                    holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or self.unknown_holder
                 finally:
                     os.close(fd)
-                raise ConfigError(f"{self.option} {self.target}: another command is writing it "
-                                    f"({holder}); wait for it to finish, or choose another "
-                                    f"{self.option}") from None
+                raise self.busy_error(holder) from None
             try:   # the file we locked must still be the one at the path (a releaser unlinks it)
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -235,11 +258,8 @@ class OutputLock:
         else:
             raise ConfigError(f"{self.option} {self.target}: could not take its lock "
                                 f"{self.path}; try again")
-        command = " ".join([Path(sys.argv[0]).name if sys.argv else "python", *sys.argv[1:]])
-        holder = " ".join(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                          f"{command}".split())[:300]
         os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode("utf-8"), 0)
+        os.pwrite(fd, lock_holder(self.holder_host).encode("utf-8"), 0)
         self.fd = fd
         _HELD_OUTPUT_LOCKS[str(self.path)] = self
         return self
@@ -251,7 +271,7 @@ class OutputLock:
         if _HELD_OUTPUT_LOCKS.get(str(self.path)) is self:
             del _HELD_OUTPUT_LOCKS[str(self.path)]
         try:
-            if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+            if not self.keep_file and os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                 os.unlink(self.path)
         except OSError:
             pass

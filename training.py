@@ -813,53 +813,27 @@ def file_identity(path) -> Optional[str]:
     return f"{path} sha1:{h.hexdigest()[:16]}"
 
 
-_HELD_LOCKS: dict = {}   # lock key -> file descriptor held by this process
+class RunFolderLock(OutputLock):
+    """The run folder's lock: flock on <run>/.lock (LOCK), inside the folder and kept there on
+    release (a run folder's own file), released by the system when the process ends, even on kill
+    -9; the lock file names the holder, host included. A held lock -> ConfigError naming the holder
+    and --run-dir. A lock this process took for an earlier run of the same folder is taken over."""
 
+    keep_file = True
+    holder_host = True
+    unknown_holder = "unknown process"
 
-def _lock_key(run_dir: Path) -> str:
-    return str((Path(run_dir) / LOCK).resolve())
+    def __init__(self, run_dir: Path):
+        super().__init__(run_dir, "--run-dir")
+        self.run_dir = Path(run_dir)
+        self.path = (self.run_dir / LOCK).resolve()
 
+    def unwritable_error(self, err: OSError) -> ConfigError:
+        return ConfigError(run_dir_error(self.run_dir, err.strerror or str(err)))
 
-def lock_run_dir(run_dir: Path) -> Optional[int]:
-    """Take the run folder's lock (flock on <run>/.lock, released when the process ends, even on
-    kill -9) and write who holds it into the lock file; a held lock -> ConfigError naming the
-    holder. A lock this process took for an earlier run of the same folder is taken over.
-    Returns the descriptor (None where flock does not exist)."""
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:     # not POSIX: no lock
-        return None
-    path = Path(run_dir) / LOCK
-    key = _lock_key(run_dir)
-    previous = _HELD_LOCKS.pop(key, None)
-    if previous is not None:       # ours, from a run of this process that did not release it
-        try:
-            os.close(previous)
-        except OSError:
-            pass
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise ConfigError(run_dir_error(Path(run_dir), err.strerror or str(err))) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        try:
-            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown process"
-        finally:
-            os.close(fd)
-        raise ConfigError(f"{run_dir}: another trainer is using this run folder ({holder}); wait "
-                          f"for it to finish, or pass --run-dir NEW_FOLDER") from None
-    import socket  # noqa: PLC0415
-
-    command = " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))
-    holder = (f"pid {os.getpid()} on {socket.gethostname()} since "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {command}")
-    holder = " ".join(holder.split())[:300]      # one line
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, holder.encode("utf-8"), 0)
-    _HELD_LOCKS[key] = fd
-    return fd
+    def busy_error(self, holder: str) -> ConfigError:
+        return ConfigError(f"{self.run_dir}: another trainer is using this run folder ({holder}); "
+                           f"wait for it to finish, or pass --run-dir NEW_FOLDER")
 
 
 class Run:
@@ -883,14 +857,14 @@ class Run:
         self.chief = True if strategy is None else is_chief(strategy)
         if not self.chief:
             self.dir = self.dir / f".worker-{int(strategy.cluster_resolver.task_id or 0)}"
-        self._output_lock = None
+        self._output_lock = self._lock = None
         existed = self.dir.exists()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(run_dir_error(self.dir, _unwritable_reason(self.dir, err))) from None
         try:
-            self._lock_fd = lock_run_dir(self.dir)   # before touching anything another trainer owns
+            self._lock = RunFolderLock(self.dir).acquire()   # before touching anything another trainer owns
         except BaseException:
             if not existed and not folder_contents(self.dir):
                 shutil.rmtree(self.dir, ignore_errors=True)
@@ -998,11 +972,9 @@ class Run:
         out_lock, self._output_lock = getattr(self, "_output_lock", None), None
         if out_lock is not None:
             out_lock.release()
-        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
-        key = _lock_key(self.dir)
-        if fd is not None and _HELD_LOCKS.get(key) == fd:   # not taken over by a later run
-            del _HELD_LOCKS[key]
-            os.close(fd)
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:     # a no-op when a later run of this folder took it over
+            lock.release()
 
     @property
     def resuming(self) -> bool:

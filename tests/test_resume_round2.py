@@ -167,6 +167,42 @@ def test_lock_is_released_in_process_and_taken_over(prepared, tmp_path):
     training.Run(cfg, "teacher-tough").release()
 
 
+def test_the_run_folder_lock_stays_in_the_folder_names_its_host_and_each_holder(tmp_path):
+    """training.RunFolderLock (an OutputLock of its own kind): the lock file is <run>/.lock, kept
+    on release (nothing is left beside the folder); it names the holder with its host; a held lock
+    is refused in the run folder's words, "unknown process" when its file names no one; the same
+    folder reached through a link is this process's own lock, taken over."""
+    import fcntl
+    import socket
+
+    from safe_io import LOCK_SUFFIX
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = training.RunFolderLock(run).acquire()
+    assert (run / ".lock").read_text().startswith(f"pid {os.getpid()} on {socket.gethostname()} since ")
+    (tmp_path / "link").symlink_to(run)
+    again = training.RunFolderLock(tmp_path / "link").acquire()       # taken over, not refused
+    assert lock.fd is None and again.fd is not None
+    again.release()
+    assert (run / ".lock").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["link", "run"]
+    assert not list(tmp_path.glob(f"**/*{LOCK_SUFFIX}"))
+    for text, named in [("pid 1 on elsewhere since 2026-01-01 00:00:00: teacher_trainer.py", None),
+                        ("", "unknown process")]:
+        (run / ".lock").write_text(text)
+        fd = os.open(run / ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)              # another holder
+            with pytest.raises(ConfigError) as err:
+                training.RunFolderLock(run).acquire()
+            assert str(err.value) == (f"{run}: another trainer is using this run folder "
+                                      f"({named or text}); wait for it to finish, or pass "
+                                      f"--run-dir NEW_FOLDER")
+        finally:
+            os.close(fd)
+        assert (run / ".lock").read_text() == text                     # the refused one wrote nothing
+
+
 def _train(cfg, teacher="tough", out=None):
     # never the default output: that is the shipped models/teachers/<dataset>_<kind>.keras
     out = out or Path(cfg.run_dir).parent / f"{teacher}-{Path(cfg.run_dir).name}.keras"
