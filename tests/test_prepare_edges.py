@@ -476,3 +476,91 @@ def test_a_prepared_folder_of_another_configuration_is_refused_with_or_without_i
                                   f"configuration (margin 0.25, now 0.5); choose another --out-dir, or pass "
                                   f"--overwrite to replace it")
         assert (out / "manifest.json").read_text() == before
+
+
+def _broken_pts(path: Path) -> str:
+    """Turn a .pts file into one the reader refuses; returns the reader's reason (without the path)."""
+    path.write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
+    with pytest.raises(DataFormatError) as err:
+        fmt.read_pts(path)
+    return fmt.error_reason(err.value, path)
+
+
+def test_prepare_refuses_a_bad_face_when_strict_and_otherwise_records_it(tmp_path, capsys):
+    import fixtures as fx
+
+    root = tmp_path / "300w"
+    fx.make_300w_tree(root)
+    bad = root / "afw" / "134212_1.pts"
+    reason = _broken_pts(bad)
+    cfg = lambda name: C.PrepareConfig(dataset="300w", root=str(root), input_size=32,   # noqa: E731
+                                       out_dir=str(tmp_path / name))
+    with pytest.raises(DataFormatError) as err:
+        du.prepare(cfg("strict"), strict=True, progress=False)
+    assert str(err.value) == f"{bad}: {reason}"
+    assert not (tmp_path / "strict").exists()                     # refused before anything was kept
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="skipping"):
+        out = du.prepare(cfg("lenient"), progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == {"train": [{"file": str(bad), "reason": reason}], "test": []}
+    assert manifest["counts"] == {"train": 3, "test": 3}
+    assert capsys.readouterr().out == (f"prepared 300w: train 3, test 3 faces at 32x32, 1 skipped -> {out}\n")
+    for pf in ("lfpw/testset/image_0001.pts", "helen/testset/30427236_1.pts", "ibug/image_003_1.pts"):
+        _broken_pts(root / pf)                                   # no usable test face is left
+    with pytest.warns(UserWarning), pytest.raises(DataFormatError) as err:
+        du.prepare(cfg("none"), progress=False)
+    assert str(err.value) == f"{root}: no usable test faces (3 skipped); fix the data"
+
+
+def test_prepare_overwrites_only_with_overwrite_and_rebuilds_an_older_folder(tmp_path, monkeypatch):
+    import fixtures as fx
+    from safe_io import OWNER_FILE, read_owner
+
+    spec = fx.make_custom(tmp_path / "c")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)                                      # prepare writes nothing but its folder
+    cfg = lambda out: C.PrepareConfig(custom_spec=str(spec), input_size=32, out_dir=str(out))   # noqa: E731
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError):
+        du.prepare(cfg(mine), progress=False)                    # a folder of the user's: refused
+    assert du.prepare(cfg(mine), progress=False, overwrite=True) == mine
+    assert (mine / "notes.txt").read_text() == "mine"            # written beside the user's file
+    assert json.loads((mine / "manifest.json").read_text())["complete"] is True
+    (mine / "notes.txt").unlink()
+    (mine / OWNER_FILE).unlink()                                 # an older prepared folder: no marker
+    assert du.prepare(cfg(mine), progress=False, force=True) == mine        # recognised, rebuilt
+    assert read_owner(mine)["holds"] == "prepared five faces at 32 px"
+    assert list(work.iterdir()) == []
+
+
+def test_prepare_without_the_room_names_what_it_needs_and_the_fix(tmp_path, monkeypatch):
+    import errno
+    import os
+    import shutil
+
+    import fixtures as fx
+
+    spec = fx.make_custom(tmp_path / "c")
+    out = tmp_path / "out"
+    cfg = C.PrepareConfig(custom_spec=str(spec), input_size=32, out_dir=str(out))
+    needed = du._prepare_bytes([4, 3], 32, 5)
+    monkeypatch.setattr(du.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12, 2 ** 20))
+    with pytest.raises(du.NoSpaceError) as err:
+        du.prepare(cfg, progress=False)
+    assert str(err.value) == (f"no space left on {out}: prepare (7 faces at 32 px) needs about {du._mib(needed)}, "
+                              f"1.0 MiB free; free disk space, lower --input-size, or pass --out-dir on a larger disk")
+    assert not out.exists()
+    monkeypatch.undo()
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(du, "_prepare_split", full)
+    with pytest.raises(du.NoSpaceError) as err:
+        du.prepare(cfg, progress=False)
+    assert str(err.value) == (f"no space left on {out} (the disk filled while writing); free disk space, lower "
+                              f"--input-size, or pass --out-dir on a larger disk; nothing was kept")
+    assert not out.exists()

@@ -911,3 +911,14 @@ def test_only_float_images_in_0_to_1_are_scaled_to_255():
     floats = np.array([[0.5, 1.5], [1.0, 2.0]])                                # max above 1: not scaled
     assert fmt._to_rgb_uint8(floats, "w")[..., 0].tolist() == [[0, 1], [1, 2]]
     assert fmt._to_rgb_uint8(floats / 2, "w")[..., 0].tolist() == [[63, 191], [127, 255]]
+
+
+def test_a_grey_and_alpha_file_opencv_decodes_is_refused_naming_the_file(tmp_path):
+    # a PAM file of TUPLTYPE GRAYSCALE_ALPHA: PIL does not read its header, OpenCV decodes it as
+    # (H, W, 2), which is neither grey, RGB nor RGBA: one line naming the file, not a crash later
+    p = tmp_path / "face 1.pam"
+    p.write_bytes(b"P7\nWIDTH 3\nHEIGHT 2\nDEPTH 2\nMAXVAL 255\nTUPLTYPE GRAYSCALE_ALPHA\nENDHDR\n" + bytes(range(12)))
+    assert _msg(fmt.load_image, p) == (
+        f"{p}: unsupported image shape (2, 3, 2); expected a non-empty grey, RGB or RGBA image")
+    assert _msg(fmt.load_image, fmt.Sample(id="s", image_path=str(p), landmarks_px=np.zeros((2, 2), np.float32),
+                                           box_xywh=None)).startswith(f"{p}: ")
