@@ -235,6 +235,8 @@ def test_distiller_settings_name_and_frozen_teachers():
     assert not tough.trainable and not tolerant.trainable and student.trainable
     assert {id(w) for w in d.trainable_weights} == {id(w) for w in student.trainable_weights}
     assert Distiller(_dense(0), mode="l2", name="mine").name == "mine"
+    frozen = Distiller(_dense(0), mode="l2", trainable=False, dtype="float64")   # Keras' own options passed on
+    assert frozen.trainable is False and frozen.trainable_weights == [] and frozen.dtype_policy.name == "float64"
     x = np.random.default_rng(8).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     g = np.zeros((2, 4), np.float32)
     p = student(x)

@@ -564,3 +564,40 @@ def test_prepare_without_the_room_names_what_it_needs_and_the_fix(tmp_path, monk
     assert str(err.value) == (f"no space left on {out} (the disk filled while writing); free disk space, lower "
                               f"--input-size, or pass --out-dir on a larger disk; nothing was kept")
     assert not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()                                                 # the user's own empty folder: kept
+    with pytest.raises(du.NoSpaceError):
+        du.prepare(C.PrepareConfig(custom_spec=str(spec), input_size=32, out_dir=str(mine)), progress=False)
+    from safe_io import folder_contents
+    assert mine.is_dir() and folder_contents(mine) == []        # nothing half-written stays behind
+
+
+def test_the_manifest_records_a_custom_layout_the_source_and_when_in_utc(tmp_path, monkeypatch):
+    import calendar
+    import time
+
+    import fixtures as fx
+
+    spec = fx.make_custom(tmp_path / "c")
+    info = fmt.read_custom_spec(spec)
+    monkeypatch.setenv("TZ", "XYZ-9")                     # a local time 9 hours ahead of UTC
+    time.tzset()
+    try:
+        t0 = int(time.time())
+        out = du.prepare(C.PrepareConfig(custom_spec=str(spec), input_size=32, out_dir=str(tmp_path / "o")),
+                         progress=False)
+        t1 = time.time()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert t0 <= calendar.timegm(time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ")) <= t1
+    assert manifest["dataset_spec"] == info.as_spec() and manifest["source_root"] == str(spec.parent)
+    spec.unlink()                                           # the prepared data carry their layout
+    assert du.dataset_of_manifest(manifest) == info
+    root = tmp_path / "300w"
+    fx.make_300w_tree(root)
+    out = du.prepare(C.PrepareConfig(dataset="300w", root=str(root), input_size=32, out_dir=str(tmp_path / "w")),
+                     progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "dataset_spec" not in manifest and manifest["source_root"] == str(root)
