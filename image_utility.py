@@ -80,6 +80,10 @@ def crop_and_resize(image: np.ndarray, box, size: int) -> np.ndarray:
 
 
 FAST_CROP_SIGMA = 0.55  # crop pixels: chosen on the real faces' landmark shift (crop_speed.md)
+FAST_CROP_STAGE2 = 1.25  # the resize road's second shrink (stage-1 samples per crop pixel): chosen
+                         # by time and the real faces' landmark shift (bench/speed/crop_speed.md)
+_ROAD_MIN_SHRINK = 2.0  # the resize road takes upright crops shrinking the face at least this much
+_ROAD_LEAD = 4          # stage-1 samples before the crop's first (its offset's granularity: 1/4)
 
 
 def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -87,19 +91,39 @@ def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     pixels, uniform scale, any rotation: crop_matrix or face_detection.rotated_crop_matrix), zeros
     outside the image, at a cost that does not grow with the face (bench/speed/crop_speed.py).
 
-    When the crop shrinks the face by r = source pixels per crop pixel >= 2, the region under the
-    crop is first shrunk by the even integer k = 2 floor(r / 2) with cv2.resize INTER_LINEAR (an
-    exact 1/k resize: each pixel is the mean of the 2 x 2 source pixels at the centre of its k x k
-    block, centre k d + (k - 1) / 2, so only 4 of every k^2 pixels are read), then the crop is
-    warped from it bilinearly at r / k in [1, 2), and blurred on the crop (Gaussian, sigma
-    FAST_CROP_SIGMA crop pixels, where crop_and_resize blurs: r > 1 / 0.67). Training crops use
-    crop_and_resize (Gaussian pre-blur, whole region read); the landmark shift between the two on
-    the real faces is in bench/speed/crop_speed.md and pinned by tests/test_fast_crop.py."""
+    An upright crop shrinking the face by r = source pixels per crop pixel >= 2 whose region lies
+    in the image (inference.crop_face's usual case) takes the resize road: two cv2.resize
+    INTER_LINEAR calls, the first from the image straight to about FAST_CROP_STAGE2 x the crop's
+    size at a factor chosen so that its samples carry the crop's sub-pixel offset
+    (_resize_road_axis), the second at the remaining factor, then the crop Gaussian below. Each
+    resize reads 4 source pixels per output pixel, so the cost follows the output, not the face.
+
+    Otherwise (turned crops, regions leaving the image, r < 2) the warp road: when r >= 2 the
+    region under the crop is first shrunk by the even integer k = 2 floor(r / 2) with cv2.resize
+    INTER_LINEAR (an exact 1/k resize: each pixel is the mean of the 2 x 2 source pixels at the
+    centre of its k x k block, centre k d + (k - 1) / 2, so only 4 of every k^2 pixels are read),
+    then the crop is warped from it bilinearly at r / k in [1, 2).
+
+    Both roads blur the crop (Gaussian, sigma FAST_CROP_SIGMA crop pixels, where crop_and_resize
+    blurs: r > 1 / 0.67). Training crops use crop_and_resize (Gaussian pre-blur, whole region
+    read); the landmark shift between the two on the real faces is in bench/speed/crop_speed.md
+    and pinned by tests/test_fast_crop.py."""
     image = np.asarray(image)
     size = int(size)
     # plain floats: this runs once a face, where numpy's per-call overhead would cost as much as
     # the resampling itself
     (a, b, c), (d, e, f) = np.asarray(matrix, dtype=np.float64).reshape(2, 3).tolist()
+    if b == 0.0 and d == 0.0 and a == e and a > 0.0 and a <= 1.0 / _ROAD_MIN_SHRINK:
+        out = _resize_road(image, -c / a, -f / a, 1.0 / a, size)
+        if out is not None:
+            return out.reshape((size, size) + image.shape[2:])
+    return _warp_crop(image, (a, b, c, d, e, f), size)
+
+
+def _warp_crop(image: np.ndarray, matrix6: tuple, size: int) -> np.ndarray:
+    """fast_crop's warp road (the whole of fast_crop before the resize road): matrix6 = (a, b, c,
+    d, e, f), the 2x3 matrix's entries as floats."""
+    a, b, c, d, e, f = matrix6
     shape = (size, size) + image.shape[2:]
     h, w = image.shape[:2]
     det = a * e - b * d
@@ -130,6 +154,49 @@ def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     if r * 0.67 > 1.0:      # crop_and_resize blurs when scale < 0.67: the same blur, on the crop
         out = cv2.GaussianBlur(out, (3, 3), sigmaX=FAST_CROP_SIGMA, sigmaY=FAST_CROP_SIGMA)
     return out.reshape(shape)
+
+
+def _resize_road_axis(x0: float, r: float, size: int, extent: int):
+    """One axis of fast_crop's resize road, where crop pixel c sits at source pixel x0 + c r.
+
+    cv2.resize INTER_LINEAR at scale k (dsize from fx = 1 / k) puts output pixel q of a region
+    starting at integer pixel i at i + (q + 0.5) k - 0.5. Two in a row, k1 from the image, then
+    s2 = r / k1 from stage-1 sample `lead` on, put crop pixel c at
+    i + (lead + (c + 0.5) s2) k1 - 0.5 = i + lead k1 + (c + 0.5) r - 0.5, which is x0 + c r when
+    lead k1 = x0 + 0.5 - r / 2 - i: the sub-pixel offset goes into k1, within 0.5 / lead of the
+    aim r / FAST_CROP_STAGE2. Returns (i, source pixels, k1, s2, lead, stage-1 samples stage 2
+    reads after the lead), or None when the region leaves [0, extent) even with a shorter lead."""
+    e0 = x0 + 0.5 - 0.5 * r
+    aim = r / FAST_CROP_STAGE2
+    for lead in range(_ROAD_LEAD, 0, -1):
+        i = int(round(e0 - lead * aim))
+        if i >= 0:
+            break
+    else:
+        return None
+    k1 = (e0 - i) / lead
+    if not 0.75 * aim <= k1 <= 1.5 * aim:
+        return None
+    s2 = r / k1
+    n2 = int(math.ceil((size - 0.5) * s2 + 1.5)) + 1     # stage-1 samples stage 2 reads after the lead
+    n = int(math.ceil((lead + n2 - 0.5) * k1 + 1.5)) + 1  # source pixels stage 1 reads
+    if i + n > extent:
+        return None
+    return i, n, k1, s2, lead, n2
+
+
+def _resize_road(image: np.ndarray, x0: float, y0: float, r: float, size: int):
+    """fast_crop's resize road (upright box (x0, y0, r size) in the image), or None."""
+    h, w = image.shape[:2]
+    ax, ay = _resize_road_axis(x0, r, size, w), _resize_road_axis(y0, r, size, h)
+    if ax is None or ay is None:
+        return None
+    (ix, nx, kx, sx, lx, mx), (iy, ny, ky, sy, ly, my) = ax, ay
+    one = cv2.resize(image[iy:iy + ny, ix:ix + nx], None, fx=1.0 / kx, fy=1.0 / ky,
+                     interpolation=cv2.INTER_LINEAR)
+    two = cv2.resize(one[ly:ly + my, lx:lx + mx], None, fx=1.0 / sx, fy=1.0 / sy,
+                     interpolation=cv2.INTER_LINEAR)
+    return cv2.GaussianBlur(two[:size, :size], (3, 3), sigmaX=FAST_CROP_SIGMA, sigmaY=FAST_CROP_SIGMA)
 
 
 def _box_origin_side(box):

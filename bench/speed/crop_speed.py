@@ -1,11 +1,13 @@
 """The inference crop at its cost (issue 38): time and accuracy of image_utility.fast_crop against
-the training crop image_utility.crop_and_resize.
+the training crop image_utility.crop_and_resize, and against fast_crop's warp road
+(image_utility._warp_crop: the whole of fast_crop before its resize road, now its fallback for
+turned crops and regions leaving the image).
 
 Timing: one OpenCV thread, crops of 64 and 112 px from square boxes of side 64 to 2048 px (440 px:
 a shrink just under 4x at 112 px, where the pre-shrunk image is largest) in a 2400 x 2400
 photo-like image (a real face scaled up and tiled), and of the 7 real faces of
-tests/data/real_samples (their ground-truth box with the 0.25 margin); both methods interleaved
-round by round; median and minimum per call; load average before and after.
+tests/data/real_samples (their ground-truth box with the 0.25 margin); the three methods
+interleaved round by round; median and minimum per call; load average before and after.
 
 Accuracy on the 7 real faces, each at its own size and scaled up 2x and 4x (cv2.INTER_CUBIC):
 * content shift: the displacement of the fast crop against the training crop, by phase correlation
@@ -42,7 +44,9 @@ SIZES = (64, 112)
 MODELS = ("models/students/300w_l2_photo.keras", "models/students/300w_kd.keras",
           "models/students/300w_phone.keras")
 METHODS = {"training crop (crop_and_resize)": lambda img, box, s: iu.crop_and_resize(img, box, s),
-           "fast crop (fast_crop)": lambda img, box, s: iu.fast_crop(img, iu.crop_matrix(box, s), s)}
+           "fast crop (fast_crop)": lambda img, box, s: iu.fast_crop(img, iu.crop_matrix(box, s), s),
+           # fast_crop's warp road: all of fast_crop before the resize road (issue 38), now its fallback
+           "warp road (before)": lambda img, box, s: iu._warp_crop(img, tuple(iu.crop_matrix(box, s).ravel().tolist()), s)}
 SCALES = (1, 2, 4)
 
 
@@ -102,13 +106,17 @@ def accuracy(faces, model_paths) -> dict:
     rows = {}
     for scale in SCALES:
         for s in SIZES:
-            shifts, diffs = [], []
+            shifts, diffs, wshifts, wdiffs = [], [], [], []
             for name, img, pts, box in scaled_faces(faces, scale):
-                old = METHODS["training crop (crop_and_resize)"](img, box, s)
-                new = METHODS["fast crop (fast_crop)"](img, box, s)
+                old, new, warp = (fn(img, box, s) for fn in METHODS.values())
                 shifts.append(phase_shift(old, new))
                 diffs.append(float(np.abs(old.astype(np.int16) - new.astype(np.int16)).mean()))
-            rows[(scale, s, "content")] = {"max_shift_px": max(shifts), "mean_abs_diff": float(np.mean(diffs))}
+                wshifts.append(phase_shift(old, warp))
+                wdiffs.append(float(np.abs(old.astype(np.int16) - warp.astype(np.int16)).mean()))
+            rows[(scale, s, "content")] = {"max_shift_px": max(shifts), "mean_abs_diff": float(np.mean(diffs)),
+                                           "max_abs_diff": max(diffs), "warp_max_shift_px": max(wshifts),
+                                           "warp_mean_abs_diff": float(np.mean(wdiffs)),
+                                           "warp_max_abs_diff": max(wdiffs)}
             for p, pred in preds.items():
                 if pred.input_size != s:
                     continue
@@ -124,7 +132,7 @@ def accuracy(faces, model_paths) -> dict:
                     out[name] = crop_px
                     orig = np.stack([iu.crop_to_original(c, b, s) for c, b in zip(crop_px, boxes)])
                     nme[name] = 100 * float(np.nanmean(C.nme_io_68(orig, np.stack(gts))))
-                a, b = out.values()
+                a, b, w = out.values()
                 # the model's own sensitivity: the training crop of the box moved by 0.1 crop px
                 moved = []
                 for _, img, pts, (x0, y0, side) in scaled_faces(faces, scale):
@@ -136,6 +144,9 @@ def accuracy(faces, model_paths) -> dict:
                 rows[(scale, s, p)] = {"max_shift_px": float(np.linalg.norm(a - b, axis=-1).max()),
                                        "mean_shift_px": float(np.linalg.norm(a - b, axis=-1).mean()),
                                        "nme_old": list(nme.values())[0], "nme_new": list(nme.values())[1],
+                                       "warp_max_shift_px": float(np.linalg.norm(a - w, axis=-1).max()),
+                                       "warp_mean_shift_px": float(np.linalg.norm(a - w, axis=-1).mean()),
+                                       "nme_warp": list(nme.values())[2],
                                        "floor_max_px": float(np.linalg.norm(a - c, axis=-1).max()),
                                        "floor_mean_px": float(np.linalg.norm(a - c, axis=-1).mean())}
     return rows
@@ -161,23 +172,28 @@ def main(argv=None) -> int:
     names = list(METHODS)
     rows = []
     for s, case in cases:
-        (m0, n0), (m1, n1) = times[(s, case, names[0])], times[(s, case, names[1])]
-        rows.append([f"{s} px", case, f"{m0:.3f} / {n0:.3f}", f"{m1:.3f} / {n1:.3f}", f"{m0 / m1:.1f}x",
-                     "yes" if m1 <= 0.1 else "NO"])
+        (m0, n0), (m1, n1), (m2, n2) = (times[(s, case, n)] for n in names)
+        rows.append([f"{s} px", case, f"{m0:.3f} / {n0:.3f}", f"{m1:.3f} / {n1:.3f}", f"{m2:.3f} / {n2:.3f}",
+                     f"{m0 / m1:.1f}x", "yes" if m1 <= 0.1 else "NO"])
     cols = ["crop", "face", "training crop ms, median / min", "fast crop ms, median / min",
-            "speed-up (median)", "fast <= 0.1 ms"]
+            "warp road (before) ms, median / min", "speed-up (median)", "fast <= 0.1 ms"]
     acc_rows = []
     for (scale, s, what), r in acc.items():
         if what == "content":
             acc_rows.append([f"x{scale}", f"{s} px", "content (phase correlation)", f"{r['max_shift_px']:.3f}",
-                             "-", f"{r['mean_abs_diff']:.2f} grey levels mean |difference|"])
+                             "-", f"{r['mean_abs_diff']:.2f} grey levels mean |difference| (face max "
+                             f"{r['max_abs_diff']:.2f}); warp road: {r['warp_max_shift_px']:.3f} px, "
+                             f"{r['warp_mean_abs_diff']:.2f} (max {r['warp_max_abs_diff']:.2f})"])
         else:
             acc_rows.append([f"x{scale}", f"{s} px", f"`{what}` predictions", f"{r['max_shift_px']:.3f}",
                              f"{r['mean_shift_px']:.3f}", f"NME {r['nme_old']:.2f}% -> {r['nme_new']:.2f}%; "
-                             f"box moved 0.1 px: max {r['floor_max_px']:.3f}, mean {r['floor_mean_px']:.3f}"])
+                             f"box moved 0.1 px: max {r['floor_max_px']:.3f}, mean {r['floor_mean_px']:.3f}; "
+                             f"warp road: max {r['warp_max_shift_px']:.3f}, mean {r['warp_mean_shift_px']:.3f}, "
+                             f"NME {r['nme_warp']:.2f}%"])
     acc_cols = ["faces scaled", "crop", "what moved", "max shift, crop px", "mean shift, crop px",
                 "note (training crop -> fast crop; the model's own sensitivity: the training crop "
-                "of the box moved by 0.1 crop px)"]
+                "of the box moved by 0.1 crop px; warp road: the same for fast_crop's warp road, "
+                "the whole of fast_crop before the resize road)"]
     cpu = C.cpu_facts()
     notes = [f"timing: one OpenCV thread (cv2.setNumThreads(1)); {args.rounds} interleaved rounds x 20 "
              f"calls per case after 20 warm-up calls; load average before: {load_before}; after: {load_after}",
