@@ -91,14 +91,17 @@ def fast_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     pixels, uniform scale, any rotation: crop_matrix or face_detection.rotated_crop_matrix), zeros
     outside the image, at a cost that does not grow with the face (bench/speed/crop_speed.py).
 
-    An upright crop shrinking the face by r = source pixels per crop pixel >= 2 whose region lies
-    in the image (inference.crop_face's usual case) takes the resize road: two cv2.resize
+    An upright crop shrinking the face by r = source pixels per crop pixel >= 2 (inference.crop_face's
+    usual case) takes the resize road: two cv2.resize
     INTER_LINEAR calls, the first from the image straight to about FAST_CROP_STAGE2 x the crop's
     size at a factor chosen so that its samples carry the crop's sub-pixel offset
     (_resize_road_axis), the second at the remaining factor, then the crop Gaussian below. Each
     resize reads 4 source pixels per output pixel, so the cost follows the output, not the face.
+    A region the image clips (a box at or over its edge) takes it too: the stage-1 samples
+    are then the image's bilinear samples with zero outside, as cv2.warpAffine's BORDER_CONSTANT
+    gives the training crop and the warp road (_road_stage1).
 
-    Otherwise (turned crops, regions leaving the image, r < 2) the warp road: when r >= 2 the
+    Otherwise (turned crops, r < 2, a stage-1 factor off its aim) the warp road: when r >= 2 the
     region under the crop is first shrunk by the even integer k = 2 floor(r / 2) with cv2.resize
     INTER_LINEAR (an exact 1/k resize: each pixel is the mean of the 2 x 2 source pixels at the
     centre of its k x k block, centre k d + (k - 1) / 2, so only 4 of every k^2 pixels are read),
@@ -163,9 +166,16 @@ def _resize_road_axis(x0: float, r: float, size: int, extent: int):
     starting at integer pixel i at i + (q + 0.5) k - 0.5. Two in a row, k1 from the image, then
     s2 = r / k1 from stage-1 sample `lead` on, put crop pixel c at
     i + (lead + (c + 0.5) s2) k1 - 0.5 = i + lead k1 + (c + 0.5) r - 0.5, which is x0 + c r when
-    lead k1 = x0 + 0.5 - r / 2 - i: the sub-pixel offset goes into k1, within 0.5 / lead of the
-    aim r / FAST_CROP_STAGE2. Returns (i, source pixels, k1, s2, lead, stage-1 samples stage 2
-    reads after the lead), or None when the region leaves [0, extent) even with a shorter lead."""
+    lead k1 = x0 + 0.5 - r / 2 - i: the sub-pixel offset goes into k1, within 0.5 / |lead| of the
+    aim r / FAST_CROP_STAGE2.
+
+    At the image's start, where no i >= 0 has a lead >= 1, the lead is negative, -m: the region
+    starts m stage-1 samples after the first one stage 2 reads, and _road_stage1 makes those m
+    apart (the last one by one more small resize, the others lie a pixel or more outside the
+    image: zero). At its end stage 1 reads up to the image's last pixel and the samples past it
+    are zero. Zero outside the image, as cv2.warpAffine's BORDER_CONSTANT in crop_and_resize and
+    the warp road. Returns (i, source pixels, k1, s2, lead, stage-1 samples stage 2 reads after
+    the lead, whether the region is clipped: lead < 0 or cut at the end), or None."""
     e0 = x0 + 0.5 - 0.5 * r
     aim = r / FAST_CROP_STAGE2
     for lead in range(_ROAD_LEAD, 0, -1):
@@ -173,27 +183,73 @@ def _resize_road_axis(x0: float, r: float, size: int, extent: int):
         if i >= 0:
             break
     else:
-        return None
+        lead = -max(1, int(math.ceil((-0.5 - e0) / aim)))
+        i = max(int(round(e0 - lead * aim)), 0)
     k1 = (e0 - i) / lead
     if not 0.75 * aim <= k1 <= 1.5 * aim:
+        return None
+    if lead < -1 and i - 1.5 * k1 - 0.5 > -1.0:     # a sample made apart but not the last is inside
         return None
     s2 = r / k1
     n2 = int(math.ceil((size - 0.5) * s2 + 1.5)) + 1     # stage-1 samples stage 2 reads after the lead
     n = int(math.ceil((lead + n2 - 0.5) * k1 + 1.5)) + 1  # source pixels stage 1 reads
-    if i + n > extent:
+    clipped = lead < 0 or i + n > extent
+    n = min(n, extent - i)
+    if n < 2:
         return None
-    return i, n, k1, s2, lead, n2
+    return i, n, k1, s2, lead, n2, clipped
+
+
+def _road_stage1(image: np.ndarray, ax, ay) -> np.ndarray:
+    """The resize road's stage 1 for a region the image clips (_resize_road_axis): the (n2y, n2x)
+    stage-1 samples stage 2 reads, each the bilinear sample of the image with zeros outside (as
+    cv2.warpAffine's BORDER_CONSTANT). Per axis: the region's part (output sample q is stage-1
+    sample q - lead), up to its last sample inside the image; the sample just before it (negative
+    lead) and the one just after it, each from the 2 source pixels around it (zero outside) resized
+    at 2 (p - floor(p)) + 1, which puts the output's first sample at p; none for a sample a pixel
+    or more outside the image (zero)."""
+    parts = []
+    for (i, n, k1, _, lead, n2, _), extent in ((ay, image.shape[0]), (ax, image.shape[1])):
+        # main part: stage-1 samples j in [max(-lead, 0), j1), at source i + (j + lead + 1/2) k1 - 1/2
+        j1 = min(int(math.floor((extent - 0.5 - i) / k1 - 0.5)) + 1 - lead, n2)
+        p = [(i, i + n, k1, lead, j1)]       # (source start, stop, factor, lead, stage-1 end)
+        for j in (-lead - 1, j1):
+            x = i + (j + lead + 0.5) * k1 - 0.5
+            if 0 <= j < n2 and -1.0 < x < extent:
+                s = int(math.floor(x))
+                p.append((s, s + 2, 2.0 * (x - s) + 1.0, -j, j + 1))
+        parts.append(p)
+    n2y, n2x = ay[5], ax[5]
+    buf = np.zeros((n2y, n2x) + image.shape[2:], dtype=image.dtype)
+    h, w = image.shape[:2]
+    for ya, yb, yk, yl, ye in parts[0]:
+        for xa, xb, xk, xl, xe in parts[1]:
+            src = image[max(ya, 0):min(yb, h), max(xa, 0):min(xb, w)]
+            pads = (max(-ya, 0), max(yb - h, 0), max(-xa, 0), max(xb - w, 0))
+            if any(pads):
+                src = cv2.copyMakeBorder(src, *pads, cv2.BORDER_CONSTANT, value=0)
+            out = cv2.resize(src, None, fx=1.0 / xk, fy=1.0 / yk, interpolation=cv2.INTER_LINEAR)
+            out = out.reshape(out.shape[:2] + image.shape[2:])
+            jy, jx = max(-yl, 0), max(-xl, 0)        # the part's first stage-1 sample ...
+            qy, qx = jy + yl, jx + xl                # ... is its output sample q
+            hy, hx = min(out.shape[0] - qy, ye - jy), min(out.shape[1] - qx, xe - jx)
+            if hy > 0 and hx > 0:
+                buf[jy:jy + hy, jx:jx + hx] = out[qy:qy + hy, qx:qx + hx]
+    return buf
 
 
 def _resize_road(image: np.ndarray, x0: float, y0: float, r: float, size: int):
-    """fast_crop's resize road (upright box (x0, y0, r size) in the image), or None."""
+    """fast_crop's resize road (upright box (x0, y0, r size)), or None."""
     h, w = image.shape[:2]
     ax, ay = _resize_road_axis(x0, r, size, w), _resize_road_axis(y0, r, size, h)
     if ax is None or ay is None:
         return None
-    (ix, nx, kx, sx, lx, mx), (iy, ny, ky, sy, ly, my) = ax, ay
-    one = cv2.resize(image[iy:iy + ny, ix:ix + nx], None, fx=1.0 / kx, fy=1.0 / ky,
-                     interpolation=cv2.INTER_LINEAR)
+    (ix, nx, kx, sx, lx, mx, cx), (iy, ny, ky, sy, ly, my, cy) = ax, ay
+    if cx or cy:
+        one, lx, ly = _road_stage1(image, ax, ay), 0, 0
+    else:
+        one = cv2.resize(image[iy:iy + ny, ix:ix + nx], None, fx=1.0 / kx, fy=1.0 / ky,
+                         interpolation=cv2.INTER_LINEAR)
     two = cv2.resize(one[ly:ly + my, lx:lx + mx], None, fx=1.0 / sx, fy=1.0 / sy,
                      interpolation=cv2.INTER_LINEAR)
     return cv2.GaussianBlur(two[:size, :size], (3, 3), sigmaX=FAST_CROP_SIGMA, sigmaY=FAST_CROP_SIGMA)

@@ -332,8 +332,8 @@ def detector_box_to_crop_box(box_xywh, margin: float = DEFAULT_MARGIN, extent: f
 def crop_face(image_rgb: np.ndarray, crop_box, size: int) -> np.ndarray:
     """The square crop (x0, y0, side) of an RGB uint8 image resized to size x size, zero padding
     outside the image, aspect kept: image_utility.fast_crop, whose cost does not grow with the face
-    (one thread, quiet: 0.03-0.05 ms at 64 px; at 112 px 0.05-0.09 ms, 0.10 for a 2048 px box, 0.12
-    for a face at the image's edge). The training crops come from image_utility.crop_and_resize (a
+    (one thread, quiet: 0.03-0.05 ms at 64 px; at 112 px 0.05-0.10 ms, a face at the image's edge
+    included, 0.10-0.13 median for a 2048 px box). The training crops come from image_utility.crop_and_resize (a
     Gaussian pre-blur of the whole region); between the two the content moves by at most 0.17 crop
     px and the photo student's points about as much as when the box moves by 0.1 px
     (bench/speed/crop_speed.md, tests/test_fast_crop.py)."""
