@@ -391,6 +391,7 @@ FIGURES = {
     "learning_curves_long.r0c5": "bench/studies/learning_curves/results.json#learning_curves_long.rows.0.5",
     "converged_students.r0c2": "bench/studies/learning_curves/results.json#converged_students.rows.0.2",
     "converged_kd": "bench/studies/converged_regime/results.json#progress.rows.4.5",
+    "converged_l1": "bench/studies/converged_regime/results.json#progress.rows.3.5",
     "precise_bn.r2c3": "bench/studies/batchnorm/results.json#precise_bn.rows.2.3",
     "learning_curves_long.r1c5": "bench/studies/learning_curves/results.json#learning_curves_long.rows.1.5",
     "precise_bn.r4c2": "bench/studies/batchnorm/results.json#precise_bn.rows.4.2",
